@@ -13,6 +13,10 @@ from typing import Any, Iterable
 
 from flexibert._errors import InvalidArchitectureError
 
+# Model-building defaults shared by the torch models and the analytic cost formulas.
+DEFAULT_VOCAB_SIZE = 30522
+DEFAULT_MAX_POSITIONS = 512
+
 _BASE_ORDER = {"sa_sdp": 0, "sa_wma": 1, "l_dft": 2, "l_dct": 3}
 
 

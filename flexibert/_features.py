@@ -1,0 +1,251 @@
+"""Analytic features of an architecture: parameters, FLOPs and activation memory, without building it.
+
+All counts describe the encoder of :func:`flexibert._model.build_model` (no MLM or classifier head)
+for ``B = batch_size`` sequences of ``S = seq_len`` tokens, ``T = B·S``. A layer has width ``h``,
+``n`` heads of dimension ``d = h // n`` and feed-forward chain ``w = (h, f_0, ..., f_last, h)``.
+
+Parameters (exact; equals ``sum(p.numel() for p in build_model(spec).parameters())``)::
+
+    embeddings        V·h_0 + P·h_0 + 2·h_0                    (words, positions, LayerNorm)
+    sa_sdp head       3·(h·d + d)                              (Q, K, V)
+    sa_wma head       3·(h·d + d) + d²                         (+ W)
+    l_dft, l_dct head h·d + d                                  (V)
+    c_k head          3·(h·d + d) + h·k + d·k + k              (Q, V, pointwise key; depthwise key
+                                                                kernel; kernel generator)
+    attention output  n·d·h + h,  two LayerNorms 4·h
+    feed-forward      Σ_i w_i·w_{i+1} + w_{i+1}
+    projection        h_i·h_{i+1} + h_{i+1} where h_i ≠ h_{i+1}
+
+FLOPs (a multiply-accumulate is 2 FLOPs; only matrix products and convolutions are counted, as
+implemented here; lookups, biases, softmax, GELU, LayerNorm and additions are not)::
+
+    Linear(a -> b)    2·T·a·b       (every projection, attention output, feed-forward layer)
+    sa_sdp head       3·2·T·h·d + 2·2·B·S²·d                   (Q/K/V; scores and context)
+    sa_wma head       sa_sdp + 2·T·d²                          (Q·W)
+    l_dft head        2·T·h·d + 4·B·S²·d + 4·T·d²             (V; Re(F V F) = C V C - S V S)
+    l_dct head        2·T·h·d + 2·B·S²·d + 2·T·d²             (V; D V Dᵀ)
+    c_k head          3·2·T·h·d + 2·T·h·k + 2·2·T·d·k          (Q, V, pointwise key; depthwise key;
+                                                                kernel generator, dynamic mixing)
+
+Activation memory (float32, 4 bytes per element; inference without autograd, tensors freed once
+unused). The peak is the largest of the stages below, each counted in elements; the layer input
+``T·h`` stays alive through its layer::
+
+    embeddings        2·T·h_0 + S·h_0
+    attention stage   T·h + 2·T·n·d + max over head groups of
+                        self-attention (n_g heads)  3·T·n_g·d + 2·B·n_g·S²    (Q, K, V; scores, probs)
+                        l_dft (n_g heads)           4·T·n_g·d + 2·S² + 2·d²    (values, products; bases)
+                        l_dct (n_g heads)           3·T·n_g·d + S² + d²
+                        c_k (one head at a time)    T·h + 5·T·d + 2·T·k
+    feed-forward      2·T·h + T·max_i(w_i + 2·w_{i+1})            (layer input, residual; Linear input,
+                                                                output and GELU output; the last
+                                                                Linear has no GELU: w_i + w_{i+1})
+    projection        T·(h_i + h_{i+1})
+"""
+
+from __future__ import annotations
+
+import math
+
+from flexibert._spec import DEFAULT_MAX_POSITIONS, DEFAULT_VOCAB_SIZE, LayerSpec, as_spec, conv_kernel_size
+
+_BYTES_PER_FLOAT32 = 4
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+
+def _head_parameters(op_type: str, hidden: int, head_dim: int) -> int:
+    projection = hidden * head_dim + head_dim
+    if op_type == "sa_sdp":
+        return 3 * projection
+    if op_type == "sa_wma":
+        return 3 * projection + head_dim * head_dim
+    if op_type in ("l_dft", "l_dct"):
+        return projection
+    kernel = conv_kernel_size(op_type)
+    return 3 * projection + hidden * kernel + head_dim * kernel + kernel
+
+
+def _ff_widths(layer: LayerSpec) -> tuple[int, ...]:
+    return (layer.hidden_size, *layer.ff_dims, layer.hidden_size)
+
+
+def _layer_parameters(layer: LayerSpec) -> int:
+    h, n, d = layer.hidden_size, layer.n_heads, layer.head_dim
+    heads = sum(_head_parameters(op, h, d) for op in layer.ops)
+    widths = _ff_widths(layer)
+    feed_forward = sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    return heads + (n * d * h + h) + feed_forward + 4 * h
+
+
+def _projection_pairs(spec) -> list[tuple[int, int]]:
+    widths = spec.hidden_sizes
+    return [(a, b) for a, b in zip(widths[:-1], widths[1:]) if a != b]
+
+
+def count_parameters(spec, vocab_size: int = DEFAULT_VOCAB_SIZE, max_positions: int = DEFAULT_MAX_POSITIONS) -> int:
+    """Exact parameter count of ``build_model(spec, vocab_size=..., max_positions=...)``."""
+    spec = as_spec(spec)
+    h0 = spec.hidden_sizes[0]
+    embeddings = vocab_size * h0 + max_positions * h0 + 2 * h0
+    projections = sum(a * b + b for a, b in _projection_pairs(spec))
+    return embeddings + sum(_layer_parameters(layer) for layer in spec.layers) + projections
+
+
+# -- FLOPs -----------------------------------------------------------------------------------------
+
+
+def _head_macs(op_type: str, hidden: int, head_dim: int, batch_size: int, seq_len: int) -> int:
+    tokens = batch_size * seq_len
+    h, d = hidden, head_dim
+    square = batch_size * seq_len * seq_len * d  # one [S, S] x [S, d] product per sequence
+    if op_type in ("sa_sdp", "sa_wma"):
+        macs = 3 * tokens * h * d + 2 * square
+        return macs + (tokens * d * d if op_type == "sa_wma" else 0)
+    if op_type == "l_dft":
+        return tokens * h * d + 2 * square + 2 * tokens * d * d
+    if op_type == "l_dct":
+        return tokens * h * d + square + tokens * d * d
+    kernel = conv_kernel_size(op_type)
+    return 3 * tokens * h * d + tokens * h * kernel + 2 * tokens * d * kernel
+
+
+def estimate_flops(spec, batch_size: int = 1, seq_len: int = 128) -> int:
+    """FLOPs of one inference forward pass of the encoder (formulas in the module docstring)."""
+    spec = as_spec(spec)
+    _check_shape(batch_size, seq_len)
+    tokens = batch_size * seq_len
+    macs = 0
+    for layer in spec.layers:
+        h, n, d = layer.hidden_size, layer.n_heads, layer.head_dim
+        macs += sum(_head_macs(op, h, d, batch_size, seq_len) for op in layer.ops)
+        macs += tokens * n * d * h
+        widths = _ff_widths(layer)
+        macs += sum(tokens * a * b for a, b in zip(widths[:-1], widths[1:]))
+    macs += sum(tokens * a * b for a, b in _projection_pairs(spec))
+    return 2 * macs
+
+
+# -- activation memory -----------------------------------------------------------------------------
+
+
+def _group_elements(op_type: str, n_group: int, layer: LayerSpec, batch_size: int, seq_len: int) -> int:
+    tokens = batch_size * seq_len
+    h, d = layer.hidden_size, layer.head_dim
+    if op_type.startswith("sa_"):
+        return 3 * tokens * n_group * d + 2 * batch_size * n_group * seq_len * seq_len
+    if op_type == "l_dft":
+        return 4 * tokens * n_group * d + 2 * seq_len * seq_len + 2 * d * d
+    if op_type == "l_dct":
+        return 3 * tokens * n_group * d + seq_len * seq_len + d * d
+    return tokens * h + 5 * tokens * d + 2 * tokens * conv_kernel_size(op_type)
+
+
+def _layer_peak_elements(layer: LayerSpec, batch_size: int, seq_len: int) -> int:
+    tokens = batch_size * seq_len
+    h, n, d = layer.hidden_size, layer.n_heads, layer.head_dim
+    groups: dict[str, int] = {}
+    for op in layer.ops:
+        key = "sa" if op.startswith("sa_") else op
+        groups[key] = groups.get(key, 0) + 1
+    group_peak = max(
+        _group_elements("sa_sdp" if key == "sa" else key, count, layer, batch_size, seq_len)
+        for key, count in groups.items()
+    )
+    attention = 2 * tokens * n * d + group_peak
+    widths = _ff_widths(layer)
+    links = list(zip(widths[:-1], widths[1:]))
+    # input + output of a Linear, plus the GELU output for all but the last Linear of the stack
+    feed_forward = tokens * h + tokens * max(a + b + (b if i < len(links) - 1 else 0) for i, (a, b) in enumerate(links))
+    return tokens * h + max(attention, feed_forward)
+
+
+def activation_memory_bytes(spec, batch_size: int = 1, seq_len: int = 128) -> int:
+    """Approximate peak float32 activation footprint of an inference forward pass, in bytes
+    (formula in the module docstring). Weights are not included."""
+    spec = as_spec(spec)
+    _check_shape(batch_size, seq_len)
+    tokens = batch_size * seq_len
+    h0 = spec.hidden_sizes[0]
+    stages = [2 * tokens * h0 + seq_len * h0]
+    stages += [_layer_peak_elements(layer, batch_size, seq_len) for layer in spec.layers]
+    stages += [tokens * (a + b) for a, b in _projection_pairs(spec)]
+    return _BYTES_PER_FLOAT32 * max(stages)
+
+
+# -- summaries -------------------------------------------------------------------------------------
+
+ANALYTIC_FEATURE_NAMES: tuple[str, ...] = (
+    "log10_params",
+    "log10_flops",
+    "log10_activation_bytes",
+    "num_layers",
+    "mean_hidden_size",
+    "max_hidden_size",
+    "total_heads",
+    "heads_sa_sdp",
+    "heads_sa_wma",
+    "heads_l_dft",
+    "heads_l_dct",
+    "heads_conv",
+    "mean_conv_kernel",
+    "total_ff_width",
+    "mean_ff_depth",
+)
+
+
+def analytic_features(
+    spec,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_positions: int = DEFAULT_MAX_POSITIONS,
+) -> dict[str, int]:
+    """``{"params", "flops", "activation_bytes"}`` of the encoder."""
+    spec = as_spec(spec)
+    return {
+        "params": count_parameters(spec, vocab_size, max_positions),
+        "flops": estimate_flops(spec, batch_size, seq_len),
+        "activation_bytes": activation_memory_bytes(spec, batch_size, seq_len),
+    }
+
+
+def analytic_feature_vector(
+    spec,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_positions: int = DEFAULT_MAX_POSITIONS,
+) -> list[float]:
+    """A fixed-length numeric description for surrogate models, ordered as ``ANALYTIC_FEATURE_NAMES``."""
+    spec = as_spec(spec)
+    summary = analytic_features(spec, batch_size, seq_len, vocab_size, max_positions)
+    ops = [op for layer in spec.layers for op in layer.ops]
+    kernels = [conv_kernel_size(op) for op in ops if op.startswith("c_")]
+    hidden = spec.hidden_sizes
+    values = {
+        "log10_params": math.log10(summary["params"]),
+        "log10_flops": math.log10(summary["flops"]),
+        "log10_activation_bytes": math.log10(summary["activation_bytes"]),
+        "num_layers": spec.num_layers,
+        "mean_hidden_size": sum(hidden) / len(hidden),
+        "max_hidden_size": max(hidden),
+        "total_heads": len(ops),
+        "heads_sa_sdp": ops.count("sa_sdp"),
+        "heads_sa_wma": ops.count("sa_wma"),
+        "heads_l_dft": ops.count("l_dft"),
+        "heads_l_dct": ops.count("l_dct"),
+        "heads_conv": len(kernels),
+        "mean_conv_kernel": sum(kernels) / len(kernels) if kernels else 0.0,
+        "total_ff_width": sum(sum(layer.ff_dims) for layer in spec.layers),
+        "mean_ff_depth": sum(len(layer.ff_dims) for layer in spec.layers) / spec.num_layers,
+    }
+    return [float(values[name]) for name in ANALYTIC_FEATURE_NAMES]
+
+
+def _check_shape(batch_size: int, seq_len: int) -> None:
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")

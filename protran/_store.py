@@ -1,0 +1,744 @@
+"""The run store: an embedded SQLite database of profiling runs and their measurements.
+
+Every measurement is committed the moment it is added, so a crash or Ctrl-C loses nothing and an
+interrupted run can be resumed. ProTran ``dataset.json`` files import into the store and export from
+it. The database runs in WAL mode, so readers (a dashboard, ``protran pareto``) never block the
+profiler that writes.
+
+Tables: ``meta`` (schema version), ``runs`` (one profiling session: device, runtime, batch size,
+sequence length, threads, meter, host, software versions, configuration, status), ``measurements``
+(one row per attempt to measure an architecture, whatever its outcome) and ``models`` (records of
+fitted surrogates saved beside the store).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from flexibert import ArchSpec, InvalidArchitectureError, embed, model_hash
+from protran._protocol import STATUSES, MeasurementResult
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("running", "finished", "interrupted", "imported")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    device TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    batch_size INTEGER NOT NULL CHECK (batch_size > 0),
+    seq_len INTEGER NOT NULL CHECK (seq_len > 0),
+    num_threads INTEGER,
+    meter TEXT,
+    host TEXT NOT NULL DEFAULT '{}',
+    versions TEXT NOT NULL DEFAULT '{}',
+    config TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL DEFAULT 'running'
+        CHECK (status IN ('running', 'finished', 'interrupted', 'imported'))
+);
+CREATE TABLE measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_hash TEXT NOT NULL,
+    model_dict TEXT NOT NULL,
+    embedding TEXT,
+    runtime TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    seq_len INTEGER NOT NULL,
+    num_threads INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'unstable', 'failed', 'timeout', 'oom')),
+    latency_s REAL,
+    latency_ci_rel REAL,
+    latency_iqr_s REAL,
+    repeats INTEGER,
+    energy_j REAL,
+    peak_power_w REAL,
+    idle_power_w REAL,
+    mean_power_w REAL,
+    meter TEXT,
+    time_capped INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    versions TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX measurements_by_run_hash ON measurements (run_id, arch_hash);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+    name TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    path TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+_MEASUREMENT_COLUMNS = (
+    "run_id", "arch_hash", "model_dict", "embedding", "runtime", "batch_size", "seq_len", "num_threads",
+    "status", "latency_s", "latency_ci_rel", "latency_iqr_s", "repeats", "energy_j", "peak_power_w",
+    "idle_power_w", "mean_power_w", "meter", "time_capped", "error", "started_at", "finished_at", "versions",
+)
+
+
+class RunStoreError(RuntimeError):
+    """The run store cannot be opened, read or written; the message names the file."""
+
+
+class DatasetFormatError(ValueError):
+    """A ProTran ``dataset.json`` is malformed; the message names the file, the row key and the field."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One profiling session: where, with what, and how it was configured."""
+
+    id: int
+    created_at: str
+    device: str
+    runtime: str
+    batch_size: int
+    seq_len: int
+    num_threads: int | None
+    meter: str | None
+    host: dict[str, Any]
+    versions: dict[str, Any]
+    config: dict[str, Any]
+    status: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One stored attempt to measure an architecture. Units live in the field names; ``energy_j``,
+    ``peak_power_w``, ``idle_power_w`` and ``mean_power_w`` are None where no meter was available."""
+
+    id: int
+    run_id: int
+    device: str
+    arch_hash: str
+    model_dict: dict[str, Any]
+    embedding: list[int] | None
+    runtime: str
+    batch_size: int
+    seq_len: int
+    num_threads: int | None
+    status: str
+    latency_s: float | None
+    latency_ci_rel: float | None
+    latency_iqr_s: float | None
+    repeats: int | None
+    energy_j: float | None
+    peak_power_w: float | None
+    idle_power_w: float | None
+    mean_power_w: float | None
+    meter: str | None
+    time_capped: bool
+    error: str | None
+    started_at: str | None
+    finished_at: str | None
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ArchSpec:
+        return ArchSpec.from_model_dict(self.model_dict, space=False)
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A fitted surrogate saved beside the store: what it predicts, where it lives, how well it fits."""
+
+    id: int
+    run_id: int | None
+    name: str
+    measure: str
+    path: str
+    created_at: str
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One measured architecture on one device, as used by replay, Pareto and co-design."""
+
+    spec: ArchSpec
+    arch_hash: str
+    latency_s: float
+    energy_j: float | None
+    peak_power_w: float | None
+    device: str
+
+
+class RunStore:
+    """A SQLite file of runs and measurements.
+
+    Parameters
+    ----------
+    path:
+        The database file; created (with its directories) when absent.
+    readonly:
+        Open without write access (for reading a store another process writes, or a shipped file).
+
+    Examples
+    --------
+    >>> store = RunStore("rpi4.sqlite")                                  # doctest: +SKIP
+    >>> run_id = store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4) or store.create_run(
+    ...     "rpi4", "onnxruntime", batch_size=1, seq_len=128, num_threads=4)  # doctest: +SKIP
+    >>> store.add_measurement(run_id, measure_architecture(spec))       # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if readonly and not self.path.is_file():
+            raise RunStoreError(f"run store {self.path} does not exist")
+        if not readonly:
+            self._guard_foreign_file()
+        with self._errors("open"):
+            if readonly:
+                self._conn = self._connect_readonly()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None,
+                                             check_same_thread=False)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            self._check_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.path)!r})"
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        uri = self.path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL database in a read-only directory cannot create its shared-memory file; read the
+            # file as immutable instead (nothing can be writing to it there anyway).
+            conn.close()
+            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+
+    def _guard_foreign_file(self) -> None:
+        """Refuse to turn an unrelated non-empty file (a JSON dataset, say) into a database."""
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as handle:
+                if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                    raise RunStoreError(f"{self.path} exists and is not a SQLite run store")
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn sqlite errors (disk full, read-only file, locked, corrupt) into RunStoreError.
+
+        Also serialises use of the connection, which may be shared between threads.
+        """
+        try:
+            with self._lock:
+                yield
+        except sqlite3.Error as error:
+            raise RunStoreError(f"cannot {action} run store {self.path}: {error}") from error
+
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
+        """One all-or-nothing write: committed on success, rolled back on any error."""
+        with self._lock, self._errors(action):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:  # sqlite may already have rolled back (disk full)
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _check_schema(self) -> None:
+        with self._errors("read"):
+            tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" not in tables:
+                if tables:
+                    raise RunStoreError(f"{self.path} is a SQLite database but not a run store (no 'meta' table)")
+                if self.readonly:
+                    raise RunStoreError(f"run store {self.path} is empty")
+                self._create_schema()
+                return
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            raise RunStoreError(f"run store {self.path} has no schema_version")
+        version = int(row[0])
+        if version > SCHEMA_VERSION:
+            raise RunStoreError(
+                f"run store {self.path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+                "version of protran understands; upgrade edgetran to read it"
+            )
+
+    def _create_schema(self) -> None:
+        with self._transaction("initialise") as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (_now(),))
+
+    @property
+    def schema_version(self) -> int:
+        with self._errors("read"):
+            return int(self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        device: str,
+        runtime: str,
+        batch_size: int = 1,
+        seq_len: int = 128,
+        num_threads: int | None = None,
+        meter: str | None = None,
+        host: dict | None = None,
+        versions: dict | None = None,
+        config: dict | None = None,
+        status: str = "running",
+    ) -> int:
+        """Start a run and return its id."""
+        _check_positive_int("batch_size", batch_size)
+        _check_positive_int("seq_len", seq_len)
+        if not device:
+            raise ValueError("device must be a non-empty name")
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r} is not one of {RUN_STATUSES}")
+        with self._transaction("write") as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (created_at, device, runtime, batch_size, seq_len, num_threads, meter, host,"
+                " versions, config, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_now(), device, runtime, batch_size, seq_len, num_threads, meter,
+                 _dumps(host or {}), _dumps(versions or {}), _dumps(config or {}), status),
+            )
+            return int(cursor.lastrowid)
+
+    def get_run(self, run_id: int) -> Run:
+        with self._errors("read"):
+            row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"run {run_id} is not in run store {self.path}")
+        return _run_from_row(row)
+
+    def runs(self) -> list[Run]:
+        with self._errors("read"):
+            return [_run_from_row(row) for row in self._conn.execute("SELECT * FROM runs ORDER BY id")]
+
+    def set_run_status(self, run_id: int, status: str) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r} is not one of {RUN_STATUSES}")
+        self.get_run(run_id)
+        with self._transaction("write") as conn:
+            conn.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id))
+
+    def find_resumable_run(
+        self,
+        device: str,
+        runtime: str,
+        batch_size: int = 1,
+        seq_len: int = 128,
+        num_threads: int | None = None,
+        config: dict | None = None,
+    ) -> int | None:
+        """The newest unfinished ('running' or 'interrupted') run with these settings, or None.
+
+        When ``config`` is given it must equal the stored configuration too, so a run is never resumed
+        with different profiling settings.
+        """
+        with self._errors("read"):
+            rows = self._conn.execute(
+                "SELECT * FROM runs WHERE device = ? AND runtime = ? AND batch_size = ? AND seq_len = ?"
+                " AND num_threads IS ? AND status IN ('running', 'interrupted') ORDER BY id DESC",
+                (device, runtime, batch_size, seq_len, num_threads),
+            ).fetchall()
+        for row in rows:
+            if config is None or json.loads(row["config"]) == json.loads(_dumps(config)):
+                return int(row["id"])
+        return None
+
+    def devices(self) -> list[str]:
+        """Names of the devices with at least one run, sorted."""
+        with self._errors("read"):
+            return [row[0] for row in self._conn.execute("SELECT DISTINCT device FROM runs ORDER BY device")]
+
+    # -- measurements -------------------------------------------------------------------------------
+
+    def add_measurement(self, run_id: int, result: MeasurementResult) -> int:
+        """Store one measurement attempt (any status) and commit it at once. Returns its id."""
+        self.get_run(run_id)
+        row = _measurement_row(run_id, result)
+        with self._transaction("write") as conn:
+            return _insert_measurement(conn, row)
+
+    def measurements(
+        self, run_id: int | None = None, status: str | Sequence[str] | None = "ok", device: str | None = None
+    ) -> list[Measurement]:
+        """Stored measurements in insertion order; ``status=None`` returns every attempt."""
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("m.run_id = ?")
+            params.append(run_id)
+        if status is not None:
+            statuses = (status,) if isinstance(status, str) else tuple(status)
+            for value in statuses:
+                if value not in STATUSES:
+                    raise ValueError(f"status {value!r} is not one of {STATUSES}")
+            clauses.append(f"m.status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if device is not None:
+            clauses.append("r.device = ?")
+            params.append(device)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT m.*, r.device AS device FROM measurements m JOIN runs r ON r.id = m.run_id {where} ORDER BY m.id"
+        with self._errors("read"):
+            return [_measurement_from_row(row) for row in self._conn.execute(query, params)]
+
+    def measured_hashes(self, run_id: int, status: str | Sequence[str] | None = None) -> set[str]:
+        """Hashes of the architectures already attempted in a run (every outcome unless ``status``)."""
+        return {m.arch_hash for m in self.measurements(run_id, status=status)}
+
+    # -- surrogate records --------------------------------------------------------------------------
+
+    def add_model(
+        self, name: str, measure: str, path: str | Path, metrics: dict | None = None, run_id: int | None = None
+    ) -> int:
+        """Record a fitted surrogate saved at ``path``."""
+        with self._transaction("write") as conn:
+            cursor = conn.execute(
+                "INSERT INTO models (run_id, name, measure, path, created_at, metrics) VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, name, measure, str(path), _now(), _dumps(metrics or {})),
+            )
+            return int(cursor.lastrowid)
+
+    def models(self, measure: str | None = None) -> list[ModelRecord]:
+        query, params = "SELECT * FROM models", ()
+        if measure is not None:
+            query, params = query + " WHERE measure = ?", (measure,)
+        with self._errors("read"):
+            rows = self._conn.execute(query + " ORDER BY id", params).fetchall()
+        return [
+            ModelRecord(row["id"], row["run_id"], row["name"], row["measure"], row["path"], row["created_at"],
+                        json.loads(row["metrics"]))
+            for row in rows
+        ]
+
+    # -- ProTran dataset.json -----------------------------------------------------------------------
+
+    def import_protran_json(
+        self,
+        path: str | Path,
+        device: str | None = None,
+        batch_size: int | None = None,
+        seq_len: int = 128,
+        runtime: str = "reference",
+    ) -> int:
+        """Import a ProTran ``dataset.json`` as one new run (status 'imported') and return its id.
+
+        The device defaults to the file stem (``cpu_rpi_b1_r1``) and the batch size to the ``_b<N>_``
+        part of it (1 when absent); the reference padded every sequence to 128 tokens. The whole file
+        is validated first and written in one transaction, so a bad file imports nothing.
+        """
+        path = Path(path)
+        rows = read_protran_json(path)
+        stem_batch = _batch_from_stem(path.stem)
+        batch_size = batch_size if batch_size is not None else stem_batch or 1
+        config = {"source": path.name, "format": "protran-dataset-json"}
+        runs_match = re.search(r"_r(\d+)(?:_|$)", path.stem)
+        if runs_match:
+            config["reference_runs"] = int(runs_match.group(1))
+        with self._transaction("import into") as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (created_at, device, runtime, batch_size, seq_len, num_threads, meter, host,"
+                " versions, config, status) VALUES (?, ?, ?, ?, ?, NULL, NULL, '{}', '{}', ?, 'imported')",
+                (_now(), device or path.stem, runtime, batch_size, seq_len, _dumps(config)),
+            )
+            run_id = int(cursor.lastrowid)
+            for key, spec, embedding, perf in rows:
+                row = dict.fromkeys(_MEASUREMENT_COLUMNS)
+                row.update(
+                    run_id=run_id, arch_hash=key, model_dict=json.dumps(spec.to_model_dict()),
+                    embedding=_dumps(embedding), runtime=runtime, batch_size=batch_size, seq_len=seq_len,
+                    status="ok", latency_s=perf["latency"], energy_j=perf["energy"],
+                    peak_power_w=perf["peak_power"], time_capped=0, versions="{}",
+                )
+                _insert_measurement(conn, row)
+        return run_id
+
+    def export_protran_json(self, path: str | Path, run_id: int | None = None) -> int:
+        """Write the 'ok' measurements of a run as a ProTran ``dataset.json``; returns the row count.
+
+        ``run_id`` may be omitted when the store holds a single run. Energy and peak power are null
+        where no meter was available. An architecture measured more than once keeps its latest row.
+        """
+        if run_id is None:
+            run_ids = [run.id for run in self.runs()]
+            if len(run_ids) != 1:
+                raise ValueError(
+                    f"run store {self.path} holds {len(run_ids)} runs {run_ids}; pass run_id to choose one"
+                )
+            run_id = run_ids[0]
+        self.get_run(run_id)
+        latest: dict[str, Measurement] = {}
+        for measurement in self.measurements(run_id, status="ok"):
+            latest.pop(measurement.arch_hash, None)
+            latest[measurement.arch_hash] = measurement
+        dataset = {key: _protran_entry(m) for key, m in latest.items()}
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(dataset, allow_nan=False)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)  # never leave a half-written dataset behind
+        return len(dataset)
+
+
+# -- ProTran format helpers -----------------------------------------------------------------------------
+
+
+def _batch_from_stem(stem: str) -> int | None:
+    match = re.search(r"_b(\d+)(?:_|$)", stem)
+    return int(match.group(1)) if match else None
+
+
+def _model_type(spec: ArchSpec) -> str:
+    """The reference label: shallow (<= 6 layers) or deep, narrow (<= 4 heads per layer) or wide.
+
+    This rule reproduces the ``model_type`` of every row of the public ProTran datasets.
+    """
+    depth = "shallow" if spec.num_layers <= 6 else "deep"
+    width = "narrow" if max(spec.head_counts) <= 4 else "wide"
+    return f"{depth}_{width}"
+
+
+def _protran_entry(measurement: Measurement) -> dict[str, Any]:
+    spec = ArchSpec.from_model_dict(measurement.model_dict, space=False)
+    embedding = measurement.embedding if measurement.embedding is not None else embed(spec)
+    return {
+        "model_dict": spec.to_model_dict(),
+        "model_type": _model_type(spec),
+        "embedding": str(list(embedding)),
+        "performance": {
+            "latency": measurement.latency_s,
+            "energy": measurement.energy_j,
+            "peak_power": measurement.peak_power_w,
+        },
+    }
+
+
+def read_protran_json(path: str | Path) -> list[tuple[str, ArchSpec, list[int], dict[str, float | None]]]:
+    """Parse and validate a ProTran ``dataset.json``: rows of (hash, spec, embedding, performance).
+
+    Raises DatasetFormatError naming the file, row key and field for: text that is not JSON, a top
+    level that is not an object, missing fields, a model_dict outside the design space, a key that is
+    not the model hash, an embedding that does not match, and latency/energy/peak power that are not
+    finite non-negative numbers (energy and peak power may be null: not measured).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetFormatError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(data, dict):
+        raise DatasetFormatError(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
+    return [_parse_entry(path, key, value) for key, value in data.items()]
+
+
+def _parse_entry(path: Path, key: str, value: Any) -> tuple[str, ArchSpec, list[int], dict[str, float | None]]:
+    where = f"{path}: row '{key}'"
+    if not isinstance(value, dict):
+        raise DatasetFormatError(f"{where}: expected an object, got {type(value).__name__}")
+    for name in ("model_dict", "embedding", "performance"):
+        if name not in value:
+            raise DatasetFormatError(f"{where}: field '{name}' is missing")
+    try:
+        spec = ArchSpec.from_model_dict(value["model_dict"])
+    except InvalidArchitectureError as error:
+        raise DatasetFormatError(f"{where}, field 'model_dict': {error}") from None
+    expected_hash = model_hash(spec)
+    if key != expected_hash:
+        raise DatasetFormatError(
+            f"{where}: the key is not the hash of its model_dict (expected '{expected_hash}')"
+        )
+    embedding = embed(spec)
+    try:
+        given = json.loads(value["embedding"]) if isinstance(value["embedding"], str) else value["embedding"]
+    except json.JSONDecodeError:
+        given = None
+    if given != embedding:
+        raise DatasetFormatError(
+            f"{where}, field 'embedding': {value['embedding']!r} does not match the model_dict ({embedding})"
+        )
+    perf = value["performance"]
+    if not isinstance(perf, dict):
+        raise DatasetFormatError(f"{where}, field 'performance': expected an object")
+    numbers: dict[str, float | None] = {}
+    for name, optional in (("latency", False), ("energy", True), ("peak_power", True)):
+        if name not in perf:
+            raise DatasetFormatError(f"{where}, field 'performance.{name}' is missing")
+        number = perf[name]
+        if number is None and optional:
+            numbers[name] = None
+            continue
+        if (
+            not isinstance(number, (int, float)) or isinstance(number, bool)
+            or not math.isfinite(number) or number < 0
+        ):
+            raise DatasetFormatError(
+                f"{where}, field 'performance.{name}': {number!r} is not a finite non-negative number"
+            )
+        numbers[name] = float(number)
+    return key, spec, embedding, numbers
+
+
+def load_rows(path: str | Path, run_id: int | None = None, device: str | None = None) -> list[ProfileRow]:
+    """Measured rows from a ProTran ``dataset.json`` or a run-store SQLite file.
+
+    For a JSON file the device is the file stem; for a run store every 'ok' measurement is returned
+    with its run's device (filtered by ``run_id`` / ``device`` when given), keeping the latest row when
+    an architecture was measured more than once in a run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such profile file: {path}")
+    with open(path, "rb") as handle:
+        is_sqlite = handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    if not is_sqlite:
+        name = device or path.stem
+        return [
+            ProfileRow(spec, key, perf["latency"], perf["energy"], perf["peak_power"], name)
+            for key, spec, _, perf in read_protran_json(path)
+        ]
+    with RunStore(path, readonly=True) as store:
+        latest: dict[tuple[int, str], Measurement] = {}
+        for m in store.measurements(run_id=run_id, status="ok", device=device):
+            latest.pop((m.run_id, m.arch_hash), None)
+            latest[(m.run_id, m.arch_hash)] = m
+    return [
+        ProfileRow(m.spec, m.arch_hash, m.latency_s, m.energy_j, m.peak_power_w, m.device)
+        for m in latest.values()
+    ]
+
+
+# -- row conversion ---------------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, allow_nan=False)
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _optional_number(name: str, value: Any) -> float | None:
+    """Measurements are finite and non-negative or absent (None); never NaN standing in for 'missing'."""
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"measurement field {name} = {value!r} must be a finite non-negative number or None")
+    return number
+
+
+def _measurement_row(run_id: int, result: MeasurementResult) -> dict[str, Any]:
+    if result.status not in STATUSES:
+        raise ValueError(f"status {result.status!r} is not one of {STATUSES}")
+    spec = ArchSpec.from_model_dict(result.model_dict, space=False)
+    if model_hash(spec) != result.arch_hash:
+        raise ValueError(f"arch_hash {result.arch_hash!r} is not the hash of the measured model_dict")
+    if result.status == "ok" and result.latency_s is None:
+        raise ValueError("a measurement with status 'ok' needs latency_s")
+    try:
+        embedding = _dumps(embed(spec))
+    except InvalidArchitectureError:
+        embedding = None  # outside the default design space: no reference embedding
+    row = {
+        "run_id": run_id, "arch_hash": result.arch_hash, "model_dict": json.dumps(spec.to_model_dict()),
+        "embedding": embedding, "runtime": result.runtime, "batch_size": result.batch_size,
+        "seq_len": result.seq_len, "num_threads": result.num_threads, "status": result.status,
+        "repeats": result.repeats, "meter": result.meter, "time_capped": int(bool(result.time_capped)),
+        "error": result.error, "started_at": result.started_at, "finished_at": result.finished_at,
+        "versions": _dumps(result.versions or {}),
+    }
+    for name in ("latency_s", "latency_ci_rel", "latency_iqr_s", "energy_j", "peak_power_w", "idle_power_w",
+                 "mean_power_w"):
+        row[name] = _optional_number(name, getattr(result, name))
+    return row
+
+
+def _insert_measurement(conn: sqlite3.Connection, row: dict[str, Any]) -> int:
+    cursor = conn.execute(
+        f"INSERT INTO measurements ({', '.join(_MEASUREMENT_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_MEASUREMENT_COLUMNS))})",
+        [row[name] for name in _MEASUREMENT_COLUMNS],
+    )
+    return int(cursor.lastrowid)
+
+
+def _run_from_row(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"], created_at=row["created_at"], device=row["device"], runtime=row["runtime"],
+        batch_size=row["batch_size"], seq_len=row["seq_len"], num_threads=row["num_threads"], meter=row["meter"],
+        host=json.loads(row["host"]), versions=json.loads(row["versions"]), config=json.loads(row["config"]),
+        status=row["status"],
+    )
+
+
+def _measurement_from_row(row: sqlite3.Row) -> Measurement:
+    return Measurement(
+        id=row["id"], run_id=row["run_id"], device=row["device"], arch_hash=row["arch_hash"],
+        model_dict=json.loads(row["model_dict"]),
+        embedding=json.loads(row["embedding"]) if row["embedding"] is not None else None,
+        runtime=row["runtime"], batch_size=row["batch_size"], seq_len=row["seq_len"],
+        num_threads=row["num_threads"], status=row["status"], latency_s=row["latency_s"],
+        latency_ci_rel=row["latency_ci_rel"], latency_iqr_s=row["latency_iqr_s"], repeats=row["repeats"],
+        energy_j=row["energy_j"], peak_power_w=row["peak_power_w"], idle_power_w=row["idle_power_w"],
+        mean_power_w=row["mean_power_w"], meter=row["meter"], time_capped=bool(row["time_capped"]),
+        error=row["error"], started_at=row["started_at"], finished_at=row["finished_at"],
+        versions=json.loads(row["versions"]),
+    )

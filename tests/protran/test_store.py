@@ -1,0 +1,375 @@
+"""The SQLite run store: runs, measurements, schema versioning, errors, ProTran dataset.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flexibert import ArchSpec, embed, model_hash
+from protran._protocol import MeasurementResult
+from protran._store import (
+    SCHEMA_VERSION,
+    DatasetFormatError,
+    RunStore,
+    RunStoreError,
+    load_rows,
+)
+
+TINY = {"l": 2, "o": [["sa_sdp_64", "sa_sdp_64"]] * 2, "h": [128, 128], "f": [[512], [512]]}
+MINI = {"l": 4, "o": [["sa_sdp_64"] * 4] * 4, "h": [256] * 4, "f": [[1024]] * 4}
+MIXED = {"l": 2, "o": [["sa_wma_64", "l_dft_64"], ["l_dct_32", "c_9_32", "c_5_32", "c_13_32"]],
+         "h": [128, 128], "f": [[256, 256], [1024]]}
+
+
+def result(model_dict=TINY, **overrides) -> MeasurementResult:
+    spec = ArchSpec.from_model_dict(model_dict)
+    fields = dict(
+        arch_hash=model_hash(spec), model_dict=spec.to_model_dict(), runtime="onnxruntime", batch_size=1,
+        seq_len=128, num_threads=1, status="ok", latency_s=0.0123, latency_ci_rel=0.01, latency_iqr_s=0.0004,
+        repeats=40, versions={"onnxruntime": "1.31.1"},
+    )
+    fields.update(overrides)
+    return MeasurementResult(**fields)
+
+
+def protran_entry(model_dict, latency=1.5, energy=4.5, peak_power=3.0) -> tuple[str, dict]:
+    spec = ArchSpec.from_model_dict(model_dict)
+    return model_hash(spec), {
+        "model_dict": spec.to_model_dict(),
+        "model_type": "shallow_narrow",
+        "embedding": str(embed(spec)),
+        "performance": {"latency": latency, "energy": energy, "peak_power": peak_power},
+    }
+
+
+def write_dataset(path: Path, entries: list[tuple[str, dict]]) -> Path:
+    path.write_text(json.dumps(dict(entries)))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    with RunStore(tmp_path / "runs.sqlite") as opened:
+        yield opened
+
+
+# -- runs and measurements ----------------------------------------------------------------------------
+
+
+def test_new_store_is_versioned_and_in_wal_mode(store):
+    assert store.schema_version == SCHEMA_VERSION
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_create_and_get_run(store):
+    run_id = store.create_run("rpi4", "onnxruntime", batch_size=2, seq_len=64, num_threads=4, meter="ina219",
+                              host={"cpu_model": "Cortex-A72"}, versions={"numpy": "2.0"}, config={"seed": 3})
+    run = store.get_run(run_id)
+    assert (run.device, run.runtime, run.batch_size, run.seq_len, run.num_threads, run.meter) == (
+        "rpi4", "onnxruntime", 2, 64, 4, "ina219")
+    assert run.host == {"cpu_model": "Cortex-A72"} and run.config == {"seed": 3} and run.status == "running"
+    assert store.devices() == ["rpi4"]
+    with pytest.raises(KeyError, match="run 99"):
+        store.get_run(99)
+    with pytest.raises(ValueError, match="batch_size"):
+        store.create_run("rpi4", "onnxruntime", batch_size=0)
+
+
+def test_find_resumable_run_matches_settings_and_skips_finished_runs(store):
+    first = store.create_run("rpi4", "onnxruntime", 1, 128, 4, config={"pool": 64})
+    assert store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4) == first
+    assert store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4, config={"pool": 64}) == first
+    assert store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4, config={"pool": 32}) is None
+    assert store.find_resumable_run("rpi4", "torch", 1, 128, 4) is None
+    assert store.find_resumable_run("rpi4", "onnxruntime", 8, 128, 4) is None
+    store.set_run_status(first, "interrupted")
+    assert store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4) == first
+    store.set_run_status(first, "finished")
+    assert store.find_resumable_run("rpi4", "onnxruntime", 1, 128, 4) is None
+
+
+def test_add_measurement_round_trips_every_field(store):
+    run_id = store.create_run("host", "onnxruntime")
+    given = result(MIXED, energy_j=0.25, peak_power_w=6.5, idle_power_w=2.0, mean_power_w=5.0, meter="fake",
+                   time_capped=True, started_at="2024-01-01T00:00:00+00:00", finished_at="2024-01-01T00:01:00+00:00")
+    store.add_measurement(run_id, given)
+    (stored,) = store.measurements(run_id)
+    assert stored.device == "host" and stored.run_id == run_id
+    assert stored.arch_hash == given.arch_hash and stored.spec == given.spec
+    assert stored.embedding == embed(given.spec)
+    for name in ("latency_s", "latency_ci_rel", "latency_iqr_s", "repeats", "energy_j", "peak_power_w",
+                 "idle_power_w", "mean_power_w", "meter", "time_capped", "started_at", "finished_at", "versions"):
+        assert getattr(stored, name) == getattr(given, name), name
+
+
+def test_missing_power_stays_none_never_zero(store):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result())
+    (stored,) = store.measurements(run_id)
+    assert stored.energy_j is None and stored.peak_power_w is None and stored.idle_power_w is None
+    raw = sqlite3.connect(store.path).execute("SELECT energy_j, peak_power_w FROM measurements").fetchone()
+    assert raw == (None, None)
+
+
+def test_bad_measurement_values_are_refused(store):
+    run_id = store.create_run("host", "onnxruntime")
+    with pytest.raises(ValueError, match="energy_j"):
+        store.add_measurement(run_id, result(energy_j=math.nan))
+    with pytest.raises(ValueError, match="latency_s"):
+        store.add_measurement(run_id, result(latency_s=-1.0))
+    with pytest.raises(ValueError, match="arch_hash"):
+        store.add_measurement(run_id, result(arch_hash="0" * 32))
+    with pytest.raises(KeyError):
+        store.add_measurement(run_id + 1, result())
+    assert store.measurements(status=None) == []
+
+
+def test_status_filter_and_measured_hashes(store):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result(TINY))
+    store.add_measurement(run_id, result(MINI, status="unstable"))
+    store.add_measurement(run_id, result(MIXED, status="timeout", latency_s=None, error="killed after 5 s"))
+    assert [m.status for m in store.measurements(run_id)] == ["ok"]
+    assert [m.status for m in store.measurements(run_id, status=None)] == ["ok", "unstable", "timeout"]
+    assert len(store.measurements(run_id, status=("ok", "unstable"))) == 2
+    hashes = {model_hash(ArchSpec.from_model_dict(d)) for d in (TINY, MINI, MIXED)}
+    assert store.measured_hashes(run_id) == hashes
+    assert store.measured_hashes(run_id, status="ok") == {model_hash(ArchSpec.from_model_dict(TINY))}
+    with pytest.raises(ValueError, match="status"):
+        store.measurements(status="done")
+
+
+def test_every_measurement_is_committed_at_once(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    writer = RunStore(path)
+    run_id = writer.create_run("host", "onnxruntime")
+    writer.add_measurement(run_id, result())
+    # A second connection (another process, or the same file after a crash) sees it without a close.
+    with RunStore(path, readonly=True) as reader:
+        assert len(reader.measurements(run_id)) == 1
+    writer.add_measurement(run_id, result(MINI))
+    with RunStore(path) as other:
+        assert len(other.measurements(run_id)) == 2
+    writer.close()
+
+
+def test_models_table(store):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_model("bdt-latency", "latency", "surrogates/latency.json", metrics={"mse": 0.004}, run_id=run_id)
+    (record,) = store.models("latency")
+    assert (record.name, record.path, record.metrics, record.run_id) == (
+        "bdt-latency", "surrogates/latency.json", {"mse": 0.004}, run_id)
+    assert store.models("energy") == []
+
+
+# -- schema and storage errors --------------------------------------------------------------------------
+
+
+def test_newer_schema_is_refused_clearly(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    RunStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(RunStoreError, match=r"newer.*upgrade"):
+        RunStore(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    text_file = tmp_path / "dataset.json"
+    text_file.write_text("{}")
+    with pytest.raises(RunStoreError, match="not a SQLite run store"):
+        RunStore(text_file)
+    assert text_file.read_text() == "{}"
+    other_db = tmp_path / "other.db"
+    with sqlite3.connect(other_db) as conn:
+        conn.execute("CREATE TABLE things (x)")
+    with pytest.raises(RunStoreError, match="not a run store"):
+        RunStore(other_db)
+    with pytest.raises(RunStoreError, match="does not exist"):
+        RunStore(tmp_path / "absent.sqlite", readonly=True)
+
+
+def test_write_to_read_only_store_raises_and_keeps_data(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    with RunStore(path) as store:
+        run_id = store.create_run("host", "onnxruntime")
+        store.add_measurement(run_id, result())
+    with RunStore(path, readonly=True) as readonly:
+        with pytest.raises(RunStoreError, match=str(path.name)):
+            readonly.add_measurement(run_id, result(MINI))
+    with RunStore(path) as store:
+        assert [m.arch_hash for m in store.measurements(run_id)] == [result().arch_hash]
+
+
+class _DiskFullConnection:
+    """Stands in for a connection on a full disk: inserts fail the way sqlite reports it."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def execute(self, sql, *args):
+        if sql.lstrip().upper().startswith("INSERT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_disk_full_raises_run_store_error_and_keeps_data(tmp_path):
+    path = tmp_path / "runs.sqlite"
+    store = RunStore(path)
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result())
+    store._conn = _DiskFullConnection(store._conn)
+    with pytest.raises(RunStoreError, match=r"runs\.sqlite.*disk is full"):
+        store.add_measurement(run_id, result(MINI))
+    store._conn = store._conn._conn
+    assert not store._conn.in_transaction
+    store.close()
+    with RunStore(path) as reopened:
+        assert len(reopened.measurements(status=None)) == 1
+
+
+# -- ProTran dataset.json ---------------------------------------------------------------------------------
+
+
+def test_import_synthetic_dataset_names_device_and_batch_from_stem(store, tmp_path):
+    path = write_dataset(tmp_path / "cpu_board_b4_r2.json", [protran_entry(TINY), protran_entry(MINI, 2.0, 5.0, 4.0)])
+    run_id = store.import_protran_json(path)
+    run = store.get_run(run_id)
+    assert (run.device, run.batch_size, run.seq_len, run.status) == ("cpu_board_b4_r2", 4, 128, "imported")
+    assert run.config["reference_runs"] == 2
+    rows = store.measurements(run_id)
+    assert [(m.latency_s, m.energy_j, m.peak_power_w) for m in rows] == [(1.5, 4.5, 3.0), (2.0, 5.0, 4.0)]
+    assert store.get_run(store.import_protran_json(path, device="pi")).device == "pi"
+    plain = write_dataset(tmp_path / "plain.json", [protran_entry(TINY)])
+    assert store.get_run(store.import_protran_json(plain)).batch_size == 1
+
+
+def _bad(entry_fn):
+    key, entry = protran_entry(TINY)
+    return entry_fn(key, entry)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda key, e: {key: {k: v for k, v in e.items() if k != "performance"}}, "field 'performance' is missing"),
+        (lambda key, e: {key: {**e, "model_dict": {**e["model_dict"], "h": [128, 100]}}}, "field 'model_dict'"),
+        (lambda key, e: {"0" * 32: e}, "not the hash"),
+        (lambda key, e: {key: {**e, "embedding": "[1, 2, 3]"}}, "field 'embedding'"),
+        (lambda key, e: {key: {**e, "performance": {**e["performance"], "latency": float("nan")}}},
+         "performance.latency"),
+        (lambda key, e: {key: {**e, "performance": {**e["performance"], "energy": -1.0}}}, "performance.energy"),
+        (lambda key, e: {key: {**e, "performance": {**e["performance"], "peak_power": "4 W"}}},
+         "performance.peak_power"),
+        (lambda key, e: {key: {**e, "performance": {"energy": 1.0, "peak_power": 1.0}}},
+         "performance.latency' is missing"),
+        (lambda key, e: {key: {**e, "performance": {**e["performance"], "latency": None}}}, "performance.latency"),
+        (lambda key, e: {key: [1, 2]}, "expected an object"),
+    ],
+)
+def test_invalid_dataset_rows_name_key_and_field_and_import_nothing(store, tmp_path, mutate, message):
+    good_key, good = protran_entry(MINI)
+    data = {good_key: good, **_bad(mutate)}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))  # json writes NaN as the bare token NaN, which Python parses
+    with pytest.raises(DatasetFormatError, match="bad.json") as error:
+        store.import_protran_json(path)
+    assert message in str(error.value)
+    assert store.runs() == [] and store.measurements(status=None) == []
+
+
+def test_error_names_the_row_key(store, tmp_path):
+    key, entry = protran_entry(TINY)
+    entry["performance"]["energy"] = float("inf")
+    path = write_dataset(tmp_path / "bad.json", [protran_entry(MINI), (key, entry)])
+    with pytest.raises(DatasetFormatError, match=f"row '{key}'.*performance.energy"):
+        store.import_protran_json(path)
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "not a JSON file"), ("[1, 2]", "expected a JSON object")])
+def test_non_dataset_files_are_refused(store, tmp_path, text, message):
+    path = tmp_path / "x.json"
+    path.write_text(text)
+    with pytest.raises(DatasetFormatError, match=message):
+        store.import_protran_json(path)
+    assert store.runs() == []
+
+
+def test_export_without_meter_writes_null_energy_and_round_trips(store, tmp_path):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result(TINY))
+    store.add_measurement(run_id, result(MINI, energy_j=0.5, peak_power_w=7.0))
+    store.add_measurement(run_id, result(MIXED, status="unstable"))  # flagged rows are not exported
+    out = tmp_path / "export" / "dataset.json"
+    assert store.export_protran_json(out, run_id) == 2
+    data = json.loads(out.read_text())
+    tiny_key = model_hash(ArchSpec.from_model_dict(TINY))
+    assert data[tiny_key]["performance"] == {"latency": 0.0123, "energy": None, "peak_power": None}
+    assert data[tiny_key]["model_type"] == "shallow_narrow"
+    assert json.loads(data[tiny_key]["embedding"]) == embed(ArchSpec.from_model_dict(TINY))
+    imported = store.import_protran_json(out, device="again")
+    again = tmp_path / "again.json"
+    store.export_protran_json(again, imported)
+    assert json.loads(again.read_text()) == data
+    assert store.measurements(imported)[0].energy_j is None
+
+
+def test_export_keeps_latest_measurement_and_needs_run_id_with_several_runs(store, tmp_path):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result(TINY, latency_s=1.0))
+    store.add_measurement(run_id, result(TINY, latency_s=2.0))
+    out = tmp_path / "d.json"
+    assert store.export_protran_json(out) == 1
+    assert next(iter(json.loads(out.read_text()).values()))["performance"]["latency"] == 2.0
+    store.create_run("other", "torch")
+    with pytest.raises(ValueError, match="pass run_id"):
+        store.export_protran_json(out)
+
+
+def test_load_rows_reads_json_and_run_store(store, tmp_path):
+    path = write_dataset(tmp_path / "gpu_x_b8_r1.json", [protran_entry(TINY), protran_entry(MINI, energy=None)])
+    rows = load_rows(path)
+    assert [r.device for r in rows] == ["gpu_x_b8_r1"] * 2
+    assert rows[0].spec == ArchSpec.from_model_dict(TINY) and rows[1].energy_j is None
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result(TINY, latency_s=1.0))
+    store.add_measurement(run_id, result(TINY, latency_s=3.0))
+    store.add_measurement(run_id, result(MINI, status="failed", latency_s=None))
+    store.import_protran_json(path)
+    from_store = load_rows(store.path)
+    assert sorted((r.device, r.latency_s) for r in from_store) == [
+        ("gpu_x_b8_r1", 1.5), ("gpu_x_b8_r1", 1.5), ("host", 3.0)]
+    assert [r.latency_s for r in load_rows(store.path, device="host")] == [3.0]
+    with pytest.raises(FileNotFoundError):
+        load_rows(tmp_path / "absent.json")
+
+
+# -- the public measurement data ---------------------------------------------------------------------------
+
+
+def test_public_datasets_import_and_export_unchanged(shared_data, tmp_path):
+    files = sorted((shared_data / "protran").glob("*.json"))
+    assert files, "no ProTran datasets in the shared data"
+    with RunStore(tmp_path / "all.sqlite") as store:
+        for path in files:
+            original = json.loads(path.read_text())
+            run_id = store.import_protran_json(path)
+            run = store.get_run(run_id)
+            assert run.device == path.stem
+            assert f"_b{run.batch_size}_" in path.stem
+            assert len(store.measurements(run_id)) == len(original)
+            out = tmp_path / path.name
+            store.export_protran_json(out, run_id)
+            assert json.loads(out.read_text()) == original
+        assert store.devices() == sorted(p.stem for p in files)
+    rpi = load_rows(shared_data / "protran" / "cpu_rpi_b1_r1.json")
+    assert len(rpi) == 81 and rpi[0].arch_hash == "f36d5c40c770e4f787c78b43a2a09d78"
+    assert rpi[0].latency_s == pytest.approx(85.87468075752258)
