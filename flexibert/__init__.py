@@ -9,7 +9,14 @@ neighbouring architectures (:func:`transfer_weights`).
 
 from flexibert._embedding import decode, embed, embedding_bounds, is_valid_embedding, model_hash
 from flexibert._errors import ExportError, InvalidArchitectureError
-from flexibert._sampling import SAMPLING_METHODS, diversity_report, model_type, sample_architectures
+from flexibert._sampling import (
+    MODEL_TYPES,
+    SAMPLING_METHODS,
+    diversity_report,
+    model_type,
+    normalized_embeddings,
+    sample_architectures,
+)
 from flexibert._space import DesignSpace
 from flexibert._spec import ArchSpec, LayerSpec
 
@@ -62,6 +69,7 @@ __all__ = [
     "FlexiBertForSequenceClassification",
     "InvalidArchitectureError",
     "LayerSpec",
+    "MODEL_TYPES",
     "activation_memory_bytes",
     "analytic_feature_vector",
     "analytic_features",
@@ -81,6 +89,7 @@ __all__ = [
     "is_valid_embedding",
     "model_hash",
     "model_type",
+    "normalized_embeddings",
     "sample_architectures",
     "transfer_weights",
 ]
