@@ -33,6 +33,9 @@ EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 FILE_NAMES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}
 _RUNTIME_TITLES = {"onnx": "ONNX", "openvino": "OpenVINO", "torchscript": "TorchScript"}
 _MAX_LOCALISATION_TRIES = 24
+# Protobuf caps a single ONNX file at 2 GiB; the largest architectures of the space exceed it.
+# Leave room for the graph and for constants the exporter folds into initializers.
+SINGLE_FILE_LIMIT_BYTES = 1_800_000_000
 
 
 def export_formats() -> tuple[str, ...]:
@@ -141,6 +144,11 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _weight_bytes(module: nn.Module) -> int:
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
 def _to_onnx(module: nn.Module, args: tuple, path: Path, names: bool = True) -> None:
     with _quiet():
         torch.onnx.export(
@@ -149,7 +157,7 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, names: bool = True) -> 
             str(path),
             dynamo=True,
             opset_version=ONNX_OPSET,
-            external_data=False,
+            external_data=_weight_bytes(module) > SINGLE_FILE_LIMIT_BYTES,
             input_names=[INPUT_NAME] if names else None,
             output_names=[OUTPUT_NAME] if names else None,
             verbose=False,
@@ -204,7 +212,9 @@ def export_onnx(spec_or_model, path: str | Path, batch_size: int = 1, seq_len: i
     """Write a single-file ONNX model (opset 18, static shapes) and return its path.
 
     ``spec_or_model`` is an ArchSpec, a model_dict (built with seed 0) or an ``nn.Module`` that maps
-    ``input_ids`` to one tensor. Raises :class:`ExportError` when the export fails.
+    ``input_ids`` to one tensor. Weights beyond protobuf's 2 GiB limit (the largest architectures of
+    the space) go to ``<file name>.data`` beside the model, which ONNX Runtime finds on its own.
+    Raises :class:`ExportError` when the export fails.
     """
     return _export_with("onnx", spec_or_model, path, batch_size, seq_len, suffix=None)
 

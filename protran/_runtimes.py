@@ -1,0 +1,440 @@
+"""Inference runtimes that run a FlexiBERT encoder: torch (eager), ONNX Runtime and OpenVINO.
+
+A :class:`Runtime` turns an architecture (or a built ``nn.Module``) into a :class:`Session` in
+:meth:`Runtime.prepare`, which does everything that must not be timed: building, exporting and
+compiling. :meth:`Session.run` then runs one inference on a fixed, seeded input.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import importlib.util
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from flexibert import ArchSpec, ExportError
+
+RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
+OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """The library or the device a runtime needs is not present on this machine."""
+
+
+class Session(abc.ABC):
+    """A model ready to run in one runtime, on one fixed input.
+
+    Attributes: ``runtime`` (name), ``input_ids`` (int64 ``[batch, seq]``), ``thread_settings``
+    (what the runtime reports it applied), ``graph_node_count`` (nodes of the compiled graph, None
+    where the runtime has no graph), ``prepare_s`` (seconds spent in preparation) and ``export_s``
+    (the part of it spent exporting; 0 for torch).
+    """
+
+    runtime: str
+
+    def __init__(self, input_ids: np.ndarray, thread_settings: dict[str, Any], workdir: Path | None = None) -> None:
+        self.input_ids = input_ids
+        self.thread_settings = thread_settings
+        self.workdir = workdir
+        self.graph_node_count: int | None = None
+        self.prepare_s: float = float("nan")
+        self.export_s: float = 0.0
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @abc.abstractmethod
+    def run(self) -> np.ndarray:
+        """One inference on :attr:`input_ids`; returns the hidden states as float32 numpy."""
+
+    def close(self) -> None:
+        """Release the model and any temporary files."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(batch_size={self.batch_size}, seq_len={self.seq_len}, "
+            f"threads={self.thread_settings}, graph_node_count={self.graph_node_count})"
+        )
+
+
+class Runtime(abc.ABC):
+    """One inference runtime. Subclasses set ``name`` and ``libraries`` and implement ``_prepare``."""
+
+    name: ClassVar[str]
+    libraries: ClassVar[tuple[str, ...]]  # import names; the first is the runtime itself
+
+    def is_available(self) -> bool:
+        """Whether the libraries (and the device) this runtime needs are present."""
+        return all(importlib.util.find_spec(module) is not None for module in self.libraries)
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries involved, plus Python's; for the measurement record."""
+        found = {"python": platform.python_version()}
+        for module in dict.fromkeys(("torch", *self.libraries)):
+            try:
+                found[module] = _distribution_version(module)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return found
+
+    def prepare(
+        self,
+        spec_or_model,
+        batch_size: int = 1,
+        seq_len: int = 128,
+        num_threads: int | None = None,
+        workdir: str | Path | None = None,
+        *,
+        input_seed: int = 0,
+        model_seed: int = 0,
+        vocab_size: int | None = None,
+    ) -> Session:
+        """Build (from an ArchSpec / model_dict, with ``model_seed``), export and compile; not timed.
+
+        ``num_threads`` None leaves the runtime's default. Exported files go to ``workdir`` (default:
+        a temporary directory removed by :meth:`Session.close`). ``vocab_size`` applies to specs only.
+        """
+        self._check_available()
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads <= 0):
+            raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        from flexibert._export import as_model, check_shape, example_input_ids, vocab_size_of
+
+        check_shape(batch_size, seq_len)
+        if vocab_size is not None and not isinstance(spec_or_model, (ArchSpec, dict)):
+            raise ValueError("vocab_size applies when building from an ArchSpec or model_dict, not to a built model")
+        start = time.perf_counter()
+        options = {} if vocab_size is None else {"vocab_size": vocab_size}
+        model = as_model(spec_or_model, seed=model_seed, **options).eval()
+        ids = example_input_ids(batch_size, seq_len, vocab_size_of(model), seed=input_seed).numpy()
+        tmp = None
+        if workdir is None:
+            tmp = tempfile.TemporaryDirectory(prefix=f"edgetran-{self.name}-")
+            workdir = tmp.name
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            session = self._prepare(model, ids, num_threads, workdir)
+        except BaseException:
+            if tmp is not None:
+                tmp.cleanup()
+            raise
+        session._tmp = tmp
+        session.workdir = workdir
+        session.prepare_s = time.perf_counter() - start
+        return session
+
+    @abc.abstractmethod
+    def _prepare(self, model, input_ids: np.ndarray, num_threads: int | None, workdir: Path) -> Session:
+        ...
+
+    def _check_available(self) -> None:
+        missing = [module for module in self.libraries if importlib.util.find_spec(module) is None]
+        if missing:
+            raise RuntimeUnavailableError(
+                f"runtime '{self.name}' needs the Python package(s) {missing}, which are not installed; "
+                f"install them (e.g. pip install {' '.join(_DISTRIBUTIONS.get(m, m) for m in missing)})"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "onnx": "onnx", "torch": "torch==2.13.0"}
+
+
+def _distribution_version(module: str) -> str:
+    for distribution in (module, f"{module}-gpu", f"{module}-cpu"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    raise importlib.metadata.PackageNotFoundError(module)
+
+
+# -- torch ---------------------------------------------------------------------------------------
+
+
+class TorchSession(Session):
+    runtime = "torch"
+
+    def __init__(self, model, input_ids: np.ndarray, device: str, previous_threads: int | None, settings) -> None:
+        super().__init__(input_ids, settings)
+        import torch
+
+        self._torch = torch
+        self._device = device
+        self._model = model.to(device)
+        self._ids = torch.from_numpy(input_ids).to(device)
+        self._previous_threads = previous_threads
+
+    def run(self) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            output = self._model(self._ids)
+        return output.float().cpu().numpy()  # .cpu() waits for a GPU to finish
+
+    def close(self) -> None:
+        if self._previous_threads is not None:
+            self._torch.set_num_threads(self._previous_threads)
+            self._previous_threads = None
+        super().close()
+
+
+class TorchRuntime(Runtime):
+    """Eager PyTorch. ``num_threads`` is applied with ``torch.set_num_threads`` (process-wide) and
+    restored when the session is closed."""
+
+    name = "torch"
+    libraries = ("torch",)
+
+    def __init__(self, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
+
+    def is_available(self) -> bool:
+        if not super().is_available():
+            return False
+        import torch
+
+        return self.device == "cpu" or torch.cuda.is_available()
+
+    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeUnavailableError("runtime 'torch' was asked for device 'cuda', but torch sees no CUDA GPU")
+        previous = None
+        if num_threads is not None:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(num_threads)
+        settings = {"torch.num_threads": torch.get_num_threads(), "device": self.device}
+        return TorchSession(model, input_ids, self.device, previous, settings)
+
+    def __repr__(self) -> str:
+        return f"TorchRuntime(device={self.device!r})"
+
+
+# -- ONNX Runtime --------------------------------------------------------------------------------
+
+
+class OnnxRuntimeSession(Session):
+    runtime = "onnxruntime"
+
+    def __init__(self, session, input_ids: np.ndarray, settings, graph_node_count: int | None) -> None:
+        super().__init__(input_ids, settings)
+        self._session = session
+        self._feed = {session.get_inputs()[0].name: input_ids}
+        self.graph_node_count = graph_node_count
+        self.providers = session.get_providers()
+
+    def run(self) -> np.ndarray:
+        return self._session.run(None, self._feed)[0]
+
+    def close(self) -> None:
+        self._session = None
+        super().close()
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime on the exported ONNX model (opset 18), all graph optimisations on, one
+    inter-op thread; ``device='cuda'`` uses the CUDA execution provider."""
+
+    name = "onnxruntime"
+    libraries = ("onnxruntime", "onnx")
+
+    def __init__(self, device: str = "cpu") -> None:
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        self.device = device
+
+    def _providers(self) -> list[str]:
+        import onnxruntime as ort
+
+        if self.device == "cpu":
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeUnavailableError(
+                "runtime 'onnxruntime' was asked for device 'cuda', but this onnxruntime build has no "
+                f"CUDAExecutionProvider (available: {ort.get_available_providers()}); install onnxruntime-gpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def is_available(self) -> bool:
+        if not super().is_available():
+            return False
+        try:
+            self._providers()
+        except RuntimeUnavailableError:
+            return False
+        return True
+
+    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+        import onnx
+        import onnxruntime as ort
+
+        from flexibert._export import export_onnx
+
+        providers = self._providers()
+        batch_size, seq_len = input_ids.shape
+        start = time.perf_counter()
+        path = export_onnx(model, workdir / "model.onnx", batch_size=batch_size, seq_len=seq_len)
+        export_s = time.perf_counter() - start
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.intra_op_num_threads = num_threads or 0  # 0: one per physical core
+        options.log_severity_level = 3  # errors only
+        optimized = workdir / "model.optimized.onnx"
+        options.optimized_model_filepath = str(optimized)
+        # Weights go beside the optimized graph, so that models over protobuf's 2 GiB limit save too.
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", optimized.name + ".data"
+        )
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as error:
+            raise ExportError(f"onnxruntime could not load the exported ONNX model {path}: {error}") from error
+        node_count = len(onnx.load(str(optimized), load_external_data=False).graph.node) if optimized.exists() else None
+        settings = {
+            "intra_op_num_threads": options.intra_op_num_threads,
+            "inter_op_num_threads": options.inter_op_num_threads,
+            "providers": session.get_providers(),
+        }
+        prepared = OnnxRuntimeSession(session, input_ids, settings, node_count)
+        prepared.export_s = export_s
+        return prepared
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntime(device={self.device!r})"
+
+
+# -- OpenVINO ------------------------------------------------------------------------------------
+
+
+class OpenVinoSession(Session):
+    runtime = "openvino"
+
+    def __init__(self, compiled, input_ids: np.ndarray, settings) -> None:
+        super().__init__(input_ids, settings)
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self.graph_node_count = len(compiled.get_runtime_model().get_ops())
+
+    def run(self) -> np.ndarray:
+        self._request.infer({0: self.input_ids})
+        return self._request.get_output_tensor(0).data.copy()
+
+    def close(self) -> None:
+        self._request = None
+        self._compiled = None
+        super().close()
+
+
+class OpenVinoRuntime(Runtime):
+    """OpenVINO on the CPU plugin, compiled from the saved IR for latency (one stream).
+
+    ``precision`` sets ``INFERENCE_PRECISION_HINT``; the default "f32" keeps outputs within ~1e-5
+    of torch, while the plugin's own default on CPUs with bf16 support is bf16 (errors ~1e-2).
+    """
+
+    name = "openvino"
+    libraries = ("openvino",)
+
+    def __init__(self, precision: str = "f32", device: str = "CPU") -> None:
+        if precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"precision must be one of {list(OPENVINO_PRECISIONS)}, got {precision!r}")
+        self.precision = precision
+        self.device = device
+
+    def is_available(self) -> bool:
+        if not super().is_available():
+            return False
+        import openvino as ov
+
+        return self.device in ov.Core().available_devices
+
+    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+        import openvino as ov
+
+        from flexibert._export import export_openvino
+
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise RuntimeUnavailableError(
+                f"runtime 'openvino' has no device '{self.device}' here (available: {core.available_devices})"
+            )
+        batch_size, seq_len = input_ids.shape
+        start = time.perf_counter()
+        path = export_openvino(model, workdir / "model.xml", batch_size=batch_size, seq_len=seq_len)
+        export_s = time.perf_counter() - start
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
+        if num_threads is not None:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        try:
+            compiled = core.compile_model(core.read_model(str(path)), self.device, config)
+        except Exception as error:
+            raise ExportError(f"openvino could not compile the exported IR {path} for {self.device}: {error}") from error
+        settings = {
+            "INFERENCE_NUM_THREADS": compiled.get_property("INFERENCE_NUM_THREADS"),
+            "INFERENCE_PRECISION_HINT": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "NUM_STREAMS": int(compiled.get_property("NUM_STREAMS")),
+        }
+        prepared = OpenVinoSession(compiled, input_ids, settings)
+        prepared.export_s = export_s
+        return prepared
+
+    def __repr__(self) -> str:
+        return f"OpenVinoRuntime(precision={self.precision!r}, device={self.device!r})"
+
+
+def _type_name(element_type) -> str:
+    """ov.Type.f32 -> 'f32'."""
+    get_name = getattr(element_type, "get_type_name", None)
+    return get_name() if callable(get_name) else str(element_type)
+
+
+# -- lookup --------------------------------------------------------------------------------------
+
+_RUNTIMES: dict[str, type[Runtime]] = {
+    "torch": TorchRuntime,
+    "onnxruntime": OnnxRuntime,
+    "openvino": OpenVinoRuntime,
+}
+
+
+def get_runtime(name: str, **options: Any) -> Runtime:
+    """The runtime called ``name`` (one of :data:`RUNTIME_NAMES`), built with ``options``
+    (e.g. ``device="cuda"`` for onnxruntime, ``precision="bf16"`` for openvino)."""
+    if name not in _RUNTIMES:
+        raise ValueError(f"unknown runtime '{name}'; choose one of {', '.join(RUNTIME_NAMES)}")
+    return _RUNTIMES[name](**options)
+
+
+def available_runtimes() -> list[str]:
+    """Names of the runtimes whose libraries are installed."""
+    return [name for name in RUNTIME_NAMES if get_runtime(name).is_available()]
