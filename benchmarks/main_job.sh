@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh machine: install, sample and export architectures, profile this
+# machine's CPU briefly with ONNX Runtime, fit surrogates and predict. Output lands in out/main_job/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=out/main_job
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip install -q torch==2.13.0
+pip install -q -e .
+mkdir -p "$out"
+
+echo "== 1. sample 16 architectures (Latin hypercube, narrow/wide split) and describe them"
+flexibert sample -n 16 --method lhs_split --seed 0 --out "$out/archs"
+flexibert describe "$out/archs"
+
+echo "== 2. export the first one to ONNX, OpenVINO IR and TorchScript and run each once"
+first=$(ls "$out/archs"/*.json | head -n 1)
+flexibert export "$first" --format onnx,openvino,torchscript --out "$out/exported" --run
+
+echo "== 3. profile this CPU (ONNX Runtime, batch 1, seq 128, 1 thread): seeds + active learning"
+protran meters
+protran profile --device local-cpu --runtime onnxruntime --meter auto --seed-samples 12 \
+    --max-samples ${MAIN_JOB_SAMPLES:-20} --time-cap-s 10 --out "$out/runs" --resume
+
+echo "== 4. predict the sampled architectures with the fitted surrogates"
+protran predict --surrogates "$out/runs" "$out/archs"

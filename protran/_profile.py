@@ -1,0 +1,336 @@
+"""``protran profile``: measure a board unattended until its surrogates are good enough.
+
+The loop: measure 16 Latin-hypercube seed architectures (half with 2 or 4 heads per layer, half with
+8 or 12, as the reference seeds), then repeatedly fit one surrogate per
+measure, draw a fresh pool of candidate architectures, measure the one the acquisition prefers
+(highest predicted uncertainty by default), and stop when the cross-validated MSE of every
+max-normalised measure stays at or below the target for ``patience`` consecutive checks, or when
+the sample or time budget runs out. Each measurement is committed to the run store before the next
+starts, so an interrupted run resumes where it stopped (``resume=True``) without losing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from flexibert import ArchSpec, DesignSpace, model_hash, sample_architectures
+from protran._store import Measurement, RunStore
+
+MEASURES = ("latency_s", "energy_j", "peak_power_w")
+# Beside the saved surrogates, one manifest per device says how to featurise architectures for them.
+MANIFEST_SUFFIX = ".surrogates.json"
+# Fewer training rows per fold than this give no meaningful validation error.
+_MIN_TRAINING_ROWS = 3
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What to measure and when to stop. Defaults follow the reference profiler where it made sense."""
+
+    device: str
+    runtime: str = "onnxruntime"
+    batch_size: int = 1
+    seq_len: int = 128
+    num_threads: int = 1
+    meter: str = "auto"
+    seed: int = 0
+    seed_samples: int = 16
+    pool_size: int = 64
+    target_mse: float = 0.005
+    patience: int = 3
+    max_samples: int = 96
+    max_hours: float = 4.0
+    surrogate: str = "gbdt"
+    features: str = "both"
+    acquisition: str = "uncertainty"
+    target_rel_ci: float = 0.02
+    time_cap_s: float = 30.0
+    timeout_s: float = 600.0
+    cv_folds: int = 5
+    vocab_size: int | None = None
+    space_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.device or "/" in self.device:
+            raise ValueError(f"device name {self.device!r} must be a non-empty name without '/'")
+        for name in ("batch_size", "seq_len", "num_threads", "seed_samples", "pool_size", "max_samples",
+                     "patience", "cv_folds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_samples < self.seed_samples:
+            raise ValueError(f"max_samples ({self.max_samples}) must be at least seed_samples ({self.seed_samples})")
+        if not 0 < self.target_mse < 1:
+            raise ValueError(f"target_mse must lie in (0, 1), got {self.target_mse}")
+        if self.max_hours <= 0:
+            raise ValueError(f"max_hours must be positive, got {self.max_hours}")
+        if self.acquisition not in ("uncertainty", "random"):
+            raise ValueError(f"acquisition must be 'uncertainty' or 'random', got {self.acquisition!r}")
+
+    def design_space(self) -> DesignSpace:
+        return DesignSpace.from_yaml(self.space_path) if self.space_path else DesignSpace.default()
+
+    def run_settings(self) -> dict[str, Any]:
+        """Settings that must match for a run to be resumed."""
+        keep = ("seed", "seed_samples", "surrogate", "features", "acquisition", "space_path")
+        return {name: getattr(self, name) for name in keep}
+
+
+@dataclass
+class ProfileSummary:
+    run_id: int
+    device: str
+    runtime: str
+    meter: str | None
+    measured_ok: int
+    failed: int
+    unstable: int
+    converged: bool
+    stop_reason: str
+    cv_mse: dict[str, float | None]
+    measures: list[str]
+    surrogate_paths: dict[str, str] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- pieces of the loop (pure, tested on their own) ---------------------------------------------------
+
+
+def available_measures(rows: Sequence[Measurement]) -> list[str]:
+    """Latency always; energy and peak power only when every row has them (a meter was present)."""
+    measures = ["latency_s"]
+    for name in ("energy_j", "peak_power_w"):
+        if rows and all(getattr(row, name) is not None for row in rows):
+            measures.append(name)
+    return measures
+
+
+def normalised_targets(rows: Sequence[Measurement], measure: str) -> tuple[np.ndarray, float]:
+    """Values divided by their maximum over the measured rows, and that maximum."""
+    values = np.array([getattr(row, measure) for row in rows], dtype=float)
+    scale = float(values.max())
+    if not scale > 0:
+        raise ValueError(f"cannot normalise {measure}: its largest measured value is {scale}")
+    return values / scale, scale
+
+
+def cross_validated_mse(make_model: Callable[[], Any], features: np.ndarray, targets: np.ndarray,
+                        folds: int, seed: int) -> float:
+    """K-fold MSE of a fresh model on every fold (K capped by the number of rows)."""
+    n = len(targets)
+    folds = min(folds, n)
+    if folds < 2 or n - math.ceil(n / folds) < _MIN_TRAINING_ROWS:
+        return math.inf
+    order = np.random.default_rng(seed).permutation(n)
+    errors = np.empty(n)
+    for fold in np.array_split(order, folds):
+        train = np.setdiff1d(order, fold)
+        model = make_model().fit(features[train], targets[train])
+        errors[fold] = model.predict(features[fold]) - targets[fold]
+    return float(np.mean(errors**2))
+
+
+def choose_next(
+    pool: Sequence[ArchSpec], models: dict[str, Any], pool_features: np.ndarray, acquisition: str,
+    rng: np.random.Generator,
+) -> ArchSpec:
+    """The pool candidate with the largest summed normalised predictive std (or a random one)."""
+    if acquisition == "random":
+        return pool[int(rng.integers(len(pool)))]
+    score = np.zeros(len(pool))
+    for model in models.values():
+        _, std = model.predict(pool_features, return_std=True)
+        score += np.asarray(std, dtype=float)
+    return pool[int(np.argmax(score))]
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+class Profiler:
+    """Runs one profiling session against a run store. See :func:`profile` for the one-call form."""
+
+    def __init__(self, config: ProfileConfig, store: RunStore, out_dir: str | Path, *, resume: bool = False,
+                 meter: Any = None, measure_fn: Callable[..., Any] | None = None,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.space = config.design_space()
+        self.store = store
+        self.out_dir = Path(out_dir)
+        self.meter = meter
+        self._measure_fn = measure_fn or _default_measure
+        self._progress = progress or (lambda event: None)
+        self._rng = np.random.default_rng(config.seed)
+        self._started = time.monotonic()
+        self.run_id = self._open_run(resume)
+        self._passes = 0
+        self.cv_mse: dict[str, float] = {}
+
+    def _open_run(self, resume: bool) -> int:
+        c = self.config
+        meter_name = getattr(self.meter, "name", None)
+        if resume:
+            run_id = self.store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads,
+                                                   config=c.run_settings())
+            if run_id is not None:
+                self.store.set_run_status(run_id, "running")
+                return run_id
+        from protran._protocol import host_info, software_versions
+
+        return self.store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
+                                     num_threads=c.num_threads, meter=meter_name, host=host_info(),
+                                     versions=software_versions(), config=c.run_settings())
+
+    # -- state derived from the store (so resuming needs no other state) --
+
+    def _attempts(self) -> list[Measurement]:
+        return self.store.measurements(run_id=self.run_id, status=None)
+
+    def _ok_rows(self) -> list[Measurement]:
+        return self.store.measurements(run_id=self.run_id, status="ok")
+
+    # -- steps --
+
+    def _measure(self, spec: ArchSpec, reason: str) -> None:
+        c = self.config
+        self._progress({"event": "measuring", "hash": model_hash(spec), "reason": reason, "spec": spec})
+        result = self._measure_fn(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
+                                  num_threads=c.num_threads, meter=self.meter, target_rel_ci=c.target_rel_ci,
+                                  time_cap_s=c.time_cap_s, timeout_s=c.timeout_s,
+                                  vocab_size=c.vocab_size)
+        self.store.add_measurement(self.run_id, result)
+        self._progress({"event": "measured", "result": result, "n_ok": len(self._ok_rows()),
+                        "n_attempts": len(self._attempts()), "cv_mse": dict(self.cv_mse)})
+
+    def _budget_left(self) -> str | None:
+        if len(self._attempts()) >= self.config.max_samples:
+            return "max_samples"
+        if time.monotonic() - self._started >= self.config.max_hours * 3600:
+            return "max_hours"
+        return None
+
+    def _fit(self, rows: list[Measurement]) -> dict[str, Any]:
+        from protran.surrogates import featurize, make_surrogate
+
+        c = self.config
+        features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
+                             seq_len=c.seq_len)
+        models, self.cv_mse = {}, {}
+        for measure in available_measures(rows):
+            targets, _ = normalised_targets(rows, measure)
+            make = lambda: make_surrogate(c.surrogate, seed=c.seed)  # noqa: E731
+            self.cv_mse[measure] = cross_validated_mse(make, features, targets, c.cv_folds, c.seed)
+            models[measure] = make().fit(features, targets)
+        return models
+
+    def _next_candidate(self, models: dict[str, Any], iteration: int) -> ArchSpec:
+        from protran.surrogates import featurize
+
+        c = self.config
+        measured = {row.arch_hash for row in self._attempts()}
+        pool = [spec for spec in sample_architectures(c.pool_size, method="random", seed=c.seed * 100_003 + iteration,
+                                                    space=self.space)
+                if model_hash(spec) not in measured]
+        features = featurize(pool, features=c.features, batch_size=c.batch_size, seq_len=c.seq_len)
+        return choose_next(pool, models, features, c.acquisition, self._rng)
+
+    def run(self) -> ProfileSummary:
+        c = self.config
+        stop_reason = None
+        try:
+            measured = {row.arch_hash for row in self._attempts()}
+            for spec in sample_architectures(c.seed_samples, method="lhs_split", seed=c.seed, space=self.space):
+                if model_hash(spec) not in measured:
+                    if (stop_reason := self._budget_left()) is not None:
+                        break
+                    self._measure(spec, "seed")
+            iteration = len(self._attempts())
+            while stop_reason is None:
+                rows = self._ok_rows()
+                if len(rows) < 2:
+                    stop_reason = "too_few_successful_measurements"
+                    break
+                models = self._fit(rows)
+                self._passes = self._passes + 1 if max(self.cv_mse.values()) <= c.target_mse else 0
+                self._progress({"event": "fitted", "cv_mse": dict(self.cv_mse), "passes": self._passes,
+                                "n_ok": len(rows)})
+                if self._passes >= c.patience:
+                    stop_reason = "converged"
+                    break
+                if (stop_reason := self._budget_left()) is not None:
+                    break
+                self._measure(self._next_candidate(models, iteration), "uncertainty")
+                iteration += 1
+        except KeyboardInterrupt:
+            self.store.set_run_status(self.run_id, "interrupted")
+            raise
+        return self._finish(stop_reason)
+
+    def _finish(self, stop_reason: str) -> ProfileSummary:
+        rows = self._ok_rows()
+        attempts = self._attempts()
+        paths: dict[str, str] = {}
+        measures = available_measures(rows)
+        if len(rows) >= 2:
+            paths = self.save_surrogates(rows)
+        self.store.set_run_status(self.run_id, "finished")
+        return ProfileSummary(
+            run_id=self.run_id, device=self.config.device, runtime=self.config.runtime,
+            meter=getattr(self.meter, "name", None), measured_ok=len(rows),
+            failed=sum(a.status in ("failed", "timeout", "oom") for a in attempts),
+            unstable=sum(a.status == "unstable" for a in attempts), converged=stop_reason == "converged",
+            stop_reason=stop_reason, cv_mse=_finite(self.cv_mse), measures=measures, surrogate_paths=paths,
+            elapsed_s=time.monotonic() - self._started,
+        )
+
+    def save_surrogates(self, rows: list[Measurement]) -> dict[str, str]:
+        """Fit on every successful row in real units and save one surrogate per measure."""
+        from protran.surrogates import featurize, make_surrogate
+
+        c = self.config
+        features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
+                             seq_len=c.seq_len)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for measure in available_measures(rows):
+            targets = np.array([getattr(row, measure) for row in rows], dtype=float)
+            model = make_surrogate(c.surrogate, seed=c.seed, log_target=True).fit(features, targets)
+            path = self.out_dir / f"{c.device}_{measure}"
+            model.save(path)
+            metrics = {"cv_mse_normalised": _finite(self.cv_mse).get(measure), "rows": len(rows),
+                       "features": c.features, "batch_size": c.batch_size, "seq_len": c.seq_len}
+            self.store.add_model(name=c.surrogate, run_id=self.run_id, measure=measure, path=str(path), metrics=metrics)
+            paths[measure] = str(path)
+        manifest = {"device": c.device, "runtime": c.runtime, "batch_size": c.batch_size, "seq_len": c.seq_len,
+                    "num_threads": c.num_threads, "features": c.features, "surrogate": c.surrogate,
+                    "rows": len(rows), "surrogates": {m: Path(p).name for m, p in paths.items()}}
+        (self.out_dir / f"{c.device}{MANIFEST_SUFFIX}").write_text(json.dumps(manifest, indent=2))
+        return paths
+
+
+def _finite(values: dict[str, float]) -> dict[str, float | None]:
+    """Infinite errors (too few rows to validate) become None, which JSON can hold."""
+    return {key: (value if math.isfinite(value) else None) for key, value in values.items()}
+
+
+def _default_measure(spec: ArchSpec, **settings: Any):
+    from protran._protocol import measure_architecture
+
+    return measure_architecture(spec, **settings)
+
+
+def profile(config: ProfileConfig, store_path: str | Path, out_dir: str | Path, *, resume: bool = False,
+            meter: Any = None, progress: Callable[[dict[str, Any]], None] | None = None) -> ProfileSummary:
+    """Profile this machine as ``config.device`` into the run store at ``store_path``."""
+    with RunStore(store_path) as store:
+        return Profiler(config, store, out_dir, resume=resume, meter=meter, progress=progress).run()

@@ -1,0 +1,306 @@
+"""The ``protran`` command: profile a board, predict costs, move data in and out, replay the loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from flexibert import _cli_common as common
+
+PROG = "protran"
+
+
+def _meter_errors_are_user_errors(handler):
+    """A missing or unreadable sensor is the user's to fix: one line, exit 1, no traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from protran.meters import MeterError
+
+        try:
+            return handler(args)
+        except MeterError as problem:
+            raise common.CliError(str(problem), exit_code=common.EXIT_FAILURE) from None
+
+    return wrapped
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+
+@_meter_errors_are_user_errors
+def _profile(args: argparse.Namespace) -> int:
+    from protran._profile import ProfileConfig, profile
+    from protran.meters import detect_meter
+
+    config = ProfileConfig(
+        device=args.device, runtime=args.runtime, batch_size=args.batch_size, seq_len=args.seq_len,
+        num_threads=args.threads, meter=args.meter, seed=args.seed, seed_samples=args.seed_samples,
+        pool_size=args.pool_size, target_mse=args.target_mse, patience=args.patience,
+        max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
+        features=args.features, acquisition=args.acquisition, target_rel_ci=args.target_rel_ci,
+        time_cap_s=args.time_cap_s, timeout_s=args.timeout_s, vocab_size=args.vocab_size, space_path=args.space,
+    )
+    meter = detect_meter(args.meter)
+    if meter is None and args.meter != "none":
+        print(f"{PROG}: no power meter found on this machine: measuring latency only; energy and peak power "
+              "are recorded as not available", file=sys.stderr)
+    store_path = Path(args.store or f"{args.out}/{args.device}.sqlite")
+    reporter = _ProgressReporter(config.max_samples, quiet=args.json)
+    try:
+        summary = profile(config, store_path, args.out, resume=args.resume, meter=meter, progress=reporter)
+    except KeyboardInterrupt:
+        reporter.close()
+        print(f"{PROG}: interrupted; every finished measurement is in {store_path}. "
+              f"Run the same command with --resume to continue.", file=sys.stderr)
+        return 130
+    reporter.close()
+    result = {**summary.to_dict(), "store": str(store_path)}
+    if args.json:
+        common.print_json(result)
+    else:
+        print(f"run {summary.run_id} on {summary.device} ({summary.runtime}): {summary.measured_ok} measured, "
+              f"{summary.failed} failed, {summary.unstable} unstable; stopped: {summary.stop_reason}")
+        for measure, mse in summary.cv_mse.items():
+            shown = f"{mse:.5f}" if mse is not None else "n/a (too few rows)"
+            print(f"  {measure:<13} cross-validated MSE (max-normalised) {shown}")
+        missing = [m for m in ("energy_j", "peak_power_w") if m not in summary.measures]
+        if missing:
+            print(f"  {', '.join(missing)}: not available (no power meter)")
+        for measure, path in summary.surrogate_paths.items():
+            print(f"  surrogate {measure}: {path}")
+        print(f"  store: {store_path}")
+    return 0
+
+
+class _ProgressReporter:
+    """A tqdm bar over the sample budget, with the current surrogate error and the last latency."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="arch", desc="profiling", file=sys.stderr, disable=None,
+                         dynamic_ncols=True)
+        self._quiet = quiet
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "measured":
+            self._bar.n = event["n_attempts"]
+            result = event["result"]
+            latency = f"{result.latency_s * 1e3:.2f} ms" if result.latency_s is not None else result.status
+            postfix = {"ok": event["n_ok"], "last": latency}
+            postfix.update({f"mse_{k.split('_')[0]}": f"{v:.4f}" for k, v in event["cv_mse"].items()})
+            self._bar.set_postfix(postfix, refresh=True)
+        elif kind == "fitted":
+            self._bar.set_postfix({"ok": event["n_ok"], **{f"mse_{k.split('_')[0]}": f"{v:.4f}"
+                                                           for k, v in event["cv_mse"].items()}}, refresh=True)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+# -- predict ----------------------------------------------------------------------------------------
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from flexibert import DesignSpace
+    from flexibert.cli import read_architectures
+    from protran._predict import predict_specs
+
+    specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
+    rows = predict_specs(specs, args.surrogates)
+    if args.json:
+        common.print_json(rows)
+        return 0
+    header = ["hash", "device", "measure", "prediction", "std"]
+    table = [[row["hash"][:8], row["device"], measure, f"{value['mean']:.6g}", f"{value['std']:.3g}"]
+             for row in rows for measure, value in row["predicted"].items()]
+    common.print_table(table, header)
+    return 0
+
+
+# -- import / export ------------------------------------------------------------------------------------
+
+
+def _import(args: argparse.Namespace) -> int:
+    from protran._store import RunStore
+
+    with RunStore(args.store) as store:
+        run_id = store.import_protran_json(args.dataset, device=args.device)
+        count = len(store.measurements(run_id=run_id))
+        device = store.get_run(run_id).device
+    result = {"run_id": run_id, "device": device, "rows": count, "store": args.store}
+    if args.json:
+        common.print_json(result)
+    else:
+        print(f"imported {count} rows of {device} into {args.store} as run {run_id}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from protran._store import RunStore
+
+    with RunStore(args.store, readonly=True) as store:
+        count = store.export_protran_json(args.output, run_id=args.run)
+    if args.json:
+        common.print_json({"rows": count, "output": args.output})
+    else:
+        print(f"wrote {count} rows to {args.output}")
+    return 0
+
+
+# -- replay -------------------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from protran._replay import replay_files
+
+    result = replay_files(args.dataset, prior_paths=args.prior, seed_samples=args.seed_samples,
+                          target_mse=args.target_mse, seed=args.seed, surrogate=args.surrogate,
+                          acquisition=args.acquisition, max_samples=args.max_samples)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    reached = result["samples_to_target"]
+    print(f"samples to reach MSE {args.target_mse} on the unmeasured rows: "
+          + ", ".join(f"{k} {v if v is not None else 'not reached'}" for k, v in reached.items()))
+    return 0
+
+
+# -- meters -----------------------------------------------------------------------------------------------
+
+
+@_meter_errors_are_user_errors
+def _meters(args: argparse.Namespace) -> int:
+    from protran.meters import available_meters
+
+    rows = [{"meter": name, "available": ok, "reason": reason} for name, ok, reason in available_meters()]
+    if args.json:
+        common.print_json(rows)
+    else:
+        common.print_table([[r["meter"], "yes" if r["available"] else "no", r["reason"]] for r in rows],
+                           ["meter", "available", "detail"])
+    return 0
+
+
+@_meter_errors_are_user_errors
+def _meter_server(args: argparse.Namespace) -> int:
+    from protran.meters import run_meter_server
+
+    options = dict(item.split("=", 1) for item in args.option)
+    run_meter_server(args.meter, host=args.host, port=args.port, token=args.token, **options)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(
+        PROG,
+        "Measure and predict the latency, energy and peak power of FlexiBERT 2.0 architectures.",
+        "protran profile --device my-laptop --runtime onnxruntime --max-samples 32 --out runs/",
+    )
+    sub = common.add_subcommands(parser)
+
+    p = common.add_command(
+        sub, "profile", _profile, "profile this machine: measure, fit surrogates, repeat until they converge",
+        "protran profile --device my-laptop --runtime onnxruntime --meter auto --max-samples 48 --out runs/\n"
+        "protran profile --device my-laptop --out runs/ --resume   # after Ctrl-C",
+    )
+    p.add_argument("--device", required=True, help="a name for this board, e.g. rpi4 or jetson-orin-cpu")
+    p.add_argument("--runtime", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"))
+    p.add_argument("--meter", default="auto",
+                   help="auto, none, ina219, hwmon, ina3221, rapl, nvml, powermetrics, tegrastats or "
+                        "remote:HOST:PORT (default auto: whatever exists, else latency only)")
+    p.add_argument("--batch-size", type=common.positive_int, default=1)
+    p.add_argument("--seq-len", type=common.positive_int, default=128)
+    p.add_argument("--threads", type=common.positive_int, default=1, help="inference threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed-samples", type=common.positive_int, default=16,
+                   help="Latin-hypercube architectures measured first (default 16)")
+    p.add_argument("--pool-size", type=common.positive_int, default=64,
+                   help="fresh random candidates scored per iteration (default 64)")
+    p.add_argument("--target-mse", type=float, default=0.005,
+                   help="stop when the cross-validated MSE of every max-normalised measure is at most this")
+    p.add_argument("--patience", type=common.positive_int, default=3,
+                   help="consecutive passing checks needed to stop (default 3)")
+    p.add_argument("--max-samples", type=common.positive_int, default=96)
+    p.add_argument("--max-hours", type=float, default=4.0)
+    p.add_argument("--surrogate", default="gbdt", help="surrogate model (default gbdt)")
+    p.add_argument("--features", default="both", choices=("embedding", "analytic", "both"))
+    p.add_argument("--acquisition", default="uncertainty", choices=("uncertainty", "random"))
+    p.add_argument("--target-rel-ci", type=float, default=0.02,
+                   help="repeat until the median latency's 95%% CI half-width is within this fraction")
+    p.add_argument("--time-cap-s", type=float, default=30.0, help="longest timed window per architecture")
+    p.add_argument("--timeout-s", type=float, default=600.0, help="kill a measurement after this long")
+    p.add_argument("--space", help="design-space YAML to sample from (default: FlexiBERT 2.0)")
+    p.add_argument("--vocab-size", type=common.positive_int,
+                   help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
+    p.add_argument("--out", default="runs", help="folder for the run store and the fitted surrogates")
+    p.add_argument("--store", help="run store file (default OUT/DEVICE.sqlite)")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run with the same settings")
+
+    p = common.add_command(
+        sub, "predict", _predict, "predict latency, energy and peak power of architectures from saved surrogates",
+        "protran predict --surrogates runs/ arch.json",
+    )
+    p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them)")
+    p.add_argument("--surrogates", required=True, help="folder holding surrogates saved by `protran profile`")
+
+    p = common.add_command(
+        sub, "import", _import, "import a ProTran dataset.json into a run store",
+        "protran import ../shared/data/protran/cpu_rpi_b1_r1.json --store boards.sqlite",
+    )
+    p.add_argument("dataset")
+    p.add_argument("--store", required=True)
+    p.add_argument("--device", help="device name (default: the file name without .json)")
+
+    p = common.add_command(
+        sub, "export", _export, "export a run (or the whole store) as a ProTran dataset.json",
+        "protran export --store runs/my-laptop.sqlite --run 1 my-laptop.json",
+    )
+    p.add_argument("output")
+    p.add_argument("--store", required=True)
+    p.add_argument("--run", type=common.positive_int, help="run id (default: every run of the store)")
+
+    p = common.add_command(
+        sub, "replay", _replay, "replay the active-learning loop on recorded measurements",
+        "protran replay ../shared/data/protran/cpu_rpi_b1_r1.json --seed 0 --json",
+    )
+    p.add_argument("dataset", help="ProTran dataset.json or run store")
+    p.add_argument("--prior", action="append", default=[], help="other boards' data for transfer (repeatable)")
+    p.add_argument("--seed-samples", type=common.positive_int, default=16)
+    p.add_argument("--target-mse", type=float, default=0.005)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--surrogate", default=None, help="surrogate model (default: the benchmarked best)")
+    p.add_argument("--acquisition", default=None, help="uncertainty or random (default: the benchmarked best)")
+    p.add_argument("--max-samples", type=common.positive_int, default=None)
+
+    common.add_command(sub, "meters", _meters, "list the power meters and whether this machine has them",
+                       "protran meters")
+
+    p = common.add_command(
+        sub, "meter-server", _meter_server,
+        "stream power samples from the host that holds the sensor to a profiler elsewhere",
+        "protran meter-server --meter ina219 --option address=0x45 --port 9555\n"
+        "protran meter-server --meter ina219 --host 0.0.0.0 --port 9555 --token s3cret",
+    )
+    p.add_argument("--meter", required=True, help="the local meter to serve, e.g. ina219")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=9555)
+    p.add_argument("--token", help="shared secret; required when listening beyond loopback")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="meter option, e.g. address=0x45 or shunt_ohms=0.1 (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

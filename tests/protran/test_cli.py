@@ -1,0 +1,67 @@
+"""The protran command end to end: a real (tiny) profile of this machine, predict, import/export."""
+
+import json
+
+from protran.cli import main
+
+TINY_SPACE = """\
+encoder_layers: [2]
+hidden_size: [128]
+attention_heads: [2, 4]
+operation_types: [sa_sdp, l_dft, c_5]
+feed_forward_depth: [1]
+feed_forward_dims: [256, 512]
+"""
+
+
+def test_profile_then_predict_on_this_machine(tmp_path, capsys):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    out = tmp_path / "runs"
+    args = ["profile", "--device", "ci-cpu", "--space", str(space), "--seed-samples", "2", "--max-samples", "3",
+            "--seq-len", "16", "--vocab-size", "500", "--time-cap-s", "2", "--target-rel-ci", "0.2",
+            "--meter", "none", "--surrogate", "gbdt", "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["measured_ok"] + summary["failed"] + summary["unstable"] == 3
+    assert summary["measured_ok"] >= 2, summary
+    assert summary["measures"] == ["latency_s"] and summary["meter"] is None
+    assert summary["stop_reason"] == "max_samples"
+
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps({"l": 2, "o": [["sa_sdp_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[256]] * 2}))
+    assert main(["predict", "--surrogates", str(out), str(arch), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["device"] == "ci-cpu"
+    latency = rows[0]["predicted"]["latency_s"]
+    assert latency["mean"] > 0 and latency["std"] >= 0
+
+    exported = tmp_path / "ci-cpu.json"
+    assert main(["export", "--store", summary["store"], str(exported)]) == 0
+    dataset = json.loads(exported.read_text())
+    assert len(dataset) == summary["measured_ok"]
+    assert all(row["performance"]["energy"] is None for row in dataset.values())
+
+
+def test_import_and_export_round_trip(shared_data, tmp_path, capsys):
+    source = shared_data / "protran" / "cpu_rpi_b1_r1.json"
+    store = tmp_path / "boards.sqlite"
+    assert main(["import", str(source), "--store", str(store), "--json"]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["device"] == "cpu_rpi_b1_r1" and imported["rows"] == 81
+    target = tmp_path / "out.json"
+    assert main(["export", "--store", str(store), str(target)]) == 0
+    assert json.loads(target.read_text()) == json.loads(source.read_text())
+
+
+def test_bad_input_is_one_line_and_exit_code(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["import", str(broken), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "Traceback" not in err
+    assert main(["predict", "--surrogates", str(tmp_path / "none"), str(broken)]) == 2
+    assert main(["meter-server", "--meter", "ina219"]) == 1
+    assert "INA219" in capsys.readouterr().err
+    assert main(["profile", "--help"]) == 0
+    assert "Example:" in capsys.readouterr().out

@@ -1,0 +1,131 @@
+"""The profiling loop: seeds, acquisition, stopping, resume after an interruption, saved surrogates."""
+
+import json
+
+import numpy as np
+import pytest
+
+from flexibert import ArchSpec, count_parameters, model_hash
+from protran._profile import (
+    ProfileConfig,
+    Profiler,
+    available_measures,
+    choose_next,
+    cross_validated_mse,
+    normalised_targets,
+)
+from protran._protocol import MeasurementResult
+from protran._store import RunStore
+
+
+class FakeBoard:
+    """Latency grows with parameter count, as on a real CPU; counts calls and can be told to fail."""
+
+    def __init__(self, interrupt_at=None, with_power=False):
+        self.calls = []
+        self.interrupt_at = interrupt_at
+        self.with_power = with_power
+
+    def __call__(self, spec, **settings):
+        if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.calls.append(model_hash(spec))
+        latency_s = 1e-9 * count_parameters(spec) + 1e-4
+        power = {"energy_j": latency_s * 5.0, "peak_power_w": 6.0 + latency_s, "idle_power_w": 2.0,
+                 "meter": "fake"} if self.with_power else {}
+        return MeasurementResult(arch_hash=model_hash(spec), model_dict=spec.to_model_dict(),
+                                 runtime=settings["runtime"], batch_size=settings["batch_size"],
+                                 seq_len=settings["seq_len"], num_threads=settings["num_threads"], status="ok",
+                                 latency_s=latency_s, repeats=10, **power)
+
+
+def _config(**changes):
+    settings = dict(device="fake-board", seed_samples=6, max_samples=9, pool_size=16, surrogate="gbdt",
+                    target_mse=1e-9, patience=2)
+    settings.update(changes)
+    return ProfileConfig(**settings)
+
+
+def test_profile_measures_seeds_then_stops_at_the_budget(tmp_path):
+    board = FakeBoard()
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(_config(), store, tmp_path / "out", measure_fn=board).run()
+        assert summary.stop_reason == "max_samples"
+        assert summary.measured_ok == 9 and len(set(board.calls)) == 9
+        assert summary.measures == ["latency_s"]  # no meter: energy and power are not available
+        rows = store.measurements(run_id=summary.run_id)
+        assert all(row.energy_j is None for row in rows)
+        assert store.get_run(summary.run_id).status == "finished"
+    manifest = json.loads((tmp_path / "out" / "fake-board.surrogates.json").read_text())
+    assert set(manifest["surrogates"]) == {"latency_s"}
+
+
+def test_profile_converges_when_target_is_easy(tmp_path):
+    board = FakeBoard(with_power=True)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(_config(target_mse=0.5, patience=1, max_samples=20), store, tmp_path / "out",
+                           measure_fn=board).run()
+    assert summary.converged and summary.stop_reason == "converged"
+    assert summary.measured_ok == 6
+    assert set(summary.measures) == {"latency_s", "energy_j", "peak_power_w"}
+
+
+def test_interrupted_profile_resumes_without_losing_or_repeating(tmp_path):
+    store_path = tmp_path / "runs.sqlite"
+    first = FakeBoard(interrupt_at=7)
+    with RunStore(store_path) as store, pytest.raises(KeyboardInterrupt):
+        Profiler(_config(), store, tmp_path / "out", measure_fn=first).run()
+    with RunStore(store_path) as store:
+        assert len(store.measurements()) == 7
+        assert store.runs()[0].status == "interrupted"
+        second = FakeBoard()
+        summary = Profiler(_config(), store, tmp_path / "out", resume=True, measure_fn=second).run()
+        assert summary.run_id == store.runs()[0].id
+        assert not set(first.calls) & set(second.calls)
+        assert summary.measured_ok == 9 and len(second.calls) == 2
+
+
+def test_resume_with_other_settings_starts_a_new_run(tmp_path):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store, pytest.raises(KeyboardInterrupt):
+        Profiler(_config(), store, tmp_path / "out", measure_fn=FakeBoard(interrupt_at=2)).run()
+    with RunStore(store_path) as store:
+        summary = Profiler(_config(seed=1), store, tmp_path / "out", resume=True, measure_fn=FakeBoard()).run()
+        assert len(store.runs()) == 2 and summary.run_id != store.runs()[0].id
+
+
+def test_pure_pieces():
+    class Row:
+        def __init__(self, latency, energy):
+            self.latency_s, self.energy_j, self.peak_power_w = latency, energy, None
+
+    rows = [Row(1.0, 2.0), Row(4.0, None)]
+    assert available_measures(rows) == ["latency_s"]
+    values, scale = normalised_targets(rows, "latency_s")
+    assert scale == 4.0 and list(values) == [0.25, 1.0]
+
+    class Mean:
+        def fit(self, X, y):
+            self.mean = y.mean()
+            return self
+
+        def predict(self, X, return_std=False):
+            mean = np.full(len(X), self.mean)
+            return (mean, np.arange(len(X), dtype=float)) if return_std else mean
+
+    X = np.zeros((10, 1))
+    y = np.arange(10, dtype=float)
+    assert cross_validated_mse(Mean, X, y, folds=5, seed=0) > 0
+    assert cross_validated_mse(Mean, X, np.ones(10), folds=5, seed=0) == 0
+    pool = ["a", "b", "c"]
+    assert choose_next(pool, {"latency_s": Mean().fit(X, y)}, np.zeros((3, 1)), "uncertainty",
+                       np.random.default_rng(0)) == "c"
+
+
+def test_bad_configuration_is_rejected():
+    with pytest.raises(ValueError, match="max_samples"):
+        ProfileConfig(device="x", seed_samples=16, max_samples=8)
+    with pytest.raises(ValueError, match="device name"):
+        ProfileConfig(device="a/b")
+    with pytest.raises(ValueError, match="acquisition"):
+        ProfileConfig(device="x", acquisition="greedy")
