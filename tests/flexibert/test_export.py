@@ -254,3 +254,16 @@ def test_bad_shapes_and_inputs_give_clear_errors(tmp_path):
         export_torchscript(model, tmp_path / "m.pt", seq_len=16)
     with pytest.raises(TypeError, match="expected an ArchSpec, a model_dict or a torch.nn.Module"):
         export_torchscript("sa_sdp", tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_tracing_onnx_exporter_matches_eager_torch(built, tmp_path, name):
+    """The profiler's faster exporter must be as exact as the default one."""
+    model, ids, expected = built[name]
+    path = export_onnx(model, tmp_path / "model.onnx", batch_size=1, seq_len=SEQ_LEN, exporter="tracing")
+    assert np.abs(_run_onnx(path, ids) - expected).max() < TOLERANCE
+
+
+def test_unknown_onnx_exporter_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="unknown ONNX exporter"):
+        export_onnx(ARCHITECTURES[next(iter(ARCHITECTURES))], tmp_path / "m.onnx", exporter="fast")
