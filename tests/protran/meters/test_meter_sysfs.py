@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from meter_sysfs_tree import link_class, write_tree
+from tests.protran.meters.meter_sysfs_tree import link_class, write_tree
 
 from protran.meters import HwmonMeter, INA3221Meter, MeterUnavailableError, RaplMeter, _sysfs
 
