@@ -1,0 +1,244 @@
+"""The ``gptran`` command: grow and prune an architecture under the masked-language-modelling loss."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from flexibert import _cli_common as common
+from flexibert._embedding import model_hash
+from flexibert._space import DesignSpace
+
+PROG = "gptran"
+EXPORT_FORMATS = ("onnx", "openvino", "torchscript")  # as flexibert._export, without importing torch
+DEFAULT_RUNS_DIR = Path("gptran-runs")
+_TRANSFER_MODES = ("ordered", "random_projection")
+
+
+def _load_root(path: str, space: DesignSpace):
+    from flexibert.cli import read_architectures
+
+    architectures = read_architectures([path], space)
+    if len(architectures) != 1:
+        raise common.CliError(f"{path} holds {len(architectures)} architectures; gptran run takes a file with one")
+    return architectures[0][1]
+
+
+def _config(args: argparse.Namespace):
+    from gptran._search import SearchConfig
+
+    return SearchConfig(
+        steps_per_child=args.steps_per_child, max_nodes=args.max_nodes, num_samples=args.num_samples,
+        prune_samples=args.prune_samples, prune_tolerance=args.prune_tolerance,
+        branch_patience=args.branch_patience, stop_patience=args.stop_patience, transfer=args.transfer,
+        paper_step_ratios=not args.equal_steps, seed=args.seed,
+    )
+
+
+def _data_identity(args: argparse.Namespace, tokenizer_path: Path) -> dict[str, Any]:
+    return {
+        "corpus": str(Path(args.corpus).resolve()), "tokenizer": str(tokenizer_path.resolve()),
+        "seq_len": args.seq_len, "batch_size": args.batch_size, "lr": args.lr, "eval_blocks": args.eval_blocks,
+    }
+
+
+def _default_out(spec, config, data: dict[str, Any]) -> Path:
+    """One directory per root and settings, so that the same command resumes and another starts afresh."""
+    settings = json.dumps({"search": config.identity(), "data": data}, sort_keys=True)
+    return DEFAULT_RUNS_DIR / f"{model_hash(spec)[:8]}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}"
+
+
+def _check_data_identity(out: Path, data: dict[str, Any]) -> None:
+    path = out / "data.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != data:
+            changed = sorted(key for key in data if saved.get(key) != data[key])
+            raise common.CliError(
+                f"{out} holds a search with other data settings ({', '.join(changed)}); use another --out"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _printer(as_json: bool):
+    """Progress lines on stderr (stdout is kept for the result)."""
+    stream = sys.stderr
+
+    def report(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "node":
+            node = event["node"]
+            parent = "-" if node.parent is None else node.parent
+            print(
+                f"[{event['trained']}/{event['max_nodes']}] node {node.id} ({node.mode}, parent {parent}): "
+                f"{node.description}; loss {node.loss:.4f}, {node.params / 1e6:.2f} M params, "
+                f"{node.steps} steps, {node.train_s:.0f} s",
+                file=stream, flush=True,
+            )
+        elif kind == "expansion":
+            expansion, parent, best = event["expansion"], event["parent"], event["best_child"]
+            verdict = f"node {best.id} accepted" if expansion.accepted is not None else "no child accepted"
+            print(f"  {expansion.mode} from node {parent.id} ({parent.loss:.4f}): best child {best.id} "
+                  f"({best.loss:.4f}), {verdict}", file=stream, flush=True)
+        elif kind == "backtrack":
+            print(f"  branch at node {event['from']} stopped improving: backtracking to node {event['to']}",
+                  file=stream, flush=True)
+        elif kind == "finished":
+            print(f"search finished ({event['reason']}); best node {event['best']}", file=stream, flush=True)
+
+    return report
+
+
+def _write_outputs(search, out: Path, export_formats: Sequence[str], seq_len: int) -> dict[str, Any]:
+    from gptran._plots import plot_loss_curves
+
+    tree = search.tree()
+    (out / "tree.json").write_text(json.dumps(tree, indent=1), encoding="utf-8")
+    plot_loss_curves(tree, out / "losses.png")
+    best = search.best
+    best_dir = out / "best"
+    best_dir.mkdir(parents=True, exist_ok=True)
+    (best_dir / "model_dict.json").write_text(json.dumps(best.spec.to_model_dict(), indent=1), encoding="utf-8")
+    import torch
+
+    model = search.load_model(best.id)
+    torch.save(model.state_dict(), best_dir / "mlm_state_dict.pt")
+    exported = {}
+    if export_formats:
+        from flexibert._export import export
+
+        paths = export(model.encoder, best_dir, formats=export_formats, seq_len=seq_len)
+        exported = {fmt: str(path) for fmt, path in paths.items()}
+    return {
+        "tree": str(out / "tree.json"), "plot": str(out / "losses.png"), "best_dir": str(best_dir), "exports": exported,
+    }
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    space = DesignSpace.default() if args.space is None else DesignSpace.from_yaml(args.space)
+    root = _load_root(args.model_dict, space)
+    corpus_dir = Path(args.corpus)
+    if not corpus_dir.is_dir():
+        raise common.CliError(f"--corpus {corpus_dir}: not a directory")
+    tokenizer_path = Path(args.tokenizer) if args.tokenizer else corpus_dir / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise common.CliError(f"tokenizer not found: {tokenizer_path} (pass --tokenizer FILE)")
+    config = _config(args)
+    data = _data_identity(args, tokenizer_path)
+    out = Path(args.out) if args.out else _default_out(root, config, data)
+    _check_data_identity(out, data)
+
+    import torch
+
+    from flexibert._data import TextCorpus, load_tokenizer
+    from gptran._search import GrowAndPrune, MLMTrainer
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    corpus = TextCorpus.from_dir(corpus_dir, load_tokenizer(tokenizer_path), args.seq_len)
+    eval_blocks = corpus.validation[: args.eval_blocks] if args.eval_blocks else None
+    trainer = MLMTrainer(corpus, batch_size=args.batch_size, lr=args.lr, eval_blocks=eval_blocks)
+    search = GrowAndPrune(root, trainer, config, out_dir=out, space=space, progress=_printer(args.json))
+    if search.trained:
+        print(f"resuming the search in {out} ({len(search.trained)} models trained)", file=sys.stderr)
+    else:
+        print(f"searching from {model_hash(root)[:8]} in {out}", file=sys.stderr)
+    try:
+        search.run()
+    except KeyboardInterrupt:
+        raise common.CliError(f"interrupted; run the same command again to resume from {out}", 130) from None
+    outputs = _write_outputs(search, out, args.export or (), args.seq_len)
+    elapsed_s = time.perf_counter() - started
+    if args.json:
+        common.print_json(search.summary())
+        return common.EXIT_OK
+    best = search.best
+    rows = [
+        (n.id, "-" if n.parent is None else n.parent, n.mode, n.hash[:8], f"{n.params / 1e6:.3f}", f"{n.loss:.4f}",
+         {True: "yes", False: "no", None: "-"}[n.accepted] + (" *" if n.id == best.id else ""))
+        for n in search.trained
+    ]
+    common.print_table(rows, ("id", "parent", "mode", "hash", "params_M", "loss", "accepted"))
+    print(f"best: node {best.id} ({best.hash}), loss {best.loss:.4f}, {best.params / 1e6:.3f} M params; "
+          f"stopped: {search.stop_reason}; {elapsed_s:.0f} s")
+    print(f"tree: {outputs['tree']}  curves: {outputs['plot']}  model: {outputs['best_dir']}")
+    for fmt, path in outputs["exports"].items():
+        print(f"exported {fmt}: {path}")
+    return common.EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    example = (
+        "echo '{\"l\": 2, \"o\": [[\"sa_sdp_64\", \"sa_sdp_64\"], [\"sa_sdp_64\", \"sa_sdp_64\"]], "
+        "\"h\": [128, 128], \"f\": [[512], [512]]}' > tiny.json\n"
+        "gptran run --model-dict tiny.json --corpus datasets/corpus --steps-per-child 100 --max-nodes 12 --seed 0"
+    )
+    parser = common.make_parser(
+        PROG, "Grow and prune a FlexiBERT 2.0 architecture block by block under the MLM loss (GPTran).", example
+    )
+    subparsers = common.add_subcommands(parser)
+    run = common.add_command(
+        subparsers, "run", _cmd_run, "grow-and-prune search from one architecture", example,
+        description=(
+            "Train the root, then expand nodes in the cycle grow_attn_head -> grow_ffnn -> prune_attn_head ->\n"
+            "prune_ffnn. Children inherit their parent's weights, train, and are scored by held-out MLM loss;\n"
+            "the best child of a grow is accepted if it beats its parent, a pruned child if it is at most\n"
+            "--prune-tolerance worse. A branch that stops improving backtracks to the next-best node.\n\n"
+            "Steps per child follow the paper's Table IV ratios: N for the root, grow_attn_head and\n"
+            "prune_ffnn, 2.5 N for grow_ffnn, 1.5 N for prune_attn_head (--equal-steps: N for all).\n\n"
+            "The state is saved after every model under --out (default gptran-runs/<hash>-<settings>);\n"
+            "after Ctrl-C, the same command resumes. Outputs there: tree.json, losses.png, and best/\n"
+            "(model_dict.json, mlm_state_dict.pt, and any --export files)."
+        ),
+    )
+    run.add_argument("--model-dict", required=True, metavar="FILE", help="JSON file with the root model_dict")
+    run.add_argument("--corpus", required=True, metavar="DIR",
+                     help="text corpus directory (train.txt [+ validation.txt], or *.txt files)")
+    run.add_argument("--tokenizer", metavar="FILE", help="tokenizers JSON file (default: DIR/tokenizer.json)")
+    run.add_argument("--steps-per-child", type=common.positive_int, default=100, metavar="N",
+                     help="training steps of the root and of a grow_attn_head child (default 100)")
+    run.add_argument("--max-nodes", type=common.positive_int, default=12, metavar="N",
+                     help="models to train, root included (default 12)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--out", metavar="DIR", help="state and output directory (see above)")
+    run.add_argument("--num-samples", type=common.positive_int, default=5, metavar="N",
+                     help="children per grow (default 5)")
+    run.add_argument("--prune-samples", type=common.positive_int, default=1, metavar="N",
+                     help="children per prune (default 1)")
+    run.add_argument("--prune-tolerance", type=float, default=0.02, metavar="F",
+                     help="a pruned child may be this fraction worse than its parent (default 0.02)")
+    run.add_argument("--branch-patience", type=common.positive_int, default=2, metavar="N",
+                     help="expansions without an accepted child before backtracking (default 2)")
+    run.add_argument("--stop-patience", type=common.positive_int, default=5, metavar="N",
+                     help="expansions without a new best loss before stopping (default 5)")
+    run.add_argument("--transfer", choices=_TRANSFER_MODES, default="ordered",
+                     help="weight transfer mode (default ordered); the two differ only where hidden widths "
+                          "differ, which grow and prune never change")
+    run.add_argument("--equal-steps", action="store_true", help="train every child --steps-per-child steps")
+    run.add_argument("--seq-len", type=common.positive_int, default=64, help="tokens per block (default 64)")
+    run.add_argument("--batch-size", type=common.positive_int, default=16, help="blocks per step (default 16)")
+    run.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every child (default 1e-3)")
+    run.add_argument("--eval-blocks", type=common.positive_int, metavar="N",
+                     help="score on the first N validation blocks only (default: all)")
+    run.add_argument("--threads", type=common.positive_int, default=1, metavar="N",
+                     help="torch CPU threads (default 1: small models gain little from more, and on a busy "
+                          "machine extra threads slow training down several times)")
+    run.add_argument("--export", type=common.comma_list(EXPORT_FORMATS), metavar="FORMATS",
+                     help=f"also export the best encoder ({', '.join(EXPORT_FORMATS)}, comma-separated)")
+    run.add_argument("--space", metavar="YAML", help="design space file (default: FlexiBERT 2.0)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
