@@ -41,7 +41,12 @@ _LAZY = {
     "profile": "protran._profile",
     "predict_specs": "protran._predict",
     "ActiveLearner": "protran._active",
+    "ActiveStep": "protran._active",
+    "TransferPrior": "protran._active",
+    "run_active_learning": "protran._active",
     "replay": "protran._replay",
+    "load_protran_dataset": "protran._replay",
+    "DatasetRow": "protran._replay",
     "replay_files": "protran._replay",
     # meters
     "PowerMeter": "protran.meters",

@@ -230,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consecutive passing checks needed to stop (default 3)")
     p.add_argument("--max-samples", type=common.positive_int, default=96)
     p.add_argument("--max-hours", type=float, default=4.0)
-    p.add_argument("--surrogate", default="gbdt", help="surrogate model (default gbdt)")
-    p.add_argument("--features", default="both", choices=("embedding", "analytic", "both"))
+    p.add_argument("--surrogate", default="additive",
+                   help="surrogate model: additive (default), gbdt, adaboost, dt, lr, gpr, svr or mlp")
+    p.add_argument("--features", default="costs", choices=("embedding", "analytic", "both", "costs"),
+                   help="architecture features (default costs; additive needs costs or analytic)")
     p.add_argument("--acquisition", default="uncertainty", choices=("uncertainty", "random"))
     p.add_argument("--target-rel-ci", type=float, default=0.02,
                    help="repeat until the median latency's 95%% CI half-width is within this fraction")

@@ -1,0 +1,315 @@
+"""Replay: run the active-learning loop on recorded measurements instead of a board.
+
+The rows of a data set are the candidate pool and "measuring" a row reveals its recorded values.
+After every fit the surrogates are scored on the rows the loop has not measured (or, with
+``test_fraction > 0``, on a fixed held-out split the loop never queries), which shows how many
+measurements a strategy needs before its predictions are good enough.
+
+Conventions (the numbers of the returned ``curve`` and ``samples_to_target``):
+
+- Errors are on *max-normalised* values: every measure is divided by its maximum over the whole
+  data set, predictions included. ``holdout_mse`` is the mean squared error of those values,
+  ``within_10pct`` the share of evaluated rows whose prediction lies within +-10% of the measured
+  value, ``val_mse`` the learner's own validation estimate (see ``protran._active``).
+- ``samples_to_target[m]`` is the first number of measured rows at which ``holdout_mse[m] <=
+  target_mse``; ``"all"`` needs the three measures at once. None: not reached.
+- Seed rows: with ``seed_samples=16`` the first 16 rows of the data set (every public ProTran file
+  starts with the same 16 Latin-hypercube architectures); otherwise a seeded random choice.
+- Held-out split (``test_fraction``): drawn with ``seed`` from the rows after the first 16, so it
+  does not depend on ``seed_samples`` and strategies compared with the same seed share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from protran._active import MEASURES, ActiveLearner, TransferPrior, run_active_learning
+
+# The benchmarked best (benchmarks/replay_public.py): a robust additive cost model over cost features.
+DEFAULT_SURROGATE = "additive"
+DEFAULT_FEATURES = "costs"
+DEFAULT_ACQUISITION = "uncertainty"
+
+REFERENCE_SEED_ROWS = 16
+_MEASURE_FIELDS = {"latency": "latency_s", "energy": "energy_j", "peak_power": "peak_power_w"}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class DatasetRow(NamedTuple):
+    """One recorded measurement: the architecture and its per-sequence cost."""
+
+    spec: Any
+    hash: str
+    latency_s: float
+    energy_j: float | None
+    peak_power_w: float | None
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def load_protran_dataset(path: str | Path) -> list[DatasetRow]:
+    """Rows of a ProTran ``dataset.json`` (object keyed by model hash), in file order.
+
+    A run-store SQLite file is read through ``protran._store.load_rows``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such data set: {path}")
+    with open(path, "rb") as handle:
+        if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
+            from protran._store import load_rows
+
+            return [
+                DatasetRow(row.spec, row.arch_hash, row.latency_s, row.energy_j, row.peak_power_w)
+                for row in load_rows(path)
+            ]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
+    return [_parse_row(path, key, value) for key, value in data.items()]
+
+
+def _parse_row(path: Path, key: str, value: Any) -> DatasetRow:
+    from flexibert import ArchSpec
+
+    where = f"{path}: row '{key}'"
+    if not isinstance(value, dict) or "model_dict" not in value or "performance" not in value:
+        raise ValueError(f"{where}: expected an object with 'model_dict' and 'performance'")
+    performance = value["performance"]
+    if not isinstance(performance, dict) or "latency" not in performance:
+        raise ValueError(f"{where}: 'performance' must be an object with at least 'latency'")
+    numbers = []
+    for name in ("latency", "energy", "peak_power"):
+        number = performance.get(name)
+        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+            raise ValueError(f"{where}: performance.{name} = {number!r} is not a number")
+        numbers.append(None if number is None else float(number))
+    try:
+        spec = ArchSpec.from_model_dict(value["model_dict"])
+    except ValueError as error:
+        raise ValueError(f"{where}, model_dict: {error}") from None
+    return DatasetRow(spec, key, *numbers)
+
+
+def _row_hash(row: Any) -> str:
+    return str(getattr(row, "hash", None) or getattr(row, "arch_hash", ""))
+
+
+def _targets(rows: Sequence[Any]) -> np.ndarray:
+    values = [[getattr(row, _MEASURE_FIELDS[m]) for m in MEASURES] for row in rows]
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float)
+
+
+# -- replay ------------------------------------------------------------------------------------------
+
+
+def _prior_groups(prior_rows) -> list[Sequence[Any]]:
+    """One list of rows per prior device: a mapping name -> rows, a list of lists, or one flat list."""
+    if prior_rows is None:
+        return []
+    if isinstance(prior_rows, Mapping):
+        return [list(rows) for rows in prior_rows.values()]
+    prior_rows = list(prior_rows)
+    if prior_rows and hasattr(prior_rows[0], "spec"):
+        return [prior_rows]
+    return [list(rows) for rows in prior_rows]
+
+
+def _split(n_rows: int, seed_samples: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    later = np.arange(min(REFERENCE_SEED_ROWS, n_rows), n_rows)
+    n_test = int(round(test_fraction * len(later)))
+    test = np.sort(rng.choice(later, size=n_test, replace=False)) if n_test else np.empty(0, dtype=int)
+    if seed_samples == REFERENCE_SEED_ROWS:
+        seeds = np.arange(min(REFERENCE_SEED_ROWS, n_rows))
+    else:
+        candidates = np.setdiff1d(np.arange(n_rows), test)
+        seeds = rng.choice(candidates, size=min(seed_samples, len(candidates)), replace=False)
+    return seeds, test
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _evaluate(learner: ActiveLearner, X: np.ndarray, Y: np.ndarray, maxima: np.ndarray) -> tuple[dict, dict]:
+    """Held-out MSE (max-normalised) and share within 10% per measure; None where nothing to score."""
+    mse: dict = {measure: None for measure in MEASURES}
+    within: dict = {measure: None for measure in MEASURES}
+    if len(X):
+        predicted, _ = learner.predict(X)
+    for j, measure in enumerate(learner.measures):
+        rows = np.isfinite(Y[:, j]) if len(X) else np.zeros(0, dtype=bool)
+        if not rows.any():
+            continue
+        truth, guess = Y[rows, j], predicted[rows, j]
+        mse[measure] = float(np.mean(((guess - truth) / maxima[j]) ** 2))
+        within[measure] = float(np.mean(np.abs(guess - truth) <= 0.1 * np.abs(truth)))
+    return mse, within
+
+
+def replay(
+    dataset_rows: Sequence[Any],
+    prior_rows=None,
+    seed_samples: int = 16,
+    target_mse: float = 0.005,
+    seed: int = 0,
+    surrogate: str = DEFAULT_SURROGATE,
+    features: str = DEFAULT_FEATURES,
+    acquisition: str = DEFAULT_ACQUISITION,
+    max_samples: int | None = None,
+    *,
+    surrogate_params: Mapping[str, Any] | None = None,
+    test_fraction: float = 0.0,
+    validation: str = "auto",
+    scale: str = "max",
+    batch_size: int = 1,
+    seq_len: int = 128,
+    eval_every: int = 1,
+) -> dict[str, Any]:
+    """Replay active learning over ``dataset_rows`` (rows with ``spec``, ``latency_s``, ``energy_j``,
+    ``peak_power_w``); return ``{"samples_to_target", "curve", ...}`` as described in the module doc.
+
+    ``prior_rows``: other devices' rows (a mapping name -> rows, a list of row lists, or one list)
+    used as a :class:`~protran._active.TransferPrior`. ``max_samples`` caps the measured rows
+    (default: the whole pool). ``batch_size``/``seq_len`` describe the recorded workload for the
+    analytic features. ``eval_every``: curve entries every that many samples after the seeds (and
+    at the end) only; with random querying the surrogates are then fit only there, which makes long
+    replays cheap. ``validation="none"`` skips the learner's own validation (``val_mse`` None).
+    """
+    from protran.surrogates import featurize, make_surrogate
+
+    rows = list(dataset_rows)
+    if len(rows) < 3:
+        raise ValueError(f"replay needs at least 3 rows, got {len(rows)}")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in [0, 1), got {test_fraction}")
+    if int(eval_every) < 1:
+        raise ValueError(f"eval_every must be a positive integer, got {eval_every}")
+    if seed_samples < 2:
+        raise ValueError(f"seed_samples must be at least 2 (a surrogate needs 2 rows), got {seed_samples}")
+    params = dict(surrogate_params or {})
+
+    def factory(measure: str):
+        return make_surrogate(surrogate, seed=seed, **params)
+
+    X = featurize([row.spec for row in rows], features=features, batch_size=batch_size, seq_len=seq_len)
+    Y = _targets(rows)
+    # Measures a data set lacks (no power meter) are left out; their entries stay None.
+    known = [j for j in range(len(MEASURES)) if np.isfinite(Y[:, j]).sum() >= 2]
+    if not known:
+        raise ValueError("the data set has fewer than 2 values of every measure")
+    measures = tuple(MEASURES[j] for j in known)
+    Y = Y[:, known]
+    maxima = np.array([np.nanmax(Y[:, j]) for j in range(len(measures))])
+    seeds, test = _split(len(rows), seed_samples, test_fraction, seed)
+    pool = [int(i) for i in np.setdiff1d(np.arange(len(rows)), test)]
+
+    prior = None
+    groups = _prior_groups(prior_rows)
+    if groups:
+        datasets = [
+            (featurize([row.spec for row in group], features=features, batch_size=batch_size, seq_len=seq_len),
+             _targets(group)[:, known])
+            for group in groups
+        ]
+        prior = TransferPrior(factory, measures).fit(datasets)
+    learner = ActiveLearner(factory, measures=measures, acquisition=acquisition, validation=validation,
+                            scale=scale, prior=prior, seed=seed)
+
+    curve = []
+    measured_order: list[int] = []
+    first = len(seeds)
+
+    def on_grid(n: int) -> bool:
+        return (n - first) % eval_every == 0
+
+    steps = run_active_learning(
+        learner,
+        oracle=lambda index: Y[index],
+        candidates=pool,
+        featurize=lambda indices: X[list(indices)],
+        seed_items=[int(i) for i in seeds],
+        target_mse=target_mse,
+        max_samples=max_samples,
+        stop_on_convergence=False,
+        fit_when=on_grid,
+    )
+    for step in steps:
+        measured_order += step.new_items
+        if not (on_grid(step.n_measured) or step.stop_reason):
+            continue
+        if len(test):
+            evaluate = test
+        else:
+            evaluate = np.setdiff1d(pool, measured_order)
+        holdout, within = _evaluate(step.learner, X[evaluate], Y[evaluate], maxima)
+        curve.append({
+            "n": step.n_measured,
+            "holdout_mse": holdout,
+            "val_mse": {m: _finite_or_none(step.val_mse.get(m)) for m in MEASURES},
+            "within_10pct": within,
+        })
+
+    return {
+        "samples_to_target": samples_to_target(curve, target_mse),
+        "curve": curve,
+        "n_rows": len(rows),
+        "n_test": int(len(test)),
+        "measured": [_row_hash(rows[i]) for i in measured_order],
+        "settings": {
+            "seed_samples": int(len(seeds)), "target_mse": target_mse, "seed": seed, "surrogate": surrogate,
+            "surrogate_params": params, "features": features, "acquisition": acquisition,
+            "max_samples": max_samples, "test_fraction": test_fraction, "validation": validation,
+            "scale": scale, "prior_devices": len(groups), "eval_every": eval_every,
+        },
+    }
+
+
+def samples_to_target(curve: Sequence[Mapping[str, Any]], target_mse: float) -> dict[str, int | None]:
+    """First ``n`` at which each measure's held-out MSE is ``<= target_mse``; ``"all"``: every measure
+    the data set has (latency, energy and peak power, or fewer without a power meter) at once."""
+    reached: dict[str, int | None] = {m: None for m in (*MEASURES, "all")}
+    for entry in curve:
+        scored = [m for m in MEASURES if entry["holdout_mse"][m] is not None]
+        passed = [m for m in scored if entry["holdout_mse"][m] <= target_mse]
+        for measure in passed:
+            if reached[measure] is None:
+                reached[measure] = entry["n"]
+        if scored and len(passed) == len(scored) and reached["all"] is None:
+            reached["all"] = entry["n"]
+    return reached
+
+
+def replay_files(
+    dataset: str | Path,
+    prior_paths: Sequence[str | Path] = (),
+    *,
+    surrogate: str | None = None,
+    acquisition: str | None = None,
+    features: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`replay` on files: a data set and any number of prior devices' data sets.
+
+    ``surrogate``/``acquisition``/``features`` default to the benchmarked best when None.
+    """
+    rows = load_protran_dataset(dataset)
+    priors = {str(path): load_protran_dataset(path) for path in prior_paths or ()}
+    return replay(
+        rows,
+        prior_rows=priors or None,
+        surrogate=surrogate or DEFAULT_SURROGATE,
+        acquisition=acquisition or DEFAULT_ACQUISITION,
+        features=features or DEFAULT_FEATURES,
+        **options,
+    )
