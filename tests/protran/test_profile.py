@@ -40,7 +40,7 @@ class FakeBoard:
 
 
 def _config(**changes):
-    settings = dict(device="fake-board", seed_samples=6, max_samples=9, pool_size=16, surrogate="gbdt",
+    settings = dict(device="fake-board", seed_samples=6, max_samples=9, pool_size=16,
                     target_mse=1e-9, patience=2)
     settings.update(changes)
     return ProfileConfig(**settings)
