@@ -15,9 +15,10 @@ echo "== 1. sample 16 architectures (Latin hypercube, narrow/wide split) and des
 flexibert sample -n 16 --method lhs_split --seed 0 --out "$out/archs"
 flexibert describe "$out/archs"
 
-echo "== 2. export the first one to ONNX, OpenVINO IR and TorchScript and run each once"
-first=$(ls "$out/archs"/*.json | head -n 1)
-flexibert export "$first" --format onnx,openvino,torchscript --out "$out/exported" --run
+echo "== 2. export a BERT-Tiny-shaped mix of ops to ONNX, OpenVINO IR and TorchScript and run each once"
+echo '{"l": 2, "o": [["sa_sdp_64", "l_dft_64"], ["sa_wma_64", "c_9_64"]], "h": [128, 128], "f": [[512], [256, 512]]}' \
+    > "$out/tiny.json"
+flexibert export "$out/tiny.json" --format onnx,openvino,torchscript --out "$out/exported" --run
 
 echo "== 3. profile this CPU (ONNX Runtime, batch 1, seq 128, 1 thread): seeds + active learning"
 protran meters

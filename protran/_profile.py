@@ -26,6 +26,7 @@ from protran._store import Measurement, RunStore
 MEASURES = ("latency_s", "energy_j", "peak_power_w")
 # Beside the saved surrogates, one manifest per device says how to featurise architectures for them.
 MANIFEST_SUFFIX = ".surrogates.json"
+_USABLE_STATUSES = ("ok", "unstable")
 # Fewer training rows per fold than this give no meaningful validation error.
 _MIN_TRAINING_ROWS = 3
 
@@ -198,7 +199,9 @@ class Profiler:
         return self.store.measurements(run_id=self.run_id, status=None)
 
     def _ok_rows(self) -> list[Measurement]:
-        return self.store.measurements(run_id=self.run_id, status="ok")
+        # An unstable row missed the confidence target within its time cap, but its median is still the
+        # best estimate there is: it is flagged in the store and counted, and it is used for fitting.
+        return self.store.measurements(run_id=self.run_id, status=_USABLE_STATUSES)
 
     # -- steps --
 
@@ -287,7 +290,7 @@ class Profiler:
         self.store.set_run_status(self.run_id, "finished")
         return ProfileSummary(
             run_id=self.run_id, device=self.config.device, runtime=self.config.runtime,
-            meter=getattr(self.meter, "name", None), measured_ok=len(rows),
+            meter=getattr(self.meter, "name", None), measured_ok=sum(row.status == "ok" for row in rows),
             failed=sum(a.status in ("failed", "timeout", "oom") for a in attempts),
             unstable=sum(a.status == "unstable" for a in attempts), converged=stop_reason == "converged",
             stop_reason=stop_reason, cv_mse=_finite(self.cv_mse), measures=measures, surrogate_paths=paths,
