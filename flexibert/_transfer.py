@@ -48,7 +48,7 @@ Index = tuple
 
 
 @torch.no_grad()
-def _put(
+def copy_block(
     dst: torch.Tensor,
     src: torch.Tensor,
     dst_index: Index = (),
@@ -80,32 +80,32 @@ def _resize_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _linear(dst: nn.Linear, src: nn.Linear, row_mix=None, col_mix=None) -> int:
-    return _put(dst.weight, src.weight, row_mix=row_mix, col_mix=col_mix) + _put(dst.bias, src.bias, row_mix=row_mix)
+    return copy_block(dst.weight, src.weight, row_mix=row_mix, col_mix=col_mix) + copy_block(dst.bias, src.bias, row_mix=row_mix)
 
 
 def _layer_norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> int:
-    return _put(dst.weight, src.weight) + _put(dst.bias, src.bias)
+    return copy_block(dst.weight, src.weight) + copy_block(dst.bias, src.bias)
 
 
 @torch.no_grad()
 def _conv_head(dst: DynamicConvHead, src: DynamicConvHead, mix) -> int:
-    count = _put(dst.key_pointwise.weight[..., 0], src.key_pointwise.weight[..., 0], col_mix=mix)
-    count += _put(dst.key_pointwise.bias, src.key_pointwise.bias)
+    count = copy_block(dst.key_pointwise.weight[..., 0], src.key_pointwise.weight[..., 0], col_mix=mix)
+    count += copy_block(dst.key_pointwise.bias, src.key_pointwise.bias)
     # Depthwise kernels are per channel: truncate channels, resize the kernel axis.
-    count += _put(dst.key_depthwise.weight, _resize_kernel(src.key_depthwise.weight, dst.kernel_size))
+    count += copy_block(dst.key_depthwise.weight, _resize_kernel(src.key_depthwise.weight, dst.kernel_size))
     generator_weight = _resize_kernel(src.kernel_generator.weight.T, dst.kernel_size).T  # [k, d]
-    count += _put(dst.kernel_generator.weight, generator_weight)
-    count += _put(dst.kernel_generator.bias, _resize_kernel(src.kernel_generator.bias, dst.kernel_size))
+    count += copy_block(dst.kernel_generator.weight, generator_weight)
+    count += copy_block(dst.kernel_generator.bias, _resize_kernel(src.kernel_generator.bias, dst.kernel_size))
     return count
 
 
-def _head(dst: Head, src: Head, mix) -> int:
+def copy_head_weights(dst: Head, src: Head, mix) -> int:
     count = 0
     for name in ("query", "key", "value"):
         if hasattr(dst, name) and hasattr(src, name):
             count += _linear(getattr(dst, name), getattr(src, name), col_mix=mix)
     if dst.op_type == "sa_wma" and src.op_type == "sa_wma":
-        count += _put(dst.mix, src.mix)
+        count += copy_block(dst.mix, src.mix)
     if isinstance(dst, DynamicConvHead) and isinstance(src, DynamicConvHead):
         count += _conv_head(dst, src, mix)
     return count
@@ -118,15 +118,15 @@ def _encoder_layer(dst: EncoderLayer, src: EncoderLayer, mix) -> int:
     for j, (head_dst, head_src) in enumerate(zip(dst.heads, src.heads)):
         if head_dst.family != head_src.family:
             continue
-        count += _head(head_dst, head_src, mix)
-        count += _put(
+        count += copy_head_weights(head_dst, head_src, mix)
+        count += copy_block(
             out_weight_dst,
             out_weight_src,
             (slice(None), slice(j * d_dst, (j + 1) * d_dst)),
             (slice(None), slice(j * d_src, (j + 1) * d_src)),
             row_mix=mix,
         )
-    count += _put(dst.attention_output.bias, src.attention_output.bias, row_mix=mix)
+    count += copy_block(dst.attention_output.bias, src.attention_output.bias, row_mix=mix)
     count += _layer_norm(dst.attention_norm, src.attention_norm)
     linears_dst, linears_src = dst.feed_forward.linears, src.feed_forward.linears
     for k in range(min(len(linears_dst), len(linears_src)) - 1):  # shared stack layers
@@ -148,8 +148,8 @@ def _mixing_matrices(parent: FlexiBertEncoder, child: FlexiBertEncoder, mode: st
 
 def _encoder(parent: FlexiBertEncoder, child: FlexiBertEncoder, mode: str, seed: int) -> int:
     mixes = _mixing_matrices(parent, child, mode, seed)
-    count = _put(child.embeddings.word_embeddings.weight, parent.embeddings.word_embeddings.weight, col_mix=mixes[0])
-    count += _put(
+    count = copy_block(child.embeddings.word_embeddings.weight, parent.embeddings.word_embeddings.weight, col_mix=mixes[0])
+    count += copy_block(
         child.embeddings.position_embeddings.weight, parent.embeddings.position_embeddings.weight, col_mix=mixes[0]
     )
     count += _layer_norm(child.embeddings.layer_norm, parent.embeddings.layer_norm)

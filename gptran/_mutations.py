@@ -41,7 +41,7 @@ from flexibert._errors import InvalidArchitectureError
 from flexibert._model import EncoderLayer, FlexiBertEncoder
 from flexibert._space import DesignSpace
 from flexibert._spec import ArchSpec, LayerSpec
-from flexibert._transfer import _head, _put, transfer_weights
+from flexibert._transfer import copy_block, copy_head_weights, transfer_weights
 
 GROW_ATTENTION = "grow_attn_head"
 GROW_FEED_FORWARD = "grow_ffnn"
@@ -279,8 +279,8 @@ def _redo_heads(dst: EncoderLayer, src: EncoderLayer, init: EncoderLayer, source
             dst.heads[j].load_state_dict(init.heads[j].state_dict())
             out_dst[columns] = out_init[columns]
             continue
-        _head(dst.heads[j], src.heads[source], None)
-        _put(out_dst, out_src, columns, (slice(None), slice(source * d_src, (source + 1) * d_src)))
+        copy_head_weights(dst.heads[j], src.heads[source], None)
+        copy_block(out_dst, out_src, columns, (slice(None), slice(source * d_src, (source + 1) * d_src)))
 
 
 @torch.no_grad()
