@@ -100,6 +100,8 @@ def _conv_head(dst: DynamicConvHead, src: DynamicConvHead, mix) -> int:
 
 
 def copy_head_weights(dst: Head, src: Head, mix) -> int:
+    """Copy one head's weights into another (top-left blocks where sizes differ, ``mix`` projecting the
+    hidden axis when not None); return the number of elements copied."""
     count = 0
     for name in ("query", "key", "value"):
         if hasattr(dst, name) and hasattr(src, name):
