@@ -23,7 +23,7 @@ flexibert export "$out/tiny.json" --format onnx,openvino,torchscript --out "$out
 echo "== 3. profile this CPU (ONNX Runtime, batch 1, seq 128, 1 thread): seeds + active learning"
 protran meters
 protran profile --device local-cpu --runtime onnxruntime --meter auto --seed-samples 12 \
-    --max-samples ${MAIN_JOB_SAMPLES:-20} --time-cap-s 10 --out "$out/runs" --resume
+    --max-samples "${MAIN_JOB_SAMPLES:-16}" --time-cap-s 5 --target-rel-ci 0.05 --out "$out/runs" --resume
 
 echo "== 4. predict the sampled architectures with the fitted surrogates"
 protran predict --surrogates "$out/runs" "$out/archs"
