@@ -7,8 +7,12 @@ profiler that writes.
 
 Tables: ``meta`` (schema version), ``runs`` (one profiling session: device, runtime, batch size,
 sequence length, threads, meter, host, software versions, configuration, status), ``measurements``
-(one row per attempt to measure an architecture, whatever its outcome) and ``models`` (records of
-fitted surrogates saved beside the store).
+(one row per attempt to measure an architecture, whatever its outcome), ``models`` (records of
+fitted surrogates saved beside the store) and ``accuracy`` (task scores and pre-training losses of
+architectures, for accuracy surrogates and Pareto frontiers).
+
+Schema versions: 1 had no ``accuracy`` table; opening a version-1 store for writing adds it (version
+2), and a version-1 store opened read-only reads as one without accuracy rows.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Iterator, Sequence
 from flexibert import ArchSpec, InvalidArchitectureError, embed, model_hash
 from protran._protocol import STATUSES, MeasurementResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -87,6 +91,24 @@ CREATE TABLE models (
     created_at TEXT NOT NULL,
     metrics TEXT NOT NULL DEFAULT '{}'
 );
+"""
+
+# Added in schema version 2.
+_ACCURACY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accuracy (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    arch_hash TEXT NOT NULL,
+    model_dict TEXT NOT NULL,
+    embedding TEXT,
+    task TEXT NOT NULL,
+    score REAL,
+    pretrain_loss REAL,
+    pretrain_steps INTEGER,
+    source TEXT,
+    created_at TEXT NOT NULL,
+    CHECK (score IS NOT NULL OR pretrain_loss IS NOT NULL)
+);
+CREATE INDEX IF NOT EXISTS accuracy_by_hash_task ON accuracy (arch_hash, task);
 """
 
 _MEASUREMENT_COLUMNS = (
@@ -173,6 +195,24 @@ class ModelRecord:
     path: str
     created_at: str
     metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AccuracyRecord:
+    """What is known about an architecture's accuracy on one task.
+
+    ``score`` is the task score as given (higher is better; None where only pre-training finished),
+    ``pretrain_loss`` the final masked-language-model loss and ``pretrain_steps`` how many steps it
+    reached. ``source`` names the file the record came from.
+    """
+
+    spec: ArchSpec
+    arch_hash: str
+    task: str
+    score: float | None
+    pretrain_loss: float | None = None
+    pretrain_steps: int | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -310,12 +350,19 @@ class RunStore:
                 f"run store {self.path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
                 "version of protran understands; upgrade edgetran to read it"
             )
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to date in one transaction; its existing rows are untouched."""
+        with self._transaction("upgrade") as conn:
+            if version < 2:
+                _execute_script(conn, _ACCURACY_SCHEMA)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create_schema(self) -> None:
         with self._transaction("initialise") as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _execute_script(conn, _SCHEMA + _ACCURACY_SCHEMA)
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (_now(),))
 
@@ -463,6 +510,65 @@ class RunStore:
                         json.loads(row["metrics"]))
             for row in rows
         ]
+
+    # -- accuracy -------------------------------------------------------------------------------------
+
+    def _has_accuracy_table(self) -> bool:
+        with self._errors("read"):
+            row = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='accuracy'").fetchone()
+        return row is not None
+
+    def add_accuracy(self, records: Sequence[AccuracyRecord]) -> int:
+        """Store accuracy records in one transaction and return how many were new.
+
+        A record equal in every field (architecture, task, score, loss, steps, source) to a stored one
+        is skipped, so importing the same file twice changes nothing. Several different scores of one
+        architecture and task (repeated fine-tuning runs, say) are all kept.
+        """
+        rows = [_accuracy_row(record) for record in records]
+        added = 0
+        with self._transaction("write") as conn:
+            for row in rows:
+                duplicate = conn.execute(
+                    "SELECT 1 FROM accuracy WHERE arch_hash = ? AND task = ? AND score IS ? AND pretrain_loss IS ?"
+                    " AND pretrain_steps IS ? AND source IS ?",
+                    (row["arch_hash"], row["task"], row["score"], row["pretrain_loss"], row["pretrain_steps"],
+                     row["source"]),
+                ).fetchone()
+                if duplicate is None:
+                    conn.execute(
+                        "INSERT INTO accuracy (arch_hash, model_dict, embedding, task, score, pretrain_loss,"
+                        " pretrain_steps, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row["arch_hash"], row["model_dict"], row["embedding"], row["task"], row["score"],
+                         row["pretrain_loss"], row["pretrain_steps"], row["source"], _now()),
+                    )
+                    added += 1
+        return added
+
+    def accuracy(self, task: str | None = None) -> list[AccuracyRecord]:
+        """Stored accuracy records in insertion order, optionally of one task."""
+        if not self._has_accuracy_table():
+            return []  # a version-1 store opened read-only
+        query, params = "SELECT * FROM accuracy", ()
+        if task is not None:
+            query, params = query + " WHERE task = ?", (task,)
+        with self._errors("read"):
+            rows = self._conn.execute(query + " ORDER BY id", params).fetchall()
+        return [
+            AccuracyRecord(
+                spec=ArchSpec.from_model_dict(json.loads(row["model_dict"]), space=False),
+                arch_hash=row["arch_hash"], task=row["task"], score=row["score"],
+                pretrain_loss=row["pretrain_loss"], pretrain_steps=row["pretrain_steps"], source=row["source"],
+            )
+            for row in rows
+        ]
+
+    def accuracy_tasks(self) -> list[str]:
+        """Names of the tasks with at least one accuracy record, sorted."""
+        if not self._has_accuracy_table():
+            return []
+        with self._errors("read"):
+            return [row[0] for row in self._conn.execute("SELECT DISTINCT task FROM accuracy ORDER BY task")]
 
     # -- ProTran dataset.json -----------------------------------------------------------------------
 
@@ -664,6 +770,43 @@ def load_rows(path: str | Path, run_id: int | None = None, device: str | None = 
 
 
 # -- row conversion ---------------------------------------------------------------------------------------
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the caller's transaction (``executescript`` would commit)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _accuracy_row(record: AccuracyRecord) -> dict[str, Any]:
+    if model_hash(record.spec) != record.arch_hash:
+        raise ValueError(f"accuracy record: arch_hash {record.arch_hash!r} is not the hash of its architecture")
+    if not isinstance(record.task, str) or not record.task:
+        raise ValueError(f"accuracy record {record.arch_hash}: task must be a non-empty name, got {record.task!r}")
+    score = _optional_finite("score", record.score, record.arch_hash)
+    loss = _optional_finite("pretrain_loss", record.pretrain_loss, record.arch_hash)
+    if score is None and loss is None:
+        raise ValueError(f"accuracy record {record.arch_hash}: needs a score, a pretrain_loss or both")
+    try:
+        embedding = _dumps(embed(record.spec))
+    except InvalidArchitectureError:
+        embedding = None  # outside the default design space
+    steps = record.pretrain_steps
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 0):
+        raise ValueError(f"accuracy record {record.arch_hash}: pretrain_steps {steps!r} must be a non-negative int")
+    return {
+        "arch_hash": record.arch_hash, "model_dict": json.dumps(record.spec.to_model_dict()), "embedding": embedding,
+        "task": record.task, "score": score, "pretrain_loss": loss, "pretrain_steps": steps, "source": record.source,
+    }
+
+
+def _optional_finite(name: str, value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"accuracy record {where}: {name} {value!r} must be a finite number or None")
+    return float(value)
 
 
 def _dumps(value: Any) -> str:
