@@ -39,6 +39,8 @@ _LAZY = {
     "ProfileSummary": "protran._profile",
     "Profiler": "protran._profile",
     "profile": "protran._profile",
+    "measure_listed": "protran._profile",
+    "ListedSummary": "protran._profile",
     "predict_specs": "protran._predict",
     "ActiveLearner": "protran._active",
     "ActiveStep": "protran._active",

@@ -333,6 +333,76 @@ def _default_measure(spec: ArchSpec, **settings: Any):
     return measure_architecture(spec, **settings)
 
 
+@dataclass
+class ListedSummary:
+    """What :func:`measure_listed` did: one run that measured a given list of architectures."""
+
+    run_id: int
+    device: str
+    runtime: str
+    purpose: str
+    requested: int
+    measured_ok: int
+    unstable: int
+    failed: int
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunStore, *, purpose: str = "listed",
+                   resume: bool = False, meter: Any = None,
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   measure_fn: Callable[..., Any] | None = None) -> ListedSummary:
+    """Measure exactly ``specs``, in order, as one run of the store (no surrogates, no acquisition).
+
+    This is how a held-out test set or a test-retest repeat is measured: the run's configuration records
+    ``purpose`` and the list of hashes, so ``resume`` continues only a run of the same list.
+    """
+    if not specs:
+        raise ValueError("measure_listed needs at least one architecture")
+    started = time.monotonic()
+    c = config
+    hashes = [model_hash(spec) for spec in specs]
+    settings = {"purpose": purpose, "architectures": hashes}
+    run_id = None
+    if resume:
+        run_id = store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads, config=settings)
+    if run_id is None:
+        from protran._protocol import host_info, software_versions
+
+        run_id = store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
+                                  num_threads=c.num_threads, meter=getattr(meter, "name", None), host=host_info(),
+                                  versions=software_versions(), config=settings)
+    else:
+        store.set_run_status(run_id, "running")
+    measure = measure_fn or _default_measure
+    report = progress or (lambda event: None)
+    try:
+        for spec, arch_hash in zip(specs, hashes):
+            if arch_hash in store.measured_hashes(run_id):
+                continue
+            report({"event": "measuring", "hash": arch_hash, "reason": purpose, "spec": spec})
+            result = measure(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
+                             num_threads=c.num_threads, meter=meter, target_rel_ci=c.target_rel_ci,
+                             time_cap_s=c.time_cap_s, timeout_s=c.timeout_s, vocab_size=c.vocab_size)
+            store.add_measurement(run_id, result)
+            attempts = store.measurements(run_id=run_id, status=None)
+            report({"event": "measured", "result": result, "n_attempts": len(attempts),
+                    "n_ok": sum(a.status in _USABLE_STATUSES for a in attempts), "cv_mse": {}})
+    except KeyboardInterrupt:
+        store.set_run_status(run_id, "interrupted")
+        raise
+    store.set_run_status(run_id, "finished")
+    attempts = store.measurements(run_id=run_id, status=None)
+    return ListedSummary(
+        run_id=run_id, device=c.device, runtime=c.runtime, purpose=purpose, requested=len(specs),
+        measured_ok=sum(a.status == "ok" for a in attempts), unstable=sum(a.status == "unstable" for a in attempts),
+        failed=sum(a.status in ("failed", "timeout", "oom") for a in attempts), elapsed_s=time.monotonic() - started,
+    )
+
+
 def profile(config: ProfileConfig, store_path: str | Path, out_dir: str | Path, *, resume: bool = False,
             meter: Any = None, progress: Callable[[dict[str, Any]], None] | None = None) -> ProfileSummary:
     """Profile this machine as ``config.device`` into the run store at ``store_path``."""

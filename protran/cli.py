@@ -33,21 +33,15 @@ def _meter_errors_are_user_errors(handler):
 @_meter_errors_are_user_errors
 def _profile(args: argparse.Namespace) -> int:
     from protran._profile import ProfileConfig, profile
-    from protran.meters import detect_meter
 
     config = ProfileConfig(
-        device=args.device, runtime=args.runtime, batch_size=args.batch_size, seq_len=args.seq_len,
-        num_threads=args.threads, meter=args.meter, seed=args.seed, seed_samples=args.seed_samples,
+        **_measurement_settings(args), seed=args.seed, seed_samples=args.seed_samples,
         pool_size=args.pool_size, target_mse=args.target_mse, patience=args.patience,
         max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
-        features=args.features, acquisition=args.acquisition, target_rel_ci=args.target_rel_ci,
-        time_cap_s=args.time_cap_s, timeout_s=args.timeout_s, vocab_size=args.vocab_size, space_path=args.space,
+        features=args.features, acquisition=args.acquisition, space_path=args.space,
     )
-    meter = detect_meter(args.meter)
-    if meter is None and args.meter != "none":
-        print(f"{PROG}: no power meter found on this machine: measuring latency only; energy and peak power "
-              "are recorded as not available", file=sys.stderr)
-    store_path = Path(args.store or f"{args.out}/{args.device}.sqlite")
+    meter = _detect_meter(args.meter)
+    store_path = _store_path(args)
     reporter = _ProgressReporter(config.max_samples, quiet=args.json)
     try:
         summary = profile(config, store_path, args.out, resume=args.resume, meter=meter, progress=reporter)
@@ -75,13 +69,70 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measurement_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ProfileConfig fields that ``profile`` and ``measure`` share: what is measured and how."""
+    return {"device": args.device, "runtime": args.runtime, "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "num_threads": args.threads, "meter": args.meter, "target_rel_ci": args.target_rel_ci,
+            "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size}
+
+
+def _detect_meter(name: str):
+    from protran.meters import detect_meter
+
+    meter = detect_meter(name)
+    if meter is None and name != "none":
+        print(f"{PROG}: no power meter found on this machine: measuring latency only; energy and peak power "
+              "are recorded as not available", file=sys.stderr)
+    return meter
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    return Path(args.store or f"{args.out}/{args.device}.sqlite")
+
+
+# -- measure ----------------------------------------------------------------------------------------
+
+
+@_meter_errors_are_user_errors
+def _measure(args: argparse.Namespace) -> int:
+    from flexibert import DesignSpace
+    from flexibert.cli import read_architectures
+    from protran._profile import ProfileConfig, measure_listed
+    from protran._store import RunStore
+
+    specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
+    config = ProfileConfig(**_measurement_settings(args), max_samples=max(len(specs), 16))
+    meter = _detect_meter(args.meter)
+    store_path = _store_path(args)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    reporter = _ProgressReporter(len(specs), quiet=args.json, label="measuring")
+    try:
+        with RunStore(store_path) as store:
+            summary = measure_listed(config, specs, store, purpose=args.purpose, resume=args.resume, meter=meter,
+                                     progress=reporter)
+    except KeyboardInterrupt:
+        reporter.close()
+        print(f"{PROG}: interrupted; every finished measurement is in {store_path}. "
+              f"Run the same command with --resume to continue.", file=sys.stderr)
+        return 130
+    reporter.close()
+    result = {**summary.to_dict(), "store": str(store_path)}
+    if args.json:
+        common.print_json(result)
+    else:
+        print(f"run {summary.run_id} ({summary.purpose}) on {summary.device} ({summary.runtime}): "
+              f"{summary.measured_ok} of {summary.requested} measured, {summary.unstable} unstable, "
+              f"{summary.failed} failed; store: {store_path}")
+    return 0
+
+
 class _ProgressReporter:
     """A tqdm bar over the sample budget, with the current surrogate error and the last latency."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    def __init__(self, total: int, quiet: bool, label: str = "profiling") -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, unit="arch", desc="profiling", file=sys.stderr, disable=None,
+        self._bar = tqdm(total=total, unit="arch", desc=label, file=sys.stderr, disable=None,
                          dynamic_ncols=True)
         self._quiet = quiet
 
@@ -108,10 +159,19 @@ class _ProgressReporter:
 def _predict(args: argparse.Namespace) -> int:
     from flexibert import DesignSpace
     from flexibert.cli import read_architectures
-    from protran._predict import predict_specs
 
+    if (args.surrogates is None) == (args.profile is None):
+        raise common.CliError("give either --surrogates DIR (saved by `protran profile`) or --profile FILE... "
+                              "(fit surrogates on measured profiles, as `protran pareto` does)")
+    if args.accuracy is not None and args.profile is None:
+        raise common.CliError("--accuracy needs --profile")
     specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
-    rows = predict_specs(specs, args.surrogates)
+    if args.profile is not None:
+        rows = _fitted_models(args, accuracy_required=False).predict(specs)
+    else:
+        from protran._predict import predict_specs
+
+        rows = predict_specs(specs, args.surrogates)
     if args.json:
         common.print_json(rows)
         return 0
@@ -120,6 +180,100 @@ def _predict(args: argparse.Namespace) -> int:
              for row in rows for measure, value in row["predicted"].items()]
     common.print_table(table, header)
     return 0
+
+
+def _fitted_models(args: argparse.Namespace, accuracy_required: bool):
+    """The accuracy and hardware surrogates of ``pareto`` and ``predict --profile``: the same files,
+    task and seed give the same models, so both commands predict the same values."""
+    from protran._accuracy import load_accuracy
+    from protran._pareto import fit_models, load_profiles
+
+    profiles = load_profiles(args.profile)
+    if args.accuracy is None and accuracy_required:
+        raise common.CliError("--accuracy is required")
+    records = load_accuracy(args.accuracy) if args.accuracy is not None else None
+    return fit_models(profiles, records, task=args.task, seed=args.seed)
+
+
+# -- pareto -------------------------------------------------------------------------------------------
+
+
+def _pareto(args: argparse.Namespace) -> int:
+    from protran._pareto import Constraints, SearchSettings, plot_frontiers
+
+    constraints = Constraints(
+        max_latency_s=args.max_latency_ms / 1e3 if args.max_latency_ms is not None else None,
+        max_energy_j=args.max_energy_j, max_peak_power_w=args.max_peak_power_w, max_params=args.max_params,
+        max_layers=args.max_layers,
+    )
+    chosen = {"pop_size": args.pop_size, "n_generations": args.generations}
+    settings = SearchSettings(seed=args.seed, **{key: value for key, value in chosen.items() if value is not None})
+    models = _fitted_models(args, accuracy_required=True)
+    devices = []
+    for device in models.devices:
+        available = models.measures(device)
+        unconstrained = [m for m in constraints.measure_limits() if m not in available]
+        if unconstrained:
+            _note(f"{device}: no {unconstrained[0].replace('_', ' ')} measurements to apply the constraint to; "
+                  "skipping this device")
+            continue
+        for measure in args.measure:
+            if measure not in available:
+                _note(f"{device}: no {measure.replace('_', ' ')} measurements; no {measure} frontier")
+        if any(measure in available for measure in args.measure):
+            devices.append(device)
+    if not devices:
+        raise common.CliError("no device has the measurements these frontiers and constraints need")
+    frontiers = [frontier for frontier in _search_with_progress(models, devices, constraints, settings, args.json)
+                 if frontier.measure in args.measure]
+    if args.plot:
+        plot_frontiers(frontiers, args.plot)
+    if args.json:
+        common.print_json({"frontiers": [frontier.to_dict() for frontier in frontiers]})
+        return 0
+    for frontier in frontiers:
+        _print_frontier(frontier)
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _note(message: str) -> None:
+    print(f"{PROG} pareto: {message}", file=sys.stderr)
+
+
+def _search_with_progress(models, devices: list[str], constraints, settings, quiet: bool) -> list:
+    """Every device's frontiers (all its measures, searched together), with one progress bar."""
+    from tqdm import tqdm
+
+    from protran._pareto import search_frontiers
+
+    bar = tqdm(total=len(devices) * settings.n_generations, unit="gen", desc="pareto", file=sys.stderr,
+               disable=quiet, dynamic_ncols=True)
+    frontiers = []
+    try:
+        for index, device in enumerate(devices):
+
+            def progress(event: dict[str, Any], start: int = index * settings.n_generations) -> None:
+                bar.n = start + event["generation"]
+                bar.set_postfix({"device": event["device"], "archs": event["evaluations"]}, refresh=True)
+
+            frontiers += search_frontiers(models, device, constraints, settings, progress=progress)
+    finally:
+        bar.close()
+    return frontiers
+
+
+def _print_frontier(frontier) -> None:
+    from protran._pareto import MEASURE_UNITS, REFERENCE_POINT
+
+    unit = MEASURE_UNITS[frontier.measure]
+    print(f"{frontier.device} · accuracy vs {frontier.measure.replace('_', ' ')}: {len(frontier.points)} points, "
+          f"hypervolume {frontier.hypervolume:.4f} (normalised, reference point {REFERENCE_POINT})")
+    rows = [[point.arch_hash[:8], point.spec.num_layers, f"{point.accuracy:.4f} ± {point.accuracy_std:.4f}",
+             f"{point.value:.4g} ± {point.value_std:.2g}"] for point in frontier.points]
+    common.print_table(rows, ["hash", "layers", "accuracy", f"{frontier.measure} ({unit})"])
+    print()
 
 
 # -- import / export ------------------------------------------------------------------------------------
@@ -198,6 +352,55 @@ def _meter_server(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------------------------------
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return value
+
+
+# The defaults of protran._pareto.SearchSettings, spelled out so that --help needs no numpy (tested).
+_SEARCH_DEFAULTS = {"pop_size": 300, "n_generations": 40}
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, accuracy_required: bool) -> None:
+    """The inputs that decide the fitted surrogates; ``pareto`` and ``predict`` share them."""
+    parser.add_argument("--profile", nargs="+", action="extend", metavar="FILE", required=accuracy_required,
+                        help="hardware profiles: ProTran dataset.json files or run stores (one device each, "
+                             "or every device of a store); repeatable")
+    parser.add_argument("--accuracy", required=accuracy_required, metavar="FILE",
+                        help="accuracy data: the reference JSON (glue_pretrain_16.json), a CSV "
+                             "(model_dict or embedding, task, score, pretrain_loss) or a run store")
+    parser.add_argument("--task", default="glue", help="accuracy task to model (default glue)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the surrogates and the search (default 0)")
+
+
+def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is measured and how; ``profile`` and ``measure`` share them."""
+    parser.add_argument("--device", required=True, help="a name for this board, e.g. rpi4 or jetson-orin-cpu")
+    parser.add_argument("--runtime", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"))
+    parser.add_argument("--meter", default="auto",
+                        help="auto, none, ina219, hwmon, ina3221, rapl, nvml, powermetrics, tegrastats or "
+                             "remote:HOST:PORT (default auto: whatever exists, else latency only)")
+    parser.add_argument("--batch-size", type=common.positive_int, default=1)
+    parser.add_argument("--seq-len", type=common.positive_int, default=128)
+    parser.add_argument("--threads", type=common.positive_int, default=1, help="inference threads (default 1)")
+    parser.add_argument("--target-rel-ci", type=float, default=0.02,
+                        help="repeat until the median latency's 95%% CI half-width is within this fraction")
+    parser.add_argument("--time-cap-s", type=float, default=30.0, help="longest timed window per architecture")
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="kill a measurement after this long")
+    parser.add_argument("--vocab-size", type=common.positive_int,
+                        help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
+
+
+def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", help="run store file (default OUT/DEVICE.sqlite)")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run with the same settings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = common.make_parser(
         PROG,
@@ -211,14 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         "protran profile --device my-laptop --runtime onnxruntime --meter auto --max-samples 48 --out runs/\n"
         "protran profile --device my-laptop --out runs/ --resume   # after Ctrl-C",
     )
-    p.add_argument("--device", required=True, help="a name for this board, e.g. rpi4 or jetson-orin-cpu")
-    p.add_argument("--runtime", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"))
-    p.add_argument("--meter", default="auto",
-                   help="auto, none, ina219, hwmon, ina3221, rapl, nvml, powermetrics, tegrastats or "
-                        "remote:HOST:PORT (default auto: whatever exists, else latency only)")
-    p.add_argument("--batch-size", type=common.positive_int, default=1)
-    p.add_argument("--seq-len", type=common.positive_int, default=128)
-    p.add_argument("--threads", type=common.positive_int, default=1, help="inference threads (default 1)")
+    _add_measurement_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-samples", type=common.positive_int, default=16,
                    help="Latin-hypercube architectures measured first (default 16)")
@@ -235,23 +431,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default="costs", choices=("embedding", "analytic", "both", "costs"),
                    help="architecture features (default costs; additive needs costs or analytic)")
     p.add_argument("--acquisition", default="uncertainty", choices=("uncertainty", "random"))
-    p.add_argument("--target-rel-ci", type=float, default=0.02,
-                   help="repeat until the median latency's 95%% CI half-width is within this fraction")
-    p.add_argument("--time-cap-s", type=float, default=30.0, help="longest timed window per architecture")
-    p.add_argument("--timeout-s", type=float, default=600.0, help="kill a measurement after this long")
     p.add_argument("--space", help="design-space YAML to sample from (default: FlexiBERT 2.0)")
-    p.add_argument("--vocab-size", type=common.positive_int,
-                   help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
     p.add_argument("--out", default="runs", help="folder for the run store and the fitted surrogates")
-    p.add_argument("--store", help="run store file (default OUT/DEVICE.sqlite)")
-    p.add_argument("--resume", action="store_true", help="continue the unfinished run with the same settings")
+    _add_store_arguments(p)
 
     p = common.add_command(
-        sub, "predict", _predict, "predict latency, energy and peak power of architectures from saved surrogates",
-        "protran predict --surrogates runs/ arch.json",
+        sub, "measure", _measure,
+        "measure given architectures as one run (a held-out test set, a test-retest repeat); no surrogates",
+        "flexibert sample -n 32 --method random --seed 1 --out holdout/\n"
+        "protran measure holdout/ --device my-laptop --runtime onnxruntime --purpose holdout --out runs/",
+    )
+    p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them), measured in order")
+    _add_measurement_arguments(p)
+    p.add_argument("--purpose", default="listed",
+                   help="a word stored with the run to tell it apart, e.g. holdout or retest (default listed)")
+    p.add_argument("--out", default="runs", help="folder for the run store (default runs)")
+    _add_store_arguments(p)
+
+    p = common.add_command(
+        sub, "predict", _predict,
+        "predict latency, energy, peak power (and accuracy) of architectures from saved or fitted surrogates",
+        "protran predict --surrogates runs/ arch.json\n"
+        "protran predict --profile ../shared/data/protran/cpu_rpi_b1_r1.json "
+        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json arch.json",
     )
     p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them)")
-    p.add_argument("--surrogates", required=True, help="folder holding surrogates saved by `protran profile`")
+    p.add_argument("--surrogates", help="folder holding surrogates saved by `protran profile`")
+    _add_model_arguments(p, accuracy_required=False)
+
+    p = common.add_command(
+        sub, "pareto", _pareto,
+        "predicted Pareto frontiers of accuracy against latency, energy or peak power, per device",
+        "protran pareto --profile ../shared/data/protran/*.json "
+        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --plot frontiers.png\n"
+        "protran pareto --profile runs/my-board.sqlite --accuracy scores.csv --measure energy "
+        "--max-latency-ms 50 --json",
+        description="For every device with a hardware profile, search the whole design space (NSGA-II over the "
+                    "embedding) for the architectures no other beats on both predicted accuracy and the predicted "
+                    "measure. Values are in the profile's units: seconds or joules per sequence, watts.",
+    )
+    _add_model_arguments(p, accuracy_required=True)
+    p.add_argument("--measure", type=common.comma_list(("latency", "energy", "peak_power")),
+                   default=["latency", "energy", "peak_power"],
+                   help="latency, energy and/or peak_power, comma-separated (default: all three)")
+    p.add_argument("--plot", help="write a plot with one frontier per device and a panel per measure (PNG, PDF, SVG)")
+    p.add_argument("--max-latency-ms", type=_positive_float,
+                   help="keep architectures predicted to take at most this many milliseconds per sequence")
+    p.add_argument("--max-energy-j", type=_positive_float,
+                   help="keep architectures predicted to use at most this many joules per sequence")
+    p.add_argument("--max-peak-power-w", type=_positive_float,
+                   help="keep architectures predicted to peak at no more than this many watts")
+    p.add_argument("--max-params", type=common.positive_int,
+                   help="keep architectures with at most this many parameters")
+    p.add_argument("--max-layers", type=common.positive_int, help="keep architectures with at most this many layers")
+    p.add_argument("--pop-size", type=common.positive_int,
+                   help=f"NSGA-II population per measure (default {_SEARCH_DEFAULTS['pop_size']})")
+    p.add_argument("--generations", type=common.positive_int,
+                   help=f"NSGA-II generations per device; its measures are searched together "
+                        f"(default {_SEARCH_DEFAULTS['n_generations']})")
 
     p = common.add_command(
         sub, "import", _import, "import a ProTran dataset.json into a run store",
