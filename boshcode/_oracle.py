@@ -1,0 +1,200 @@
+"""What a co-design search queries to EVALUATE an (architecture, device) pair.
+
+An oracle knows the devices, the normalisation maxima of P, and predicts (or measures) accuracy,
+latency, energy and peak power with a standard deviation. :class:`SurrogateOracle` answers from the
+ProTran hardware surrogates (one per device and measure) and the accuracy surrogate, fitted by
+``protran._pareto.fit_models``; :class:`MeasuringOracle` measures one device for real instead.
+
+Normalisation maxima (the same for every method compared on one oracle): for latency, energy and
+peak power, the largest value measured on *any* device of the profiles (the union of all measured
+rows); for accuracy, the largest score in the accuracy data. Predictions beyond a maximum count as
+the maximum (P clips each normalised measure to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from boshcode._objective import HARDWARE_TERMS, Maxima, Weights
+from flexibert import ArchSpec
+
+#: The measures an oracle predicts, in the units of their names.
+MEASURES = ("accuracy", "latency_s", "energy_j", "peak_power_w")
+_PROTRAN_MEASURE = {"latency_s": "latency", "energy_j": "energy", "peak_power_w": "peak_power"}
+
+#: {measure: {"mean": array, "std": array}} (None for a measure the device cannot give).
+Prediction = dict[str, "dict[str, np.ndarray] | None"]
+
+
+class Oracle(Protocol):
+    """The contract of an oracle: ``devices``, ``maxima`` and ``predict(specs, device)``."""
+
+    @property
+    def devices(self) -> list[str]: ...
+
+    @property
+    def maxima(self) -> Maxima: ...
+
+    def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction: ...
+
+
+def usable_devices(oracle: Oracle, weights: Weights) -> list[str]:
+    """The devices that can give every measure P needs; warns about the ones left out.
+
+    A device without a power meter has no energy or peak-power model: it is excluded when beta or
+    gamma is positive (rather than scoring it on fewer terms, which would make P incomparable).
+    """
+    oracle.maxima.check(weights)
+    needed = weights.needed_measures()
+    kept, dropped = [], {}
+    for device in oracle.devices:
+        missing = [m for m in needed if m not in device_measures(oracle, device)]
+        if missing:
+            dropped[device] = missing
+        else:
+            kept.append(device)
+    if dropped:
+        listed = "; ".join(f"{d} (no {', '.join(m)})" for d, m in dropped.items())
+        warnings.warn(f"left out of the search, since P needs measures they lack: {listed}", stacklevel=2)
+    if not kept:
+        raise ValueError("no device can give every measure with a positive weight; set the weights of the "
+                         "missing measures to 0 or add profiles measured with a power meter")
+    return kept
+
+
+def device_measures(oracle: Oracle, device: str) -> list[str]:
+    """Measures (latency_s, energy_j, peak_power_w) the oracle gives for ``device``."""
+    getter = getattr(oracle, "measures", None)
+    if getter is not None:
+        return list(getter(device))
+    return list(HARDWARE_TERMS)
+
+
+class SurrogateOracle:
+    """Answers from fitted ProTran surrogates (``protran._pareto.FrontierModels``)."""
+
+    def __init__(self, models: Any) -> None:
+        self.models = models
+        self._maxima = _union_maxima(models)
+
+    @classmethod
+    def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path, seed: int = 0,
+                   task: str | None = None) -> SurrogateOracle:
+        """Fit the surrogates on ProTran ``dataset.json`` files or run stores and an accuracy file."""
+        from protran._accuracy import DEFAULT_TASK, load_accuracy
+        from protran._pareto import fit_models, load_profiles
+
+        loaded = load_profiles(list(profiles))
+        records = load_accuracy(accuracy)
+        return cls(fit_models(loaded, records, task=task or DEFAULT_TASK, seed=seed))
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.models.devices)
+
+    @property
+    def maxima(self) -> Maxima:
+        return self._maxima
+
+    def measures(self, device: str) -> list[str]:
+        return [name for name, protran_name in _PROTRAN_MEASURE.items()
+                if protran_name in self.models.measures(device)]
+
+    def workload(self, device: str) -> tuple[int, int]:
+        """(batch size, sequence length) the device was profiled with."""
+        profile = self.models.profiles[device]
+        return profile.batch_size, profile.seq_len
+
+    def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
+        from protran._accuracy import accuracy_features
+
+        specs = list(specs)
+        if device not in self.models.hardware:
+            raise KeyError(f"no profile for device '{device}'; known: {self.devices}")
+        mean, std = self.models.accuracy_model.predict(accuracy_features(specs), return_std=True)
+        result: Prediction = {"accuracy": {"mean": np.asarray(mean, float), "std": np.asarray(std, float)}}
+        features = self.models.hardware_features(specs, device)
+        for name, protran_name in _PROTRAN_MEASURE.items():
+            model = self.models.hardware[device].get(protran_name)
+            if model is None:
+                result[name] = None
+                continue
+            mean, std = model.predict(features, return_std=True)
+            result[name] = {"mean": np.asarray(mean, float), "std": np.asarray(std, float)}
+        return result
+
+
+def _union_maxima(models: Any) -> Maxima:
+    values: dict[str, float | None] = {}
+    for name, protran_name in _PROTRAN_MEASURE.items():
+        measured = [profile.values(protran_name)[1] for profile in models.profiles.values()]
+        measured = [v for v in measured if v.size]
+        values[name] = float(max(v.max() for v in measured)) if measured else None
+    return Maxima(accuracy=float(np.max(models.accuracy_scores)), **values)
+
+
+class MeasuringOracle:
+    """Measures ``device`` for real on this machine (``protran.measure_architecture``) and asks
+    ``base`` for accuracy and for every other device.
+
+    ``device`` must be one of the base oracle's profiles, so that its maxima and workload are known.
+    A failed measurement gives NaN, which the search scores as :data:`boshcode._objective.P_MIN`.
+    """
+
+    def __init__(self, base: SurrogateOracle, device: str, runtime: str = "onnxruntime", meter: Any = None,
+                 num_threads: int = 1, time_cap_s: float = 10.0, **measure_options: Any) -> None:
+        if device not in base.devices:
+            raise ValueError(f"cannot measure '{device}': it has no profile (known: {base.devices}); "
+                             "profile it first with `protran profile`")
+        self.base = base
+        self.device = device
+        self.runtime = runtime
+        self.meter = meter
+        self.num_threads = num_threads
+        self.measure_options = {"time_cap_s": time_cap_s, **measure_options}
+
+    @property
+    def devices(self) -> list[str]:
+        return self.base.devices
+
+    @property
+    def maxima(self) -> Maxima:
+        return self.base.maxima
+
+    def measures(self, device: str) -> list[str]:
+        if device != self.device:
+            return self.base.measures(device)
+        return list(HARDWARE_TERMS) if self.meter is not None else ["latency_s"]
+
+    def workload(self, device: str) -> tuple[int, int]:
+        return self.base.workload(device)
+
+    def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
+        if device != self.device:
+            return self.base.predict(specs, device)
+        from protran._protocol import measure_architecture
+
+        result = self.base.predict(specs, device)
+        batch_size, seq_len = self.workload(device)
+        columns: dict[str, list[float]] = {name: [] for name in HARDWARE_TERMS}
+        spread: list[float] = []
+        for spec in specs:
+            measured = measure_architecture(spec, runtime=self.runtime, batch_size=batch_size, seq_len=seq_len,
+                                            num_threads=self.num_threads, meter=self.meter, **self.measure_options)
+            ok = measured.status in ("ok", "unstable")
+            for name in HARDWARE_TERMS:
+                value = getattr(measured, name) if ok else None
+                columns[name].append(np.nan if value is None else float(value))
+            rel = measured.latency_ci_rel if ok and measured.latency_ci_rel is not None else 0.0
+            spread.append(rel * (measured.latency_s or 0.0))
+        for name, values in columns.items():
+            if name == "latency_s" or self.meter is not None:
+                std = np.array(spread) if name == "latency_s" else np.zeros(len(values))
+                result[name] = {"mean": np.array(values), "std": std}
+            else:
+                result[name] = None
+        return result

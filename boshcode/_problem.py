@@ -1,0 +1,263 @@
+"""The co-design problem every method searches: (architecture, device) pairs, how they are encoded
+for the surrogates, drawn at random, repaired into valid pairs, and EVALUATEd on an oracle.
+
+Encoding: the 37-integer embedding divided by each entry's upper bound (in [0, 1]) and a one-hot
+device vector. Projection maps any real point back to the *nearest valid* pair of the design space:
+each entry is rounded and clipped to its bounds, the layer count is read from the first entry and
+every slot past it is zeroed (so the result always decodes), and the device is the arg-max.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from boshcode._objective import P_MIN, Maxima, Weights, normalised_terms, term_names, term_weights
+from boshcode._oracle import MEASURES, Oracle, usable_devices
+from flexibert import ArchSpec, DesignSpace, decode, embed, embedding_bounds
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper bounds on predicted means; a pair that breaks one scores P_MIN. None: unbounded."""
+
+    max_latency_s: float | None = None
+    max_energy_j: float | None = None
+    max_peak_power_w: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.limits().items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"constraint {name} must be a positive number, got {value!r}")
+
+    def limits(self) -> dict[str, float]:
+        named = {"latency_s": self.max_latency_s, "energy_j": self.max_energy_j, "peak_power_w": self.max_peak_power_w}
+        return {measure: float(limit) for measure, limit in named.items() if limit is not None}
+
+    def violated(self, means: dict[str, np.ndarray | None]) -> np.ndarray:
+        n = len(means["accuracy"])
+        broken = np.zeros(n, dtype=bool)
+        for measure, limit in self.limits().items():
+            values = means.get(measure)
+            if values is None:
+                raise ValueError(f"a constraint bounds {measure}, which this device does not give")
+            broken |= ~(np.asarray(values) <= limit)
+        return broken
+
+
+@dataclass
+class Evaluation:
+    """One EVALUATE call: the pair, its P, the terms of P (``term_names`` order) and the oracle's
+    means and stds of every measure. ``feasible`` is False for a pair that broke a constraint or
+    whose measurement failed (its P is then P_MIN)."""
+
+    embedding: tuple[int, ...]
+    device: int
+    performance: float
+    terms: tuple[float, ...]
+    means: dict[str, float | None]
+    stds: dict[str, float | None]
+    feasible: bool = True
+
+
+@dataclass
+class CodesignProblem:
+    """An oracle, the weights of P, the devices searched over and the design space."""
+
+    oracle: Oracle
+    weights: Weights
+    devices: list[str] | None = None
+    space: DesignSpace | None = None
+    constraints: Constraints = field(default_factory=Constraints)
+
+    def __post_init__(self) -> None:
+        self.space = self.space or DesignSpace.default()
+        if self.devices is None:
+            self.devices = usable_devices(self.oracle, self.weights)
+        unknown = [d for d in self.devices if d not in self.oracle.devices]
+        if unknown:
+            raise ValueError(f"unknown device(s) {unknown}; the profiles hold {self.oracle.devices}")
+        if not self.devices:
+            raise ValueError("no device to search over")
+        self.oracle.maxima.check(self.weights)
+        bounds = np.array(embedding_bounds(self.space), dtype=np.int64)
+        self.upper = bounds[:, 1]
+        self._scale = np.where(self.upper > 0, self.upper, 1).astype(float)
+        self._depths = np.array(self.space.encoder_layers, dtype=np.int64)
+        self._head_blocks = _head_blocks(self.space)
+        self._cache: dict[tuple[bytes, int], Evaluation] = {}
+        self.n_oracle_calls = 0
+
+    # -- sizes and encoding -------------------------------------------------------------------------
+
+    @property
+    def arch_dim(self) -> int:
+        return len(self.upper)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def maxima(self) -> Maxima:
+        return self.oracle.maxima
+
+    @property
+    def n_terms(self) -> int:
+        return len(term_names(self.weights))
+
+    def encode_arch(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=float) / self._scale
+
+    def encode_device(self, device: np.ndarray) -> np.ndarray:
+        return np.eye(self.n_devices)[np.asarray(device, dtype=np.int64)]
+
+    def encode(self, X: np.ndarray, device: np.ndarray) -> np.ndarray:
+        """[normalised embedding, one-hot device], one row per pair."""
+        return np.hstack([self.encode_arch(X), self.encode_device(device)])
+
+    # -- valid pairs ----------------------------------------------------------------------------------
+
+    def zero_unused(self, X: np.ndarray) -> np.ndarray:
+        X = np.array(X, dtype=np.int64)
+        used = 1 + 3 * self._depths[X[:, 0]]
+        X[np.arange(X.shape[1])[None, :] >= used[:, None]] = 0
+        return X
+
+    def project_arch(self, Z: np.ndarray) -> np.ndarray:
+        """The nearest valid embeddings to normalised points ``Z``: round, clip, zero unused slots."""
+        X = np.rint(np.asarray(Z, dtype=float) * self._scale)
+        X = np.clip(X, 0, self.upper).astype(np.int64)
+        return self.zero_unused(X)
+
+    def unused_slots(self, Z: np.ndarray) -> np.ndarray:
+        """True for the entries of normalised points ``Z`` past each point's (rounded) layer count."""
+        first = np.clip(np.rint(np.asarray(Z, dtype=float)[:, 0] * self._scale[0]), 0, self.upper[0]).astype(np.int64)
+        used = 1 + 3 * self._depths[first]
+        return np.arange(Z.shape[1])[None, :] >= used[:, None]
+
+    def is_consistent(self, Z: np.ndarray) -> np.ndarray:
+        """True where rounding ``Z`` already gives a valid embedding (nothing to repair)."""
+        X = np.rint(np.asarray(Z, dtype=float) * self._scale)
+        inside = np.all((X >= 0) & (X <= self.upper), axis=1)
+        clipped = np.clip(X, 0, self.upper).astype(np.int64)
+        return inside & np.all(self.zero_unused(clipped) == clipped, axis=1)
+
+    def random_embeddings(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` uniformly drawn valid embeddings (each layer's head count first, then its op mix)."""
+        d = self.arch_dim
+        X = np.zeros((n, d), dtype=np.int64)
+        X[:, 0] = rng.integers(0, self.upper[0] + 1, n)
+        X[:, 1::3] = rng.integers(0, self.upper[1] + 1, (n, (d - 1) // 3))
+        X[:, 2::3] = rng.integers(0, self.upper[2] + 1, (n, (d - 1) // 3))
+        starts, sizes = self._head_blocks
+        block = rng.integers(0, len(sizes), (n, (d - 1) // 3))
+        X[:, 3::3] = starts[block] + np.floor(rng.random(block.shape) * sizes[block]).astype(np.int64)
+        return self.zero_unused(X)
+
+    def random_pairs(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.random_embeddings(n, rng), rng.integers(0, self.n_devices, n)
+
+    def mutate(self, X: np.ndarray, rng: np.random.Generator, n_changes: int = 1) -> np.ndarray:
+        """Neighbours of valid embeddings: each changes ``n_changes`` genes (the layer count, or one
+        used layer's width, feed-forward stack or attention mix) to a random valid value. A deeper
+        model copies its last layer into the new slots."""
+        X = np.array(X, dtype=np.int64)
+        rows = np.arange(len(X))
+        for _ in range(n_changes):
+            fresh = self.random_embeddings(len(X), rng)
+            depth_before = self._depths[X[:, 0]]
+            gene = np.floor(rng.random(len(X)) * (1 + 3 * depth_before)).astype(np.int64)
+            X[rows, gene] = fresh[rows, gene]
+            for row in np.flatnonzero(self._depths[X[:, 0]] > depth_before):
+                last = 3 * (depth_before[row] - 1) + 1
+                for slot in range(depth_before[row], self._depths[X[row, 0]]):
+                    X[row, 3 * slot + 1: 3 * slot + 4] = X[row, last: last + 3]
+            X = self.zero_unused(X)
+        return X
+
+    def initial_pairs(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """A seeded Latin-hypercube sample of architectures, each on a device drawn in turn from a
+        seeded permutation (so the devices appear equally often)."""
+        from flexibert import sample_architectures
+
+        rng = np.random.default_rng(seed)
+        specs = sample_architectures(n, method="lhs", seed=int(rng.integers(2**31)), space=self.space)
+        X = np.array([embed(spec, self.space) for spec in specs], dtype=np.int64)
+        order = np.concatenate([rng.permutation(self.n_devices) for _ in range(-(-n // self.n_devices))])
+        return X, order[:n]
+
+    def spec(self, embedding: Sequence[int]) -> ArchSpec:
+        return decode(list(embedding), self.space)
+
+    # -- EVALUATE -------------------------------------------------------------------------------------
+
+    def evaluate(self, X: np.ndarray, device: np.ndarray) -> list[Evaluation]:
+        """EVALUATE valid pairs on the oracle (each distinct pair is asked once; answers are kept)."""
+        X = np.asarray(X, dtype=np.int64)
+        device = np.asarray(device, dtype=np.int64)
+        keys = [(row.tobytes(), int(d)) for row, d in zip(X, device)]
+        pending: dict[tuple[bytes, int], int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._cache:
+                pending.setdefault(key, i)
+        for d in sorted({key[1] for key in pending}):
+            rows = [i for key, i in pending.items() if key[1] == d]
+            self._evaluate_device(X[rows], d, [keys[i] for i in rows])
+        return [self._cache[key] for key in keys]
+
+    def _evaluate_device(self, X: np.ndarray, device: int, keys: list[tuple[bytes, int]]) -> None:
+        specs = [self.spec(row) for row in X]
+        predicted = self.oracle.predict(specs, self.devices[device])
+        self.n_oracle_calls += len(specs)
+        means = {m: (None if predicted.get(m) is None else np.asarray(predicted[m]["mean"], float)) for m in MEASURES}
+        stds = {m: (None if predicted.get(m) is None else np.asarray(predicted[m]["std"], float)) for m in MEASURES}
+        needed = ["accuracy", *self.weights.needed_measures()]
+        finite = np.all([np.isfinite(means[m]) for m in needed], axis=0)
+        safe = {m: (None if v is None else np.where(np.isfinite(v), v, 0.0)) for m, v in means.items()}
+        terms = normalised_terms(safe, self.weights, self.maxima)
+        scores = terms @ term_weights(self.weights)
+        feasible = finite & ~self.constraints.violated(safe)
+        scores = np.where(feasible, scores, P_MIN)
+        for i, key in enumerate(keys):
+            self._cache[key] = Evaluation(
+                embedding=tuple(int(v) for v in X[i]), device=device, performance=float(scores[i]),
+                terms=tuple(float(t) for t in terms[i]),
+                means={m: None if v is None else float(v[i]) for m, v in means.items()},
+                stds={m: None if v is None else float(v[i]) for m, v in stds.items()},
+                feasible=bool(feasible[i]),
+            )
+
+    def seen(self, X: np.ndarray, device: np.ndarray) -> np.ndarray:
+        """True for pairs already evaluated on this problem."""
+        return np.array([(row.tobytes(), int(d)) in self._cache
+                         for row, d in zip(np.asarray(X, dtype=np.int64), device)], dtype=bool)
+
+    def describe(self, evaluation: Evaluation) -> dict[str, Any]:
+        """JSON-ready description of an evaluated pair."""
+        from flexibert import model_hash
+
+        spec = self.spec(evaluation.embedding)
+        return {
+            "device": self.devices[evaluation.device],
+            "model_dict": spec.to_model_dict(),
+            "hash": model_hash(spec),
+            "embedding": list(evaluation.embedding),
+            "predicted": {m: evaluation.means[m] for m in MEASURES},
+            "predicted_std": {m: evaluation.stds[m] for m in MEASURES},
+            "performance": evaluation.performance,
+        }
+
+
+def _head_blocks(space: DesignSpace) -> tuple[np.ndarray, np.ndarray]:
+    """(first index, size) of each head count's block of attention indices."""
+    starts, sizes, start = [], [], 0
+    for n_heads in space.attention_heads:
+        size = sum(1 for ops in space.attention_ops if len(ops) == n_heads)
+        starts.append(start)
+        sizes.append(size)
+        start += size
+    return np.array(starts, dtype=np.int64), np.array(sizes, dtype=np.int64)

@@ -1,0 +1,211 @@
+"""The ``boshcode`` command: co-design an architecture and a device for chosen weights of P."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from flexibert import _cli_common as common
+
+PROG = "boshcode"
+METHODS = ("boshcode", "random", "gbrt", "gpr", "rf")
+DEFAULT_BUDGET = 100
+
+
+def _weights(args: argparse.Namespace):
+    from boshcode._objective import parse_weights
+
+    try:
+        return parse_weights(args.alpha, args.beta, args.gamma, args.epsilon)
+    except ValueError as problem:
+        raise common.CliError(f"--alpha/--beta/--gamma/--epsilon: {problem}") from None
+
+
+def _constraints(args: argparse.Namespace):
+    from boshcode._problem import Constraints
+
+    return Constraints(max_latency_s=args.max_latency_s, max_energy_j=args.max_energy_j,
+                       max_peak_power_w=args.max_peak_power_w)
+
+
+def _oracle(args: argparse.Namespace):
+    from boshcode._oracle import MeasuringOracle, SurrogateOracle
+
+    oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=args.seed, task=args.task)
+    if args.measure is None:
+        return oracle
+    from protran.meters import detect_meter
+
+    meter = detect_meter(args.meter)
+    if meter is None and args.meter != "none":
+        print(f"{PROG}: no power meter found on this machine: '{args.measure}' gives latency only, so it is "
+              "searched only when --beta and --gamma are 0", file=sys.stderr)
+    return MeasuringOracle(oracle, args.measure, runtime=args.runtime, meter=meter)
+
+
+def _codesign(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    weights = _weights(args)
+    constraints = _constraints(args)
+    if args.mode == "hw_nas" and args.device is None:
+        raise common.CliError("--mode hw_nas searches one device: give --device NAME")
+    if args.method != "boshcode" and args.mode != "codesign":
+        raise common.CliError(f"--mode {args.mode} is a BOSHCODE mode; the baselines run --mode codesign")
+    oracle = _oracle(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, problem = _search(args, oracle, weights, constraints)
+    for warning in caught:
+        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+    best = problem.describe(result.best)
+    output: dict[str, Any] = {
+        "device": best["device"],
+        "model_dict": best["model_dict"],
+        "hash": best["hash"],
+        "predicted": best["predicted"],
+        "predicted_std": best["predicted_std"],
+        "performance": best["performance"],
+        "elapsed_s": 0.0,
+        "search_s": result.elapsed_s,
+        "history": result.history,
+        "method": result.method,
+        "mode": args.mode,
+        "embedding": best["embedding"],
+        "weights": weights.as_dict(),
+        "maxima": problem.maxima.as_dict(),
+        "devices": problem.devices,
+        "evaluations": len(result.evaluations),
+        "stopped": result.stopped,
+    }
+    if args.export is not None:
+        output["onnx"] = str(_export(args.export, problem, result.best, oracle))
+    output["elapsed_s"] = time.perf_counter() - started
+    if args.json:
+        common.print_json(output)
+    else:
+        _print_summary(output)
+    return 0
+
+
+def _search(args: argparse.Namespace, oracle, weights, constraints):
+    from boshcode._baselines import BaselineSettings, run_baseline
+    from boshcode._search import SearchSettings, codesign, make_problem
+
+    if args.method == "boshcode":
+        settings = SearchSettings(budget=args.budget, seed=args.seed, patience=args.patience)
+        return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
+                        constraints=constraints, progress=None if args.json else _Progress(args.budget))
+    problem = make_problem(oracle, weights, device=args.device, constraints=constraints)
+    return run_baseline(args.method, problem, BaselineSettings(budget=args.budget, seed=args.seed)), problem
+
+
+class _Progress:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        print(f"\r{PROG}: {info['evaluations']}/{self.budget} evaluations, best P {info['best']:.4f}",
+              end="", file=sys.stderr, flush=True)
+        if info["evaluations"] >= self.budget:
+            print(file=sys.stderr)
+
+
+def _export(path: str, problem, evaluation, oracle) -> Path:
+    """The winner as ONNX with the batch size and sequence length its device was profiled with."""
+    from flexibert import export_onnx
+
+    device = problem.devices[evaluation.device]
+    batch_size, seq_len = oracle.workload(device) if hasattr(oracle, "workload") else (1, 128)
+    target = Path(path)
+    if target.suffix != ".onnx":
+        target = target / f"{problem.describe(evaluation)['hash']}_{device}.onnx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(problem.spec(evaluation.embedding), target, batch_size=batch_size, seq_len=seq_len,
+                       exporter="tracing")
+
+
+def _print_summary(output: dict[str, Any]) -> None:
+    print(f"best pair ({output['method']}, {output['evaluations']} evaluations, {output['elapsed_s']:.1f} s):")
+    print(f"  device       {output['device']}")
+    print(f"  hash         {output['hash']}")
+    print(f"  model_dict   {output['model_dict']}")
+    print(f"  performance  {output['performance']:.4f}")
+    units = {"accuracy": "", "latency_s": "s/seq", "energy_j": "J/seq", "peak_power_w": "W"}
+    for name, value in output["predicted"].items():
+        std = output["predicted_std"][name]
+        shown = "n/a" if value is None else f"{value:.6g} ± {std:.3g} {units[name]}".rstrip()
+        print(f"  {name:<12} {shown}")
+    if "onnx" in output:
+        print(f"  onnx         {output['onnx']}")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = common.make_parser(
+        PROG,
+        "Co-design a FlexiBERT 2.0 architecture and the edge device that runs it (BOSHCODE).",
+        "boshcode codesign --profile ../shared/data/protran/*.json "
+        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --alpha 0.5 --beta 0.2 --gamma 0.2 --epsilon 0.1",
+    )
+    sub = common.add_subcommands(parser)
+    p = common.add_command(
+        sub, "codesign", _codesign,
+        "find the (architecture, device) pair with the highest performance P",
+        "boshcode codesign --profile ../shared/data/protran/*.json "
+        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --alpha 0.5 --beta 0.2 --gamma 0.2 --epsilon 0.1\n"
+        "boshcode codesign --profile runs/my-board.sqlite --profile ../shared/data/protran/cpu_rpi_b1_r1.json "
+        "--accuracy scores.csv --alpha 0.4 --beta 0.3 --gamma 0.2 --epsilon 0.1 --method rf --json",
+        description="P = alpha * accuracy + beta * (1 - energy) + gamma * (1 - peak power) + epsilon * (1 - latency), "
+                    "each measure divided by its largest value in the data (the largest measured on any profiled "
+                    "device; the largest score) and clipped to [0, 1]. Measures come from the ProTran surrogates "
+                    "fitted on the profiles and the accuracy surrogate fitted on the accuracy file.",
+    )
+    p.add_argument("--profile", action="append", required=True, metavar="FILE",
+                   help="a ProTran dataset.json (device = file name) or a run store (device = its runs' device); "
+                        "repeat for every device")
+    p.add_argument("--accuracy", required=True, metavar="FILE",
+                   help="accuracy data: glue_pretrain JSON, CSV or run store")
+    for name, help_text in (("alpha", "weight of accuracy"), ("beta", "weight of 1 - energy"),
+                            ("gamma", "weight of 1 - peak power"), ("epsilon", "weight of 1 - latency")):
+        p.add_argument(f"--{name}", type=_probability, required=True, help=f"{help_text} (weights: >= 0, sum 1)")
+    p.add_argument("--method", choices=METHODS, default="boshcode", help="search method (default boshcode)")
+    p.add_argument("--budget", type=common.positive_int, default=DEFAULT_BUDGET,
+                   help=f"evaluations, the initial sample included (default {DEFAULT_BUDGET})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", choices=("codesign", "hw_nas", "nas", "no_aleatoric"), default="codesign",
+                   help="codesign (all devices, default), hw_nas (one --device), nas (accuracy first, then the best "
+                        "device), no_aleatoric (UCB without the aleatoric term)")
+    p.add_argument("--device", help="search only this device (with --mode hw_nas, or to restrict a baseline)")
+    p.add_argument("--patience", type=common.positive_int,
+                   help="stop after this many evaluations without improvement (default: use the whole budget)")
+    p.add_argument("--task", help="accuracy task (default glue)")
+    p.add_argument("--max-latency-s", type=float, help="pairs slower than this score P_MIN")
+    p.add_argument("--max-energy-j", type=float, help="pairs using more energy per sequence score P_MIN")
+    p.add_argument("--max-peak-power-w", type=float, help="pairs drawing more peak power score P_MIN")
+    p.add_argument("--export", metavar="PATH",
+                   help="write the winner as ONNX (a .onnx file, or a folder) for its device's batch size")
+    p.add_argument("--measure", metavar="DEVICE",
+                   help="measure this profiled device for real on this machine instead of predicting it")
+    p.add_argument("--runtime", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"),
+                   help="runtime for --measure (default onnxruntime)")
+    p.add_argument("--meter", default="auto", help="power meter for --measure (default auto; none: latency only)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
