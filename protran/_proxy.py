@@ -9,8 +9,9 @@ architectures agrees with the order of their downstream accuracy, which :func:`r
 reports where both exist.
 
 Results are :class:`protran._store.AccuracyRecord` rows of task :data:`PROXY_TASK` (the loss in
-``pretrain_loss``, the steps in ``pretrain_steps``), so they live in the run store beside real
-accuracy data.
+``pretrain_loss``, the steps in ``pretrain_steps``, and the *negated* loss as ``score``, so that
+higher is better as for every other task), so they live in the run store beside real accuracy data
+and ``protran pareto --task mlm_proxy`` ranks architectures by them.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class ProxyResult:
     elapsed_s: float
 
     def to_record(self, spec: ArchSpec, config: ProxyConfig) -> AccuracyRecord:
-        return AccuracyRecord(spec=spec, arch_hash=self.arch_hash, task=PROXY_TASK, score=None,
+        return AccuracyRecord(spec=spec, arch_hash=self.arch_hash, task=PROXY_TASK, score=-self.eval_loss,
                               pretrain_loss=self.eval_loss, pretrain_steps=self.steps, source=config.source)
 
 

@@ -282,6 +282,8 @@ def _print_frontier(frontier) -> None:
 def _import(args: argparse.Namespace) -> int:
     from protran._store import RunStore
 
+    if args.accuracy:
+        return _import_accuracy(args)
     with RunStore(args.store) as store:
         run_id = store.import_protran_json(args.dataset, device=args.device)
         count = len(store.measurements(run_id=run_id))
@@ -291,6 +293,61 @@ def _import(args: argparse.Namespace) -> int:
         common.print_json(result)
     else:
         print(f"imported {count} rows of {device} into {args.store} as run {run_id}")
+    return 0
+
+
+def _import_accuracy(args: argparse.Namespace) -> int:
+    from protran._accuracy import AccuracyFormatError, import_accuracy, load_accuracy
+
+    try:
+        records = load_accuracy(args.dataset)
+        added = import_accuracy(args.store, args.dataset)
+    except (AccuracyFormatError, FileNotFoundError) as problem:
+        raise common.CliError(str(problem)) from None
+    tasks = sorted({record.task for record in records})
+    result = {"records": len(records), "added": added, "tasks": tasks, "store": args.store}
+    if args.json:
+        common.print_json(result)
+    else:
+        print(f"imported {added} new of {len(records)} accuracy records ({', '.join(tasks)}) into {args.store}")
+    return 0
+
+
+# -- proxy --------------------------------------------------------------------------------------------
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    import torch
+
+    from flexibert import DesignSpace
+    from flexibert.cli import read_architectures
+    from protran._proxy import ProxyConfig, load_proxy_corpus, measure_proxies
+    from protran._store import RunStore
+
+    specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
+    try:
+        config = ProxyConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
+    except ValueError as problem:
+        raise common.CliError(str(problem)) from None
+    torch.set_num_threads(args.threads)
+    corpus = load_proxy_corpus(config, args.corpus)
+    with RunStore(args.store) as store:
+        # Each result is committed as soon as it exists, so an interrupted run keeps what it measured.
+        def keep(done: int, total: int, result) -> None:
+            store.add_accuracy([result.to_record(specs[done - 1], config)])
+            if not args.json:
+                print(f"{done}/{total} {result.arch_hash[:8]}: validation MLM loss {result.eval_loss:.4f} "
+                      f"({result.elapsed_s:.0f} s)", file=sys.stderr, flush=True)
+
+        results = measure_proxies(specs, config, corpus=corpus, progress=keep)
+    rows = [{"hash": r.arch_hash, "proxy_loss": r.eval_loss, "steps": r.steps, "seconds": r.elapsed_s}
+            for r in results]
+    if args.json:
+        common.print_json(rows)
+    else:
+        common.print_table([[r["hash"][:8], f"{r['proxy_loss']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
+                           ["hash", "proxy loss", "seconds"])
+        print(f"stored as task 'mlm_proxy' in {args.store}")
     return 0
 
 
@@ -497,6 +554,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--store", required=True)
     p.add_argument("--device", help="device name (default: the file name without .json)")
+    p.add_argument("--accuracy", action="store_true",
+                   help="the file holds accuracy data (reference glue_pretrain JSON or a CSV of model_dict or "
+                        "embedding, task, score, pretrain_loss), not measurements")
+
+    p = common.add_command(
+        sub, "proxy", _proxy,
+        "rank architectures without GLUE: MLM loss after a short fixed pre-training budget on a local corpus",
+        "protran proxy archs/ --store runs/accuracy.sqlite --steps 200\n"
+        "protran pareto --profile runs/my-board.sqlite --accuracy runs/accuracy.sqlite --task mlm_proxy",
+        description="Pre-trains every architecture from the same seed, with the same batches and masks, for the "
+                    "same number of steps, and stores its validation MLM loss as task 'mlm_proxy' (score = -loss, "
+                    "so higher is better) in the run store.",
+    )
+    p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them)")
+    p.add_argument("--store", required=True, help="run store to keep the results in")
+    p.add_argument("--steps", type=common.positive_int, default=200, help="pre-training steps (default 200)")
+    p.add_argument("--batch-size", type=common.positive_int, default=16, help="blocks per step (default 16)")
+    p.add_argument("--seq-len", type=common.positive_int, default=64, help="tokens per block (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=common.positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--corpus", help="a folder with train.txt (and validation.txt), or text files, tokenised with "
+                                    "the shipped tokenizer (default: the shipped datasets/corpus)")
 
     p = common.add_command(
         sub, "export", _export, "export a run (or the whole store) as a ProTran dataset.json",

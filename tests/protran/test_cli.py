@@ -65,3 +65,53 @@ def test_bad_input_is_one_line_and_exit_code(tmp_path, capsys):
     assert "INA219" in capsys.readouterr().err
     assert main(["profile", "--help"]) == 0
     assert "Example:" in capsys.readouterr().out
+
+
+def test_measure_a_listed_set_on_this_machine(tmp_path, capsys):
+    archs = tmp_path / "holdout.jsonl"
+    archs.write_text("\n".join(json.dumps(d) for d in (
+        {"l": 2, "o": [["sa_sdp_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[256]] * 2},
+        {"l": 2, "o": [["l_dft_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[512]] * 2},
+    )) + "\n")
+    args = ["measure", str(archs), "--device", "ci-cpu", "--purpose", "holdout", "--seq-len", "16",
+            "--vocab-size", "500", "--time-cap-s", "2", "--target-rel-ci", "0.2", "--meter", "none",
+            "--out", str(tmp_path), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["purpose"] == "holdout" and summary["requested"] == 2
+    assert summary["measured_ok"] + summary["unstable"] == 2, summary
+    assert summary["store"] == str(tmp_path / "ci-cpu.sqlite")
+    assert main(args + ["--resume"]) == 0  # a finished run is never resumed: a second run
+    assert json.loads(capsys.readouterr().out)["run_id"] == summary["run_id"] + 1
+
+
+def test_accuracy_import_and_the_mlm_proxy_land_in_one_store(tmp_path, capsys):
+    scores = tmp_path / "scores.csv"
+    small = {"l": 2, "o": [["sa_sdp_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[256]] * 2}
+    other = {"l": 2, "o": [["l_dft_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[512]] * 2}
+    lines = ["model_dict,task,score"] + [f'"{json.dumps(d).replace(chr(34), chr(34) * 2)}",sst2,{s}'
+                                         for d, s in ((small, 0.8), (other, 0.7))]
+    scores.write_text("\n".join(lines) + "\n")
+    store = tmp_path / "accuracy.sqlite"
+    assert main(["import", str(scores), "--store", str(store), "--accuracy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"records": 2, "added": 2, "tasks": ["sst2"], "store": str(store)}
+    assert main(["import", str(scores), "--store", str(store), "--accuracy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 0  # importing again changes nothing
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("The quick brown fox jumps over the lazy dog. " * 200)
+    (corpus / "validation.txt").write_text("A lazy dog sleeps while the quick fox runs away. " * 40)
+    arch = tmp_path / "small.json"
+    arch.write_text(json.dumps(small))
+    assert main(["proxy", str(arch), "--store", str(store), "--steps", "2", "--batch-size", "2", "--seq-len", "16",
+                 "--corpus", str(corpus), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    from protran._store import RunStore
+
+    with RunStore(store, readonly=True) as opened:
+        assert opened.accuracy_tasks() == ["mlm_proxy", "sst2"]
+        (record,) = opened.accuracy(task="mlm_proxy")
+    assert record.pretrain_loss == row["proxy_loss"] and record.score == -row["proxy_loss"]
+    assert main(["import", str(tmp_path / "absent.csv"), "--store", str(store), "--accuracy"]) == 2
+    assert "absent.csv" in capsys.readouterr().err

@@ -129,3 +129,26 @@ def test_bad_configuration_is_rejected():
         ProfileConfig(device="a/b")
     with pytest.raises(ValueError, match="acquisition"):
         ProfileConfig(device="x", acquisition="greedy")
+
+
+def test_listed_architectures_are_measured_in_order_as_their_own_run_and_resume(tmp_path):
+    from flexibert import sample_architectures
+    from protran._profile import measure_listed
+
+    specs = sample_architectures(5, method="random", seed=3)
+    config = ProfileConfig(device="fake-board")
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        with pytest.raises(KeyboardInterrupt):
+            measure_listed(config, specs, store, purpose="holdout", measure_fn=FakeBoard(interrupt_at=2))
+        board = FakeBoard()
+        summary = measure_listed(config, specs, store, purpose="holdout", resume=True, measure_fn=board)
+        assert board.calls == [model_hash(spec) for spec in specs[2:]]  # nothing measured twice
+        assert (summary.requested, summary.measured_ok, summary.failed) == (5, 5, 0)
+        run = store.get_run(summary.run_id)
+        assert run.config["purpose"] == "holdout" and run.status == "finished"
+        assert [m.arch_hash for m in store.measurements(run_id=summary.run_id)] == [model_hash(s) for s in specs]
+        # another purpose (or another list) is a new run, never a continuation of this one
+        retest = measure_listed(config, specs[:2], store, purpose="retest", resume=True, measure_fn=FakeBoard())
+        assert retest.run_id != summary.run_id and retest.measured_ok == 2
+    with pytest.raises(ValueError, match="at least one architecture"):
+        measure_listed(config, [], RunStore(tmp_path / "other.sqlite"))
