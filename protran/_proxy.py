@@ -9,13 +9,15 @@ architectures agrees with the order of their downstream accuracy, which :func:`r
 reports where both exist.
 
 Results are :class:`protran._store.AccuracyRecord` rows of task :data:`PROXY_TASK` (the loss in
-``pretrain_loss``, the steps in ``pretrain_steps``, and the *negated* loss as ``score``, so that
-higher is better as for every other task), so they live in the run store beside real accuracy data
-and ``protran pareto --task mlm_proxy`` ranks architectures by them.
+``pretrain_loss``, the steps in ``pretrain_steps``), so they live in the run store beside real
+accuracy data. Their ``score`` is ``exp(-loss)``, the geometric-mean probability the model gives the
+masked token: higher is better and it lies in (0, 1], like an accuracy, so ``protran pareto --task
+mlm_proxy`` and ``boshcode codesign --task mlm_proxy`` use it as they use a GLUE score.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +73,7 @@ class ProxyResult:
     elapsed_s: float
 
     def to_record(self, spec: ArchSpec, config: ProxyConfig) -> AccuracyRecord:
-        return AccuracyRecord(spec=spec, arch_hash=self.arch_hash, task=PROXY_TASK, score=-self.eval_loss,
+        return AccuracyRecord(spec=spec, arch_hash=self.arch_hash, task=PROXY_TASK, score=math.exp(-self.eval_loss),
                               pretrain_loss=self.eval_loss, pretrain_steps=self.steps, source=config.source)
 
 

@@ -564,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
         "protran proxy archs/ --store runs/accuracy.sqlite --steps 200\n"
         "protran pareto --profile runs/my-board.sqlite --accuracy runs/accuracy.sqlite --task mlm_proxy",
         description="Pre-trains every architecture from the same seed, with the same batches and masks, for the "
-                    "same number of steps, and stores its validation MLM loss as task 'mlm_proxy' (score = -loss, "
-                    "so higher is better) in the run store.",
+                    "same number of steps, and stores its validation MLM loss as task 'mlm_proxy' in the run store, "
+                    "with score exp(-loss) (the geometric-mean probability of the masked token: higher is better).",
     )
     p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them)")
     p.add_argument("--store", required=True, help="run store to keep the results in")

@@ -270,7 +270,7 @@ def test_mlm_proxy_is_deterministic_and_storable(tmp_path):
     assert first.eval_loss == again.eval_loss and math.isfinite(second.eval_loss)
     assert first.steps == 3 and first.arch_hash == model_hash(small)
     record = first.to_record(small, config)
-    assert (record.task, record.score, record.pretrain_steps) == (PROXY_TASK, -first.eval_loss, 3)
+    assert (record.task, record.score, record.pretrain_steps) == (PROXY_TASK, math.exp(-first.eval_loss), 3)
     assert record.pretrain_loss == first.eval_loss
     with RunStore(tmp_path / "runs.sqlite") as store:
         assert store.add_accuracy([record]) == 1
