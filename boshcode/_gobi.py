@@ -9,8 +9,9 @@ device vector in [0, 1]^D) climb UCB = mu + k1 * sigma + k2 * xi with a second-o
 - ``"lbfgs"``: L-BFGS-B (scipy) on the summed objective of all starts, with box bounds.
 
 Each start stops when its input moves less than ``tol`` for ``stall_steps`` steps; inputs are clipped
-to the box after every step, and the slots past the point's layer count are held at zero. The
-caller projects the optima to valid pairs (``CodesignProblem``).
+to the box after every step (L-BFGS-B: kept in it by its bounds), and the slots past the point's
+layer count are held at zero (L-BFGS-B: set to zero at the end). The caller projects the optima to
+valid pairs (``CodesignProblem``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _lbfgs(acquisition, arch, device, settings, fixed_device, unused):
         device_part = fixed if fixed_device else values[:, n_arch:]
         loss = -acquisition(arch_part, device_part).sum()
         (grad,) = torch.autograd.grad(loss, values)
-        return float(loss), grad.numpy().astype(float).ravel()
+        return float(loss.detach()), grad.numpy().astype(float).ravel()
 
     x0 = start[:, free].ravel() if fixed_device else start.ravel()
     result = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * x0.size,

@@ -29,6 +29,8 @@ from torch.nn import functional as F
 
 BRANCH_UNITS = 32
 _VARIANCE_FLOOR = 1e-6
+# Smallest cost / max the hardware goodness -log(cost / max) is computed for.
+_COST_FLOOR = 1e-6
 _SIGMOID_ZETA2 = math.pi / 8.0
 
 
@@ -38,15 +40,15 @@ def _generator(seed: int) -> torch.Generator:
     return generator
 
 
-def _init_linear(layer: nn.Linear, generator: torch.Generator) -> None:
-    # PyTorch's default Linear initialisation, drawn from our own generator.
-    bound = 1.0 / math.sqrt(layer.in_features)
-    with torch.no_grad():
-        layer.weight.uniform_(-bound, bound, generator=generator)
-        layer.bias.uniform_(-bound, bound, generator=generator)
-
-
 # -- natural-parameter layers ------------------------------------------------------------------------
+
+
+def arch_only_mask(in_arch: int, in_total: int, out_arch: int, out_total: int) -> torch.Tensor:
+    """A 0/1 mask (in x out) whose first ``out_arch`` outputs read only the first ``in_arch`` inputs
+    (those computed from the architecture alone); the other outputs read every input."""
+    mask = torch.ones(in_total, out_total)
+    mask[in_arch:, :out_arch] = 0.0
+    return mask
 
 
 def branch_mask(arch_features: int, device_features: int, out_per_branch: int) -> torch.Tensor:
@@ -78,10 +80,15 @@ class NPNLinear(nn.Module):
         self.bias_rho = nn.Parameter(torch.full((out_features,), -10.0))
         self.register_buffer("mask", torch.ones(in_features, out_features) if mask is None else mask.clone())
 
-    def forward(self, mean: torch.Tensor, variance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, mean: torch.Tensor, variance: torch.Tensor | None,
+                frozen_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``frozen_means``: treat the weight and bias means as constants (no gradient reaches them)."""
         weight_mean = self.weight_mean * self.mask
+        bias_mean = self.bias_mean
+        if frozen_means:
+            weight_mean, bias_mean = weight_mean.detach(), bias_mean.detach()
         weight_var = F.softplus(self.weight_rho) * self.mask
-        out_mean = mean @ weight_mean + self.bias_mean
+        out_mean = mean @ weight_mean + bias_mean
         out_var = (mean ** 2) @ weight_var + F.softplus(self.bias_rho)
         if variance is not None:  # None: a deterministic input
             out_var = out_var + variance @ (weight_mean ** 2 + weight_var)
@@ -114,43 +121,61 @@ def npn_sigmoid(mean: torch.Tensor, variance: torch.Tensor) -> tuple[torch.Tenso
     return out_mean, slope ** 2 * variance * kappa ** 2 + _VARIANCE_FLOOR
 
 
+def _head_masks(n_arch_only: int, n_outputs: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Masks (in x out) of the 64 -> 32 and 32 -> outputs layers that make the first ``n_arch_only``
+    outputs depend on the architecture alone: they read half of the 32 hidden units, which read only
+    the architecture branch. None, None when every output may depend on the device."""
+    if n_arch_only <= 0:
+        return None, None
+    return (arch_only_mask(BRANCH_UNITS, 2 * BRANCH_UNITS, BRANCH_UNITS // 2, BRANCH_UNITS),
+            arch_only_mask(BRANCH_UNITS // 2, BRANCH_UNITS, n_arch_only, n_outputs))
+
+
 class NPNRegressor(nn.Module):
     """f: (architecture, device) -> (mean, aleatoric variance) of the performance, both in (0, 1).
 
     Branches Linear-ReLU-Linear-Sigmoid (32 units each, fused block-diagonally), then 64 -> 32 ReLU
-    -> 1 Sigmoid, all with Gaussian moment propagation.
+    -> outputs Sigmoid, all with Gaussian moment propagation. The first ``n_arch_only`` outputs
+    (accuracy) are wired to the architecture branch alone, so they cannot depend on the device.
     """
 
-    def __init__(self, arch_features: int, device_features: int, seed: int = 0, n_outputs: int = 1) -> None:
+    def __init__(self, arch_features: int, device_features: int, seed: int = 0, n_outputs: int = 1,
+                 n_arch_only: int = 0) -> None:
         super().__init__()
         generator = _generator(seed)
+        hidden_mask, out_mask = _head_masks(n_arch_only, n_outputs)
         self.branch_in = NPNLinear(arch_features + device_features, 2 * BRANCH_UNITS, generator,
                                    branch_mask(arch_features, device_features, BRANCH_UNITS))
         self.branch_out = NPNLinear(2 * BRANCH_UNITS, 2 * BRANCH_UNITS, generator,
                                     branch_mask(BRANCH_UNITS, BRANCH_UNITS, BRANCH_UNITS))
-        self.hidden = NPNLinear(2 * BRANCH_UNITS, BRANCH_UNITS, generator)
-        self.out = NPNLinear(BRANCH_UNITS, n_outputs, generator)
+        self.hidden = NPNLinear(2 * BRANCH_UNITS, BRANCH_UNITS, generator, hidden_mask)
+        self.out = NPNLinear(BRANCH_UNITS, n_outputs, generator, out_mask)
 
-    def forward(self, arch: torch.Tensor, device: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, variance = npn_relu(*self.branch_in(torch.cat([arch, device], dim=1), None))
-        mean, variance = npn_sigmoid(*self.branch_out(mean, variance))
-        mean, variance = npn_relu(*self.hidden(mean, variance))
-        mean, variance = npn_sigmoid(*self.out(mean, variance))
+    def forward(self, arch: torch.Tensor, device: torch.Tensor,
+                frozen_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of each output; ``frozen_means``: no gradient reaches the weight means
+        (used to train the variances alone, see :func:`npn_loss`)."""
+        mean, variance = npn_relu(*self.branch_in(torch.cat([arch, device], dim=1), None, frozen_means))
+        mean, variance = npn_sigmoid(*self.branch_out(mean, variance, frozen_means))
+        mean, variance = npn_relu(*self.hidden(mean, variance, frozen_means))
+        mean, variance = npn_sigmoid(*self.out(mean, variance, frozen_means))
         return mean, variance
 
 
-def npn_loss(mean: torch.Tensor, variance: torch.Tensor, target: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
-    """Gaussian negative log-likelihood, each row weighted by its (detached) variance ** beta.
+def npn_loss(mean: torch.Tensor, variance: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Squared error of the mean plus the Gaussian negative log-likelihood of the variance around the
+    (detached) mean, summed over outputs and averaged over rows.
 
-    With plain NLL (beta = 0) a network can explain its errors as noise instead of fitting the mean;
-    beta > 0 moves the mean's gradient towards that of a squared error while the variance still
-    learns the residual spread (the beta-NLL of Seitzer et al., ICLR 2022; 0.5 is their default).
+    Pass the ``variance`` of a forward pass with frozen weight means (``NPNRegressor(...,
+    frozen_means=True)``): the likelihood then trains only the weight variances and the mean is a
+    plain least-squares fit. Training both by the likelihood lets the network explain its errors as
+    noise rather than fit the mean, which on a few dozen rows ruins the ranking of the best points
+    (the "faithful" heteroscedastic regression of Stirn et al., AISTATS 2023).
     """
     variance = variance + _VARIANCE_FLOOR
-    nll = 0.5 * ((mean - target) ** 2 / variance + torch.log(variance))
-    if beta:
-        nll = nll * variance.detach() ** beta
-    return torch.mean(nll)
+    squared_error = (mean - target) ** 2
+    nll = 0.5 * (squared_error.detach() / variance + torch.log(variance))
+    return torch.mean(torch.sum(squared_error + nll, dim=1))
 
 
 # -- teacher and student -----------------------------------------------------------------------------
@@ -183,6 +208,10 @@ class MaskedLinear(nn.Linear):
             self.weight.uniform_(-bound, bound, generator=generator)
             self.bias.uniform_(-bound, bound, generator=generator)
 
+    def reset_parameters(self) -> None:
+        # nn.Linear would draw from the global RNG; __init__ draws from the network's own generator.
+        pass
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
 
@@ -196,22 +225,28 @@ def _branches(arch_features: int, device_features: int, generator: torch.Generat
     )
 
 
+def _ones_if_none(mask: torch.Tensor | None, in_features: int, out_features: int) -> torch.Tensor:
+    return torch.ones(in_features, out_features) if mask is None else mask
+
+
 class Teacher(nn.Module):
-    """g: a dropout network (p = 0.3) trained on the performance; MC-dropout spread = epistemic."""
+    """g: a dropout network (p = 0.3) trained on the performance; MC-dropout spread = epistemic.
+    Its first ``n_arch_only`` outputs depend on the architecture alone, as in :class:`NPNRegressor`."""
 
     def __init__(self, arch_features: int, device_features: int, seed: int = 0, dropout: float = 0.3,
-                 n_outputs: int = 1) -> None:
+                 n_outputs: int = 1, n_arch_only: int = 0) -> None:
         super().__init__()
         generator = _generator(seed)
         self.branches = _branches(arch_features, device_features, generator)
+        wide = 2 * BRANCH_UNITS
+        first = arch_only_mask(BRANCH_UNITS, wide, BRANCH_UNITS if n_arch_only > 0 else 0, wide)
+        hidden_mask, out_mask = _head_masks(n_arch_only, n_outputs)
         self.head = nn.Sequential(
-            nn.Linear(2 * BRANCH_UNITS, 2 * BRANCH_UNITS), nn.Softplus(), SeededDropout(dropout, generator),
-            nn.Linear(2 * BRANCH_UNITS, BRANCH_UNITS), nn.Softplus(), SeededDropout(dropout, generator),
-            nn.Linear(BRANCH_UNITS, n_outputs), nn.Sigmoid(),
+            MaskedLinear(first.T, generator), nn.Softplus(), SeededDropout(dropout, generator),
+            MaskedLinear(_ones_if_none(hidden_mask, wide, BRANCH_UNITS).T, generator), nn.Softplus(),
+            SeededDropout(dropout, generator),
+            MaskedLinear(_ones_if_none(out_mask, BRANCH_UNITS, n_outputs).T, generator), nn.Sigmoid(),
         )
-        for layer in self.head:
-            if isinstance(layer, nn.Linear):
-                _init_linear(layer, generator)
 
     def forward(self, arch: torch.Tensor, device: torch.Tensor) -> torch.Tensor:
         return self.head(self.branches(torch.cat([arch, device], dim=1)))
@@ -239,11 +274,8 @@ class Student(nn.Module):
         super().__init__()
         generator = _generator(seed)
         self.branches = _branches(arch_features, device_features, generator)
-        self.head = nn.Sequential(nn.Linear(2 * BRANCH_UNITS, BRANCH_UNITS), nn.Softplus(),
-                                  nn.Linear(BRANCH_UNITS, 1), nn.Softplus())
-        for layer in self.head:
-            if isinstance(layer, nn.Linear):
-                _init_linear(layer, generator)
+        self.head = nn.Sequential(MaskedLinear(torch.ones(BRANCH_UNITS, 2 * BRANCH_UNITS), generator), nn.Softplus(),
+                                  MaskedLinear(torch.ones(1, BRANCH_UNITS), generator), nn.Softplus())
 
     def forward(self, arch: torch.Tensor, device: torch.Tensor) -> torch.Tensor:
         return self.head(self.branches(torch.cat([arch, device], dim=1)))
@@ -348,7 +380,9 @@ def fit_network(model: nn.Module, loss_of, inputs: tuple[torch.Tensor, ...], tar
 
 
 def _npn_loss_of(model: NPNRegressor, arch, device, target) -> torch.Tensor:
-    return npn_loss(*model(arch, device), target) * target.shape[1]
+    mean, _ = model(arch, device)
+    _, variance = model(arch, device, frozen_means=True)
+    return npn_loss(mean, variance, target)
 
 
 def _mse_loss_of(model: nn.Module, arch, device, target) -> torch.Tensor:
@@ -363,23 +397,31 @@ class SurrogateSet:
     output per term with a positive weight) rather than P alone: each evaluation then teaches them
     four numbers instead of one, and the strong, smooth dependence of the hardware terms on the
     architecture and device is learnt separately from the weak one of accuracy. P is their weighted
-    sum, so its mean, aleatoric and epistemic spreads follow exactly:
+    sum, so its mean, aleatoric and epistemic spreads follow:
 
-    - mean: sum_m w_m * t_m;  aleatoric: sqrt(sum_m (w_m * s_m)^2 * var_m) from the NPN;
+    - mean and aleatoric spread: from the NPN's mean and variance of every term (terms independent);
     - epistemic: the spread of P over Monte-Carlo dropout passes of the teacher, learnt by the student.
 
-    Each term is scaled linearly so that its valid values seen so far span [0.1, 0.9] (P_MIN rows,
-    invalid or constraint-violating, get 0 on every term: worse than anything valid). Everything
-    :meth:`predict` returns is in units of P.
+    Each output learns a "goodness" g of its term, scaled linearly so that the valid values seen so
+    far span [0.1, 0.9] (P_MIN rows, invalid or constraint-violating, get 0: worse than anything
+    valid). For accuracy g is the term itself; for a hardware term (``log_terms``) it is
+    ``-log(value / max) = -log(1 - term)``. Costs differ by orders of magnitude between devices (a
+    board's energy per sequence is hundreds of times a GPU's), and on a linear scale the differences
+    between architectures on the best device would be a sliver of the output range; on a log scale
+    every device's differences are resolved alike. Everything :meth:`predict` returns is in units of P.
     """
 
     def __init__(self, arch_features: int, device_features: int, term_weights: np.ndarray, seed: int = 0,
-                 settings: TrainSettings | None = None, holdout: float = 0.2) -> None:
+                 settings: TrainSettings | None = None, holdout: float = 0.2, n_arch_only: int = 0,
+                 log_terms: np.ndarray | None = None) -> None:
         self.settings = settings or TrainSettings()
         self.term_weights = np.asarray(term_weights, dtype=float)
         n_terms = self.term_weights.size
-        self.npn = NPNRegressor(arch_features, device_features, seed, n_outputs=n_terms)
-        self.teacher = Teacher(arch_features, device_features, seed + 1, n_outputs=n_terms)
+        self.log_terms = np.zeros(n_terms, dtype=bool) if log_terms is None else np.asarray(log_terms, dtype=bool)
+        if self.log_terms.shape != (n_terms,):
+            raise ValueError(f"log_terms needs one flag per term ({n_terms}), got {self.log_terms.shape}")
+        self.npn = NPNRegressor(arch_features, device_features, seed, n_outputs=n_terms, n_arch_only=n_arch_only)
+        self.teacher = Teacher(arch_features, device_features, seed + 1, n_outputs=n_terms, n_arch_only=n_arch_only)
         self.student = Student(arch_features, device_features, seed + 2)
         self.holdout = holdout
         self._rng = np.random.default_rng(seed)
@@ -391,16 +433,35 @@ class SurrogateSet:
         self.n_fits = 0
 
     def _set_units(self) -> None:
-        # P = offset + sum_m gain_m * (network output m), in torch for differentiation.
+        # goodness = low_g + unit_g * output, in torch for differentiation.
+        self._unit = torch.as_tensor(self.span / 0.8, dtype=torch.float32)
+        self._low = torch.as_tensor(self.low - 0.1 * self.span / 0.8, dtype=torch.float32)
+        self._weights = torch.as_tensor(self.term_weights, dtype=torch.float32)
+        self._log = torch.as_tensor(self.log_terms)
+        # P per unit of every output at once (a scale for the student's target).
         gain = self.term_weights * self.span / 0.8
-        self._gain = torch.as_tensor(gain, dtype=torch.float32)
-        self._offset = float(np.sum(self.term_weights * (self.low - 0.1 * self.span / 0.8)))
-        self.p_unit = float(gain.sum()) if gain.sum() > 0 else 1.0  # P per unit of every output at once
+        self.p_unit = float(gain.sum()) if gain.sum() > 0 else 1.0
+
+    def goodness(self, terms: np.ndarray) -> np.ndarray:
+        """What the outputs learn: the term, or -log(1 - term) for the hardware terms."""
+        terms = np.asarray(terms, dtype=float)
+        costs = -np.log(np.clip(1.0 - terms, _COST_FLOOR, None))
+        return np.where(self.log_terms, costs, terms)
 
     def scale(self, terms: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Terms in network units: 0.1 (worst valid seen) .. 0.9 (best valid seen); P_MIN rows 0."""
-        scaled = 0.1 + 0.8 * (np.asarray(terms, dtype=float) - self.low) / self.span
+        scaled = 0.1 + 0.8 * (self.goodness(terms) - self.low) / self.span
         return np.where(np.asarray(valid)[:, None], scaled, 0.0)
+
+    def performance(self, mean: torch.Tensor, variance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of P from the outputs' means (and variances: Gaussian, independent)."""
+        g_mean = self._low + self._unit * mean
+        g_var = torch.zeros_like(mean) if variance is None else variance * self._unit ** 2
+        # term = 1 - exp(-g) for the hardware terms (log-normal moments), term = g for accuracy.
+        cost_mean = torch.exp(-g_mean + 0.5 * g_var)
+        term_mean = torch.where(self._log, 1.0 - cost_mean, g_mean)
+        term_var = torch.where(self._log, torch.expm1(g_var) * cost_mean ** 2, g_var)
+        return term_mean @ self._weights, term_var @ self._weights ** 2
 
     def _split(self, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         # Each row is assigned once, when first seen; it never moves between the two sets.
@@ -415,8 +476,9 @@ class SurrogateSet:
         terms = np.asarray(terms, dtype=float).reshape(len(arch), -1)
         valid = np.asarray(valid, dtype=bool)
         if valid.any():
-            self.low = terms[valid].min(axis=0)
-            self.span = np.maximum(terms[valid].max(axis=0) - self.low, 1e-9)
+            goodness = self.goodness(terms[valid])
+            self.low = goodness.min(axis=0)
+            self.span = np.maximum(goodness.max(axis=0) - self.low, 1e-9)
             self._set_units()
         a = torch.as_tensor(arch, dtype=torch.float32)
         d = torch.as_tensor(device, dtype=torch.float32)
@@ -428,7 +490,7 @@ class SurrogateSet:
                                            self._rng, s.lr_npn, s, first)
         self.last_fit["teacher"] = fit_network(self.teacher, _mse_loss_of, (a, d), target, train_rows, valid_rows,
                                                self._rng, s.lr_teacher, s, first)
-        draws = self.teacher.mc_draws(a, d, s.mc_passes) @ self._gain  # P (less its offset) per pass
+        draws, _ = self.performance(self.teacher.mc_draws(a, d, s.mc_passes))  # P per pass
         spread = (draws.std(dim=0) / self.p_unit)[:, None]
         self.last_fit["student"] = fit_network(self.student, _mse_loss_of, (a, d), spread, train_rows, valid_rows,
                                                self._rng, s.lr_student, s, first)
@@ -436,11 +498,9 @@ class SurrogateSet:
 
     def predict(self, arch: torch.Tensor, device: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean, epistemic std, aleatoric std) of P, differentiable in the inputs."""
-        mean, variance = self.npn(arch, device)
-        p_mean = mean @ self._gain + self._offset
-        aleatoric = torch.sqrt(variance @ self._gain ** 2)
+        p_mean, p_var = self.performance(*self.npn(arch, device))
         epistemic = self.student(arch, device)[:, 0] * self.p_unit
-        return p_mean, epistemic, aleatoric
+        return p_mean, epistemic, torch.sqrt(p_var)
 
     def acquisition(self, arch: torch.Tensor, device: torch.Tensor, k1: float, k2: float) -> torch.Tensor:
         """UCB = mu + k1 * sigma (epistemic) + k2 * xi (aleatoric), in units of P."""

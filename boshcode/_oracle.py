@@ -57,12 +57,12 @@ def usable_devices(oracle: Oracle, weights: Weights) -> list[str]:
             dropped[device] = missing
         else:
             kept.append(device)
-    if dropped:
-        listed = "; ".join(f"{d} (no {', '.join(m)})" for d, m in dropped.items())
-        warnings.warn(f"left out of the search, since P needs measures they lack: {listed}", stacklevel=2)
+    listed = "; ".join(f"{d} (no {', '.join(m)})" for d, m in dropped.items())
     if not kept:
-        raise ValueError("no device can give every measure with a positive weight; set the weights of the "
-                         "missing measures to 0 or add profiles measured with a power meter")
+        raise ValueError(f"no device can give every measure with a positive weight: {listed}; set the weights of "
+                         "the missing measures to 0 or add profiles measured with a power meter")
+    if dropped:
+        warnings.warn(f"left out of the search, since P needs measures they lack: {listed}", stacklevel=2)
     return kept
 
 

@@ -32,11 +32,13 @@ import numpy as np
 
 from boshcode._gobi import GobiSettings, gobi
 from boshcode._networks import SurrogateSet, TrainSettings
-from boshcode._objective import P_MIN, Weights, term_weights
+from boshcode._objective import P_MIN, Weights, term_names, term_weights
 from boshcode._oracle import Oracle
 from boshcode._problem import CodesignProblem, Constraints, Evaluation
 
 MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
+#: Evaluations (the initial sample included) of every method unless told otherwise.
+DEFAULT_BUDGET = 100
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
@@ -44,7 +46,7 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 class SearchSettings:
     """Settings of the BOSHCODE loop; the defaults are the paper's where it gives them."""
 
-    budget: int = 100
+    budget: int = DEFAULT_BUDGET
     n_initial: int = 16
     unc_prob: float = 0.1
     div_prob: float = 0.1
@@ -52,11 +54,11 @@ class SearchSettings:
     k2: float = 0.5
     patience: int | None = None
     tol: float = 1e-9
-    queries_per_iteration: int = 5
+    queries_per_iteration: int = 2
     n_starts: int = 8
     pool_size: int = 1024
-    n_parents: int = 8
-    mutants_per_parent: int = 64
+    n_parents: int = 4
+    mutants_per_parent: int = 128
     diversity_pool: int = 256
     learn_invalid: bool = True
     time_limit_s: float | None = None
@@ -185,8 +187,12 @@ class BoshcodeSearch:
         self.settings = settings or SearchSettings()
         self.progress = progress
         self.rng = np.random.default_rng(self.settings.seed)
+        # Accuracy (the first term when alpha > 0) does not depend on the device: its outputs are
+        # wired to the architecture alone, so every evaluation teaches it whatever the device.
         self.surrogates = SurrogateSet(problem.arch_dim, problem.n_devices, term_weights(problem.weights),
-                                       seed=self.settings.seed, settings=self.settings.train)
+                                       seed=self.settings.seed, settings=self.settings.train,
+                                       n_arch_only=int(problem.weights.alpha > 0),
+                                       log_terms=np.array([name != "accuracy" for name in term_names(problem.weights)]))
         self.data = _TrainingData(problem)
         self.evaluations: list[Evaluation] = []
         self.kinds: list[str] = []
@@ -271,6 +277,8 @@ class BoshcodeSearch:
         s, p = self.settings, self.problem
         pool_ucb = self.surrogates.acquisition_numpy(p.encode_arch(X), p.encode_device(d), s.k1, s.k2)
         starts = np.argsort(-pool_ucb)[: s.n_starts]
+        if starts.size == 0:  # GOBI switched off: the pool alone
+            return X, d, pool_ucb
 
         def acquisition(arch, device):
             return self.surrogates.acquisition(arch, device, s.k1, s.k2)
@@ -334,14 +342,16 @@ def _vanilla_nas(oracle: Oracle, problem: CodesignProblem, settings: SearchSetti
     started = time.perf_counter()
     accuracy_only = CodesignProblem(oracle, Weights(1.0, 0.0, 0.0, 0.0), devices=problem.devices[:1],
                                     space=problem.space)
-    search_budget = max(1, settings.budget - problem.n_devices)
+    other_devices = np.arange(1, problem.n_devices)
+    search_budget = max(1, settings.budget - other_devices.size)
     found = BoshcodeSearch(accuracy_only, replace(settings, budget=search_budget), progress).run()
-    # Score the searched architectures with the real objective on the device they were searched on.
+    # Score the searched architectures with the real objective on the device they were searched on,
+    # then the most accurate one on every other device.
     X = np.array([e.embedding for e in found.evaluations])
     evaluations = problem.evaluate(X, np.zeros(len(X), dtype=np.int64))
-    best_arch = np.array([found.best.embedding] * problem.n_devices)
-    on_devices = problem.evaluate(best_arch, np.arange(problem.n_devices))
-    choice = best_of(on_devices)
+    on_devices = problem.evaluate(np.array([found.best.embedding] * other_devices.size), other_devices)
+    searched = evaluations[found.evaluations.index(found.best)]
+    choice = best_of([searched, *on_devices])
     return SearchResult("boshcode-nas", choice, evaluations + on_devices, time.perf_counter() - started,
                         found.kinds + ["device-selection"] * len(on_devices), found.stopped,
                         found.n_invalid_rows)

@@ -13,7 +13,8 @@ from flexibert import _cli_common as common
 
 PROG = "boshcode"
 METHODS = ("boshcode", "random", "gbrt", "gpr", "rf")
-DEFAULT_BUDGET = 100
+DEFAULT_BUDGET = 100  # boshcode._search.DEFAULT_BUDGET (not imported here: it would load torch for --help)
+ORACLE_SEED = 0
 
 
 def _weights(args: argparse.Namespace):
@@ -35,7 +36,8 @@ def _constraints(args: argparse.Namespace):
 def _oracle(args: argparse.Namespace):
     from boshcode._oracle import MeasuringOracle, SurrogateOracle
 
-    oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=args.seed, task=args.task)
+    # The oracle is fitted with a fixed seed, so that every --seed searches the same problem.
+    oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=ORACLE_SEED, task=args.task)
     if args.measure is None:
         return oracle
     from protran.meters import detect_meter
@@ -171,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "device; the largest score) and clipped to [0, 1]. Measures come from the ProTran surrogates "
                     "fitted on the profiles and the accuracy surrogate fitted on the accuracy file.",
     )
-    p.add_argument("--profile", action="append", required=True, metavar="FILE",
+    p.add_argument("--profile", nargs="+", action="extend", required=True, metavar="FILE",
                    help="a ProTran dataset.json (device = file name) or a run store (device = its runs' device); "
-                        "repeat for every device")
+                        "repeat, or list several, for every device")
     p.add_argument("--accuracy", required=True, metavar="FILE",
                    help="accuracy data: glue_pretrain JSON, CSV or run store")
     for name, help_text in (("alpha", "weight of accuracy"), ("beta", "weight of 1 - energy"),
@@ -182,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=METHODS, default="boshcode", help="search method (default boshcode)")
     p.add_argument("--budget", type=common.positive_int, default=DEFAULT_BUDGET,
                    help=f"evaluations, the initial sample included (default {DEFAULT_BUDGET})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the search: initial sample, surrogates, queries (default 0; the oracle's own "
+                        "surrogates are always fitted with seed 0)")
     p.add_argument("--mode", choices=("codesign", "hw_nas", "nas", "no_aleatoric"), default="codesign",
                    help="codesign (all devices, default), hw_nas (one --device), nas (accuracy first, then the best "
                         "device), no_aleatoric (UCB without the aleatoric term)")

@@ -1,0 +1,185 @@
+"""The boshcode command: its JSON contract, weight checks, device names, devices without a power
+meter, and the ONNX export, on small synthetic profiles (and once on the public boards)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from boshcode.cli import DEFAULT_BUDGET, main
+from flexibert import count_parameters, embed, model_hash, sample_architectures
+
+WEIGHTS = ["--alpha", "0.5", "--beta", "0.2", "--gamma", "0.2", "--epsilon", "0.1"]
+PREDICTED = {"accuracy", "latency_s", "energy_j", "peak_power_w"}
+
+
+def _write_profile(path: Path, speed: float, power_meter: bool = True, seed: int = 1) -> Path:
+    """A ProTran dataset.json whose costs grow with size, scaled by ``speed``."""
+    rows = {}
+    for spec in sample_architectures(30, method="random", seed=seed):
+        millions = count_parameters(spec) / 1e6
+        latency = speed * (2e-3 + 4e-4 * millions + 1e-3 * spec.num_layers)
+        power = 3.0 / speed + math.log(millions)
+        rows[model_hash(spec)] = {
+            "model_dict": spec.to_model_dict(), "model_type": "x", "embedding": str(embed(spec)),
+            "performance": {"latency": latency, "energy": latency * power if power_meter else None,
+                            "peak_power": power if power_meter else None},
+        }
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _write_accuracy(path: Path) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["model_dict", "task", "score", "pretrain_loss"])
+        for i, spec in enumerate(sample_architectures(14, method="lhs_split", seed=2)):
+            score = 0.6 + 0.01 * spec.num_layers + 0.02 * math.log10(count_parameters(spec)) + 0.003 * (i % 3)
+            writer.writerow([json.dumps(spec.to_model_dict()), "glue", f"{score:.4f}", "3.0"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from protran._store import RunStore
+
+    folder = tmp_path_factory.mktemp("boshcode-cli")
+    fast = _write_profile(folder / "board_fast_b1_r1.json", speed=1.0)
+    slow = _write_profile(folder / "board_slow_b4_r1.json", speed=3.0, seed=3)
+    store = folder / "runs.sqlite"
+    with RunStore(store) as runs:
+        runs.import_protran_json(_write_profile(folder / "source.json", speed=2.0, seed=4), device="store-board")
+    no_meter = _write_profile(folder / "board_nometer_b1_r1.json", speed=0.5, power_meter=False, seed=5)
+    return {"fast": fast, "slow": slow, "store": store, "no_meter": no_meter,
+            "accuracy": _write_accuracy(folder / "scores.csv")}
+
+
+def _codesign(files, *extra: str, profiles=("fast", "slow")) -> list[str]:
+    args = ["codesign"]
+    for name in profiles:
+        args += ["--profile", str(files[name])]
+    return args + ["--accuracy", str(files["accuracy"]), *extra]
+
+
+def _run_json(capsys, args: list[str]) -> dict:
+    assert main(args) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("method", ["boshcode", "random", "gbrt", "gpr", "rf"])
+def test_json_contract(files, capsys, method):
+    out = _run_json(capsys, _codesign(files, *WEIGHTS, "--method", method, "--budget", "21", "--seed", "1", "--json"))
+    assert {"device", "model_dict", "hash", "predicted", "performance", "elapsed_s", "history"} <= set(out)
+    assert out["device"] in {"board_fast_b1_r1", "board_slow_b4_r1"}
+    assert set(out["predicted"]) == PREDICTED and all(v > 0 for v in out["predicted"].values())
+    assert len(out["history"]) == 21 and out["evaluations"] == 21
+    assert out["performance"] == max(out["history"]) and 0 < out["performance"] <= 1
+    assert out["method"] == method and out["elapsed_s"] > 0
+    assert len(out["hash"]) == 32 and out["model_dict"]["l"] == len(out["model_dict"]["h"])
+    assert out["weights"] == {"alpha": 0.5, "beta": 0.2, "gamma": 0.2, "epsilon": 0.1}
+
+
+def test_same_seed_same_answer(files, capsys):
+    args = _codesign(files, *WEIGHTS, "--budget", "18", "--seed", "3", "--json")
+    first, second = _run_json(capsys, args), _run_json(capsys, args)
+    assert first["history"] == second["history"] and first["hash"] == second["hash"]
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    (["--alpha", "0.7", "--beta", "-0.1", "--gamma", "0.3", "--epsilon", "0.1"], "must not be negative; got beta=-0.1"),
+    (["--alpha", "0.5", "--beta", "0.2", "--gamma", "0.2", "--epsilon", "0.2"], "must sum to 1"),
+    (["--alpha", "0.5", "--beta", "0.2", "--gamma", "0.2", "--epsilon", "0.1000001"], None),
+])
+def test_weights_are_checked(files, capsys, weights, message):
+    status = main(_codesign(files, *weights, "--method", "random", "--budget", "17", "--json"))
+    err = capsys.readouterr().err
+    if message is None:  # within 1e-6 of 1
+        assert status == 0
+        return
+    assert status == 2
+    assert message in err and "--alpha/--beta/--gamma/--epsilon" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_device_names_come_from_file_names_and_stores(files, capsys):
+    out = _run_json(capsys, _codesign(files, *WEIGHTS, "--method", "random", "--budget", "20", "--json",
+                                      profiles=("fast", "store")))
+    assert out["devices"] == ["board_fast_b1_r1", "store-board"]
+    assert out["device"] in out["devices"]
+
+
+def test_one_profile_flag_takes_several_files(files, capsys):
+    args = ["codesign", "--profile", str(files["fast"]), str(files["store"]), "--accuracy", str(files["accuracy"]),
+            *WEIGHTS, "--method", "random", "--budget", "17", "--json"]
+    assert _run_json(capsys, args)["devices"] == ["board_fast_b1_r1", "store-board"]
+
+
+def test_devices_without_a_power_meter(files, capsys):
+    both = ("fast", "no_meter")
+    assert main(_codesign(files, *WEIGHTS, "--method", "random", "--budget", "20", "--json", profiles=both)) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["devices"] == ["board_fast_b1_r1"]
+    assert "warning: left out of the search, since P needs measures they lack: " \
+           "board_nometer_b1_r1 (no energy_j, peak_power_w)" in captured.err
+    latency_only = ["--alpha", "0.5", "--beta", "0", "--gamma", "0", "--epsilon", "0.5"]
+    out = _run_json(capsys, _codesign(files, *latency_only, "--method", "rf", "--budget", "20", "--json",
+                                      profiles=both))
+    assert out["devices"] == ["board_fast_b1_r1", "board_nometer_b1_r1"]
+    if out["device"] == "board_nometer_b1_r1":
+        assert out["predicted"]["energy_j"] is None
+    assert main(_codesign(files, *WEIGHTS, "--budget", "20", profiles=("no_meter",))) == 2
+    assert "no profile has measurements of energy_j (weight beta), peak_power_w (weight gamma); " \
+           "set that weight to 0" in capsys.readouterr().err
+
+
+def test_modes_and_their_checks(files, capsys):
+    out = _run_json(capsys, _codesign(files, *WEIGHTS, "--mode", "hw_nas", "--device", "board_slow_b4_r1",
+                                      "--budget", "18", "--json"))
+    assert out["devices"] == ["board_slow_b4_r1"] and out["device"] == "board_slow_b4_r1"
+    assert main(_codesign(files, *WEIGHTS, "--mode", "hw_nas")) == 2
+    assert "give --device" in capsys.readouterr().err
+    assert main(_codesign(files, *WEIGHTS, "--mode", "nas", "--method", "rf")) == 2
+    assert "BOSHCODE mode" in capsys.readouterr().err
+
+
+def test_export_writes_the_winner_as_onnx(files, capsys, tmp_path):
+    # Latency dominates, so the winner is a small model that exports in a moment.
+    weights = ["--alpha", "0.1", "--beta", "0", "--gamma", "0", "--epsilon", "0.9"]
+    target = tmp_path / "winner.onnx"
+    out = _run_json(capsys, _codesign(files, *weights, "--method", "random", "--budget", "17", "--export", str(target),
+                                      "--json"))
+    assert out["onnx"] == str(target) and target.is_file()
+    model = onnx.load(str(target), load_external_data=False)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    batch = 1 if out["device"] == "board_fast_b1_r1" else 4
+    assert dims == [batch, 128]
+
+
+def test_text_output(files, capsys):
+    assert main(_codesign(files, *WEIGHTS, "--method", "gbrt", "--budget", "17")) == 0
+    text = capsys.readouterr().out
+    assert "best pair (gbrt, 17 evaluations" in text and "performance" in text and "peak_power_w" in text
+
+
+def test_default_budget_on_the_public_boards_within_a_minute(shared_data, tmp_path):
+    """The whole command, oracle fitting included, as a user runs it."""
+    profiles = sorted((shared_data / "protran").glob("*.json"))
+    command = [sys.executable, "-m", "boshcode.cli", "codesign"]
+    for profile in profiles:
+        command += ["--profile", str(profile)]
+    command += ["--accuracy", str(shared_data / "flexibert" / "glue_pretrain_16.json"), *WEIGHTS, "--json"]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall_s = time.perf_counter() - started
+    out = json.loads(done.stdout)
+    assert len(out["history"]) == DEFAULT_BUDGET
+    assert out["devices"] == [p.stem for p in profiles]
+    assert wall_s < 60.0, wall_s
