@@ -1,0 +1,125 @@
+"""The surrogate and sampler benchmark scripts: their scoring and a tiny end-to-end run of each."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def surrogates():
+    return load_script("surrogates")
+
+
+def test_score_counts_errors_and_intervals(surrogates):
+    measured = np.array([1.0, 2.0, 4.0, 8.0])
+    predicted = np.array([1.05, 2.5, 4.0, 7.0])
+    std = np.array([0.1, 0.1, 0.1, 0.6])
+    metrics = surrogates.score(predicted, std, measured, scale=8.0)
+    assert metrics["mse"] == pytest.approx(np.mean(((predicted - measured) / 8.0) ** 2))
+    assert metrics["within_10pct"] == 0.5  # 1.05 and 4.0
+    assert metrics["coverage_68"] == 0.5  # |error| <= std for rows 0 and 2
+    assert metrics["coverage_95"] == 0.75  # row 3: 1.0 <= 1.96 * 0.6
+    assert metrics["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_constant_or_broken_predictions_are_scored_not_raised(surrogates):
+    measured = np.array([1.0, 2.0, 3.0])
+    assert surrogates.kendall_tau(np.full(3, 2.0), measured) == 0.0
+    metrics = surrogates.score(np.array([1.0, np.inf, 3.0]), np.ones(3), measured, scale=3.0)
+    assert metrics["mse"] == float("inf")
+    assert np.isnan(metrics["kendall_tau"])
+
+
+def test_split_is_fixed_per_seed_and_disjoint(surrogates):
+    test, pool = surrogates.split_rows(40, seed=3)
+    again, _ = surrogates.split_rows(40, seed=3)
+    assert len(test) == 10 and len(pool) == 30
+    assert np.array_equal(test, again)
+    assert not set(test) & set(pool)
+
+
+def _store_with_profile(path: Path, n_profile: int, n_holdout: int, n_retest: int) -> None:
+    from flexibert import model_hash, sample_architectures
+    from protran._protocol import MeasurementResult
+    from protran._store import RunStore
+    from protran.surrogates import featurize
+
+    specs = sample_architectures(n_profile + n_holdout, method="random", seed=0)
+    costs = featurize(specs, features="costs")
+    latency = 0.01 + 0.002 * costs[:, 0] + 0.004 * costs[:, 1]
+
+    def result(index: int, scale: float = 1.0) -> MeasurementResult:
+        spec = specs[index]
+        return MeasurementResult(arch_hash=model_hash(spec), model_dict=spec.to_model_dict(), runtime="onnxruntime",
+                                 batch_size=1, seq_len=128, num_threads=1,
+                                 status="unstable" if index % 7 == 3 else "ok",
+                                 latency_s=float(latency[index] * scale), latency_ci_rel=0.02, repeats=10)
+
+    with RunStore(path) as store:
+        profile = store.create_run("toy-cpu", "onnxruntime", 1, 128, 1, config={"seed": 0})
+        for index in range(n_profile):
+            store.add_measurement(profile, result(index))
+        holdout = store.create_run("toy-cpu", "onnxruntime", 1, 128, 1, config={"purpose": "holdout"})
+        for index in range(n_profile, n_profile + n_holdout):
+            store.add_measurement(holdout, result(index))
+        retest = store.create_run("toy-cpu", "onnxruntime", 1, 128, 1, config={"purpose": "retest"})
+        for index in range(n_retest):
+            store.add_measurement(retest, result(index, scale=1.05))
+
+
+def test_surrogate_benchmark_end_to_end(surrogates, shared_data, tmp_path):
+    store = tmp_path / "toy-cpu.sqlite"
+    _store_with_profile(store, n_profile=34, n_holdout=10, n_retest=4)
+    out = tmp_path / "out"
+    code = surrogates.main(["--seed", "0", "--n-seeds", "1", "--boards", "cpu_rpi", "--measures", "latency",
+                            "--regressors", "lr", "dt", "--feature-sets", "embedding",
+                            "--data", str(shared_data / "protran"), "--profiles", str(store), "--out", str(out)])
+    assert code == 0
+    for name in ("README.md", "records.csv", "curves_median.csv", "own_profiles.csv", "results.json",
+                 "learning_curves_latency.png", "predicted_vs_measured.png", "own_profiles.png"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    own = results["own_profiles"]["profiles"][0]
+    assert own["profile_rows"] == 34 and own["holdout_rows"] == 10
+    assert own["retest"]["median"] == pytest.approx(0.05)
+    assert set(own["headline"]) == {"within_10pct@32"}  # 34 rows: no 64-row point
+    readme = (out / "README.md").read_text()
+    assert "Test-retest spread" in readme and "additive/costs" in readme
+    by_status = own["by_status"]
+    assert by_status["n_train"] == 32 and by_status["train_unstable_rows"] == 5
+    assert by_status["holdout_ok_rows"] + by_status["holdout_unstable_rows"] == 10
+    assert "within_10pct_trained_on_ok_rows_only" in by_status
+    assert 0 <= by_status["within_10pct_out_of_bag_profile_rows"] <= 1
+
+
+def test_surrogate_benchmark_without_own_profiles(surrogates, shared_data, tmp_path):
+    code = surrogates.main(["--n-seeds", "1", "--boards", "cpu_rpi", "--measures", "latency", "--regressors", "lr",
+                            "--feature-sets", "embedding", "--data", str(shared_data / "protran"),
+                            "--profiles", "--out", str(tmp_path)])
+    assert code == 0
+    assert "this part is skipped" in (tmp_path / "README.md").read_text()
+
+
+def test_sampler_benchmark_end_to_end(tmp_path):
+    samplers = load_script("samplers")
+    code = samplers.main(["--seed", "0", "--n-seeds", "2", "--methods", "random", "lhs_split", "--sizes", "16",
+                          "--variants", "stratified", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    split = next(row for row in summary if row["method"] == "lhs_split")
+    assert [split[kind] for kind in ("shallow_narrow", "shallow_wide", "deep_narrow", "deep_wide")] == [4, 4, 4, 4]
+    assert (tmp_path / "distances.png").is_file() and (tmp_path / "model_types.png").is_file()
