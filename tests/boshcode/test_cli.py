@@ -8,7 +8,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import onnx
@@ -169,17 +168,15 @@ def test_text_output(files, capsys):
     assert "best pair (gbrt, 17 evaluations" in text and "performance" in text and "peak_power_w" in text
 
 
-def test_default_budget_on_the_public_boards_within_a_minute(shared_data, tmp_path):
-    """The whole command, oracle fitting included, as a user runs it."""
+def test_default_budget_on_the_public_boards(shared_data, tmp_path):
+    """The whole command, oracle fitting included, as a user runs it (its time is measured by
+    benchmarks/codesign_public.py, not here)."""
     profiles = sorted((shared_data / "protran").glob("*.json"))
     command = [sys.executable, "-m", "boshcode.cli", "codesign"]
     for profile in profiles:
         command += ["--profile", str(profile)]
     command += ["--accuracy", str(shared_data / "flexibert" / "glue_pretrain_16.json"), *WEIGHTS, "--json"]
-    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    wall_s = time.perf_counter() - started
     out = json.loads(done.stdout)
     assert len(out["history"]) == DEFAULT_BUDGET
     assert out["devices"] == [p.stem for p in profiles]
-    assert wall_s < 60.0, wall_s
