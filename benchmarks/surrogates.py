@@ -59,18 +59,12 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BOARDS = {
-    "gpu_a100": "gpu_a100_b128_r3.json",
-    "cpu_m1-pro": "cpu_m1-pro_b32_r1.json",
-    "cpu_rpi": "cpu_rpi_b1_r1.json",
-    "cpu_jetson-nano": "cpu_jetson-nano_b1_r1.json",
-}
-MEASURES = ("latency", "energy", "peak_power")
+# The public boards, measures, checkpoints and held-out share are the replay benchmark's.
+from benchmarks.replay_public import BOARDS, CHECKPOINTS, MEASURES, TEST_FRACTION  # noqa: E402
+
 MEASURE_UNITS = {"latency": "s/seq", "energy": "J/seq", "peak_power": "W"}
 TRAIN_SIZES = (16, 32, 48, 64, 96, 128, 160)
-CHECKPOINTS = (16, 32, 64)
 OWN_SIZES = (16, 32, 48, 64, 80)
-TEST_FRACTION = 0.25
 N_SEEDS = 5
 WITHIN = 0.10
 Z_95 = 1.959963984540054
@@ -531,21 +525,29 @@ def _line_style(config) -> dict:
     return style
 
 
+PANELS = (("mse", "held-out MSE (max-normalised)"), ("kendall_tau", "Kendall tau"),
+          ("within_10pct", "share within ±10 %"))
+
+
+def _plot_configs(ax, records: list[dict], pairs: list, metric: str) -> None:
+    """One line per (regressor, features) pair: ``metric`` against the training size."""
+    for config in pairs:
+        points = sorted((r["n_train"], r[metric]) for r in records
+                        if (r["regressor"], r["features"]) == tuple(config))
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker=".", label=config_label(config), **_line_style(config))
+
+
 def plot_learning_curves(curves: list[dict], pairs: list, boards: list[str], measure: str, path: Path) -> None:
     plt = _pyplot()
-    panels = (("mse", "held-out MSE (max-normalised)"), ("kendall_tau", "Kendall tau"),
-              ("within_10pct", "share within ±10 %"))
+    panels = PANELS
     fig, axes = plt.subplots(len(panels), len(boards), figsize=(4.3 * len(boards), 9.5), sharex="col", squeeze=False)
     for col, board in enumerate(boards):
+        on_board = [r for r in curves if r["board"] == board and r["measure"] == measure]
         for row, (metric, label) in enumerate(panels):
             ax = axes[row, col]
-            for config in pairs:
-                points = sorted((r["n_train"], r[metric]) for r in curves
-                                if r["board"] == board and r["measure"] == measure
-                                and (r["regressor"], r["features"]) == tuple(config))
-                if points:
-                    xs, ys = zip(*points)
-                    ax.plot(xs, ys, marker=".", label=config_label(config), **_line_style(config))
+            _plot_configs(ax, on_board, pairs, metric)
             if metric == "mse":
                 ax.set_yscale("log")
                 ax.set_title(board)
@@ -586,18 +588,13 @@ def plot_calibration(records: list[dict], pairs: list, measure: str, path: Path)
 def plot_own(own_records: list[dict], pairs: list, path: Path) -> None:
     plt = _pyplot()
     devices = sorted({r["device"] for r in own_records})
-    panels = (("mse", "held-out MSE (max-normalised)"), ("kendall_tau", "Kendall tau"),
-              ("within_10pct", "share within ±10 %"))
+    panels = PANELS
     fig, axes = plt.subplots(len(panels), len(devices), figsize=(max(9.0, 5.5 * len(devices)), 10), squeeze=False)
     for col, device in enumerate(devices):
+        on_device = [r for r in own_records if r["device"] == device]
         for row, (metric, label) in enumerate(panels):
             ax = axes[row, col]
-            for config in pairs:
-                points = sorted((r["n_train"], r[metric]) for r in own_records
-                                if r["device"] == device and (r["regressor"], r["features"]) == tuple(config))
-                if points:
-                    xs, ys = zip(*points)
-                    ax.plot(xs, ys, marker=".", label=config_label(config), **_line_style(config))
+            _plot_configs(ax, on_device, pairs, metric)
             if metric == "mse":
                 ax.set_yscale("log")
                 ax.set_title(device)
