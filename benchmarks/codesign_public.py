@@ -34,26 +34,33 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shlex  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections import Counter  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from boshcode import BaselineSettings, SearchSettings, SurrogateOracle, Weights, codesign, make_problem  # noqa: E402
-from boshcode import run_baseline  # noqa: E402
-from boshcode.cli import ORACLE_SEED  # noqa: E402
-from flexibert import count_parameters  # noqa: E402
+from boshcode import (
+    BaselineSettings,
+    SearchSettings,
+    SurrogateOracle,
+    Weights,
+    codesign,
+    make_problem,
+    run_baseline,
+)
+from boshcode.cli import ORACLE_SEED
+from flexibert import count_parameters
 
 OUT = REPO / "benchmarks" / "results" / "codesign_public"
 N_SEEDS = 5

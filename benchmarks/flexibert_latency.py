@@ -62,9 +62,8 @@ def summarise(latencies_s: np.ndarray) -> dict:
 def benchmark_model(name, model_dict, warmup, repeats, args, workdir: Path) -> tuple[list[dict], dict]:
     import torch
 
-    from flexibert._export import export_torchscript
-    from flexibert._model import build_model
-    from protran._runtimes import get_runtime
+    from flexibert import build_model, export_torchscript
+    from protran import get_runtime
 
     model = build_model(model_dict, seed=args.seed)
     export_s = {}
@@ -109,7 +108,8 @@ def benchmark_model(name, model_dict, warmup, repeats, args, workdir: Path) -> t
 
 def markdown_table(rows: list[dict], export_s: dict[str, dict[str, float]]) -> str:
     lines = [
-        "| model | runtime | export (s) | prepare (s) | median latency (ms) | IQR (ms) | graph nodes | max abs diff | note |",
+        "| model | runtime | export (s) | prepare (s) | median latency (ms) | IQR (ms) "
+        "| graph nodes | max abs diff | note |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from protran._runtimes import get_runtime
+    from protran import get_runtime
 
     torch.set_num_threads(args.threads)
     started = dt.datetime.now(dt.timezone.utc)

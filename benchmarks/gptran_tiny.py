@@ -28,7 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "gptran_tiny"
-BERT_TINY = {"l": 2, "o": [["sa_sdp_64", "sa_sdp_64"], ["sa_sdp_64", "sa_sdp_64"]], "h": [128, 128], "f": [[512], [512]]}
+BERT_TINY = {
+    "l": 2, "o": [["sa_sdp_64", "sa_sdp_64"], ["sa_sdp_64", "sa_sdp_64"]], "h": [128, 128], "f": [[512], [512]]
+}
 
 
 def _search_args(args: argparse.Namespace, model_dict: Path, work: Path, selection_blocks: int) -> list[str]:
@@ -56,9 +58,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from flexibert._data import TextCorpus, load_tokenizer
-    from gptran._plots import plot_loss_curves
-    from gptran._search import GrowAndPrune, MLMTrainer, SearchConfig
+    from flexibert import TextCorpus, load_tokenizer
+    from gptran import GrowAndPrune, MLMTrainer, SearchConfig, plot_loss_curves
 
     corpus = TextCorpus.from_dir(REPO / "datasets" / "corpus", load_tokenizer(), args.seq_len)
     selection_blocks = len(corpus.validation) // 2
@@ -82,7 +83,9 @@ def main() -> int:
 
     # The same search object, read back from its state, for lineages and trained weights.
     config = SearchConfig(steps_per_child=args.steps_per_child, max_nodes=args.max_nodes, seed=args.seed)
-    trainer = MLMTrainer(corpus, batch_size=args.batch_size, lr=args.lr, eval_blocks=corpus.validation[:selection_blocks])
+    trainer = MLMTrainer(
+        corpus, batch_size=args.batch_size, lr=args.lr, eval_blocks=corpus.validation[:selection_blocks]
+    )
     search = GrowAndPrune(BERT_TINY, trainer, config, out_dir=work)
     best = search.best
     lineage = search.lineage(best.id)
@@ -110,7 +113,9 @@ def main() -> int:
     modes = sorted({node.mode for node in search.trained})
     summary = {
         "command": "gptran " + " ".join(command[3:]).replace(str(REPO) + "/", "").replace(str(work), "OUT"),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("work_dir", "out")},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("work_dir", "out")
+        },
         "selection_blocks": selection_blocks,
         "test_blocks": len(test_blocks),
         "search_wall_s": round(search_s, 1),

@@ -9,7 +9,10 @@ if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q torch==2.13.0
-pip install -q -e .
+# A plain (non-editable) install, as a user gets it: the code and the shipped data come from the
+# installed package, not from this source tree.
+pip install -q ".[all]"
+rm -rf build
 mkdir -p "$out"
 
 echo "== 1. sample 16 architectures (Latin hypercube, narrow/wide split) and describe them"

@@ -30,20 +30,20 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import json
+import platform
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from protran._accuracy import (  # noqa: E402
+from protran import (
     LambdaMARTRanker,
     accuracy_features,
     accuracy_training_set,
@@ -180,7 +180,7 @@ def _short(metrics: dict) -> str:
 def run_proxy(n_splits: int, steps: int, seq_len: int) -> dict:
     import torch
 
-    from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
+    from protran import ProxyConfig, measure_proxies, rank_correlation
 
     torch.set_num_threads(1)
     records = load_accuracy(accuracy_file())
@@ -238,7 +238,7 @@ def write_proxy_csv(results, specs, config) -> Path:
 
 
 def run_pareto(longer: int) -> dict:
-    from protran._pareto import (
+    from protran import (
         REFERENCE_POINT,
         SearchSettings,
         fit_models,
@@ -329,16 +329,18 @@ def write_report() -> Path:
                          f"{m['regret_at_1']:.4f} | {m['spearman']:.2f} | {m['kendall']:.2f} |")
         calibration = accuracy["models"]["ours_gbdt_ensemble"].get("calibration")
         if calibration:
-            lines += ["", f"Calibration of ours: {100 * calibration['within_1_std']:.0f} % of held-out scores inside "
-                          f"±1 std, {100 * calibration['within_2_std']:.0f} % inside ±2 std (Gaussian: 68 %, 95 %).", ""]
+            lines += ["", f"Calibration of ours: {100 * calibration['within_1_std']:.0f} % of held-out scores "
+                          f"inside ±1 std, {100 * calibration['within_2_std']:.0f} % inside ±2 std "
+                          "(Gaussian: 68 %, 95 %).", ""]
     proxy = _load("proxy.json")
     if proxy:
         c = proxy["config"]
         glue, ref = proxy["correlation_with_glue"], proxy["correlation_with_reference_pretrain_loss"]
         conv = proxy["correlation_with_reference_pretrain_loss_converged_only"]
         lines += ["## The MLM-loss proxy", "",
-                  f"{c['steps']} steps of {c['batch_size']} blocks of {c['seq_len']} tokens (lr {c['lr']}) on the shipped "
-                  f"corpus, {proxy['total_seconds'] / 60:.0f} CPU minutes for {len(proxy['architectures'])} architectures.", "",
+                  f"{c['steps']} steps of {c['batch_size']} blocks of {c['seq_len']} tokens (lr {c['lr']}) "
+                  f"on the shipped corpus, {proxy['total_seconds'] / 60:.0f} CPU minutes for "
+                  f"{len(proxy['architectures'])} architectures.", "",
                   "| compared with | n | Spearman (p) | Kendall (p) |", "|---|---|---|---|"]
         for label, r in (("GLUE score", glue), ("reference 1M-step pre-training loss", ref),
                          ("the same, runs that did not diverge", conv)):
@@ -355,11 +357,13 @@ def write_report() -> Path:
                   f"Default search: population {pareto['settings']['pop_size']}, {pareto['settings']['n_generations']} "
                   f"generations; compared with {pareto['longer_settings']['n_generations']} generations (10x). "
                   f"Hypervolume ({pareto['normalisation']}; reference point {pareto['reference_point']}):", "",
-                  "| device | measure | points | hypervolume | 10x points | 10x hypervolume | gap |", "|---|---|---|---|---|---|---|"]
+                  "| device | measure | points | hypervolume | 10x points | 10x hypervolume | gap |",
+                  "|---|---|---|---|---|---|---|"]
         for row in pareto["frontiers"]:
             lines.append(f"| {row['device']} | {row['measure']} | {row['points']} | {row['hypervolume']:.4f} | "
                          f"{row['long_points']} | {row['long_hypervolume']:.4f} | {100 * row['relative_gap']:.2f} % |")
-        lines += ["", f"Largest gap {100 * pareto['max_relative_gap']:.2f} %, mean {100 * pareto['mean_relative_gap']:.2f} %.",
+        lines += ["", f"Largest gap {100 * pareto['max_relative_gap']:.2f} %, "
+                      f"mean {100 * pareto['mean_relative_gap']:.2f} %.",
                   "", "![frontiers](frontiers.png)", ""]
     path = OUT / "README.md"
     path.write_text("\n".join(lines) + "\n")

@@ -38,22 +38,23 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import gzip
+import json
+import math
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from protran._replay import load_protran_dataset, replay  # noqa: E402
+from protran import load_rows, replay
+from protran.vocabulary import DEFAULT_FEATURES, DEFAULT_SURROGATE, MEASURE_NAMES
 
 BOARDS = {
     "gpu_a100": "gpu_a100_b128_r3.json",
@@ -61,13 +62,12 @@ BOARDS = {
     "cpu_rpi": "cpu_rpi_b1_r1.json",
     "cpu_jetson-nano": "cpu_jetson-nano_b1_r1.json",
 }
-MEASURES = ("latency", "energy", "peak_power")
 CHECKPOINTS = (16, 32, 64)
 TEST_FRACTION = 0.25
 MAX_SAMPLES = 64
 TARGET_MSE = 0.005
 
-OURS = {"surrogate": "additive", "features": "costs", "validation": "none"}
+OURS = {"surrogate": DEFAULT_SURROGATE, "features": DEFAULT_FEATURES, "validation": "none"}
 STRATEGIES = {
     "reference": {"surrogate": "adaboost", "features": "embedding", "acquisition": "uncertainty",
                   "scale": "2x_seed_max", "validation": "none"},
@@ -98,10 +98,10 @@ def run_one(task: tuple[str, str, int, Path, int]) -> dict:
     if strategy in FLOORS:
         return run_floor(strategy, board, seed, data_dir)
     settings = dict(STRATEGIES[strategy])
-    rows = load_protran_dataset(data_dir / BOARDS[board])
+    rows = load_rows(data_dir / BOARDS[board])
     prior = None
     if settings.pop("prior", False):
-        prior = {other: load_protran_dataset(data_dir / name) for other, name in BOARDS.items() if other != board}
+        prior = {other: load_rows(data_dir / name) for other, name in BOARDS.items() if other != board}
     if settings["surrogate"] == "adaboost":
         settings["surrogate_params"] = {"n_estimators": ada_estimators}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -115,18 +115,18 @@ def run_one(task: tuple[str, str, int, Path, int]) -> dict:
 
 def run_floor(name: str, board: str, seed: int, data_dir: Path) -> dict:
     """Fit once on every row outside the held-out split; report that error at every checkpoint."""
-    from protran._replay import _split, _targets
+    from protran import held_out_split, measure_matrix
     from protran.surrogates import featurize, make_surrogate
 
     settings = FLOORS[name]
     started, cpu_started = time.perf_counter(), time.process_time()
-    rows = load_protran_dataset(data_dir / BOARDS[board])
-    _, test = _split(len(rows), 16, TEST_FRACTION, seed)
+    rows = load_rows(data_dir / BOARDS[board])
+    _, test = held_out_split(len(rows), 16, TEST_FRACTION, seed)
     train = np.setdiff1d(np.arange(len(rows)), test)
     X = featurize([row.spec for row in rows], features=settings["features"])
-    Y = _targets(rows)
+    Y = measure_matrix(rows)
     mse = {}
-    for j, measure in enumerate(MEASURES):
+    for j, measure in enumerate(MEASURE_NAMES):
         if settings["surrogate"] is None:  # no information: the mean of the training rows
             predicted = np.full(len(test), np.mean(Y[train, j]))
         else:
@@ -175,14 +175,14 @@ def summarise(runs: list[dict], seeds: list[int]) -> dict:
             if not chosen:
                 continue
             for n in CHECKPOINTS:
-                for measure in MEASURES:
+                for measure in MEASURE_NAMES:
                     values = [at_checkpoint(run["curve"], n, measure) for run in chosen]
                     values = [v for v in values if v is not None]
                     median[(strategy, board, n, measure)] = float(np.median(values)) if values else None
     geo = {}
     for strategy in strategies:
         for n in CHECKPOINTS:
-            for measure in MEASURES:
+            for measure in MEASURE_NAMES:
                 values = [median.get((strategy, board, n, measure)) for board in BOARDS]
                 if all(v is not None for v in values):
                     geo[(strategy, n, measure)] = geometric_mean(values)
@@ -242,7 +242,7 @@ def write_outputs(runs: list[dict], summary: dict, checks: dict, out: Path, meta
                 chosen = [run for run in runs if run["strategy"] == strategy and run["board"] == board]
                 for n in sorted({entry["n"] for run in chosen for entry in run["curve"]}):
                     entries = [entry for run in chosen for entry in run["curve"] if entry["n"] == n]
-                    for measure in MEASURES:
+                    for measure in MEASURE_NAMES:
                         mse = [e["holdout_mse"][measure] for e in entries if e["holdout_mse"].get(measure) is not None]
                         within = [e["within_10pct"][measure] for e in entries
                                   if e["within_10pct"].get(measure) is not None]
@@ -333,7 +333,7 @@ def markdown(summary: dict, checks: dict, meta: dict) -> str:
              f"(the reference profiler uses 500). Values: median over seeds of the held-out MSE of max-normalised "
              f"values. Generated by `benchmarks/replay_public.py` in {meta['seconds']:.0f} s wall time "
              f"({meta['jobs']} worker processes, {meta['cpu_seconds']:.0f} CPU seconds in the replays).", ""]
-    for measure in MEASURES:
+    for measure in MEASURE_NAMES:
         lines += [f"## {measure}", "", "| strategy | " + " | ".join(f"{b} @{n}" for b in BOARDS for n in CHECKPOINTS)
                   + " | geo-mean @16 | @32 | @64 |",
                   "|---" * (len(BOARDS) * len(CHECKPOINTS) + 4) + "|"]

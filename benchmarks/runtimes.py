@@ -24,17 +24,17 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import gc
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -110,7 +110,7 @@ def measure_grid(seed: int, tmp: Path) -> list[dict]:
     import torch
 
     from flexibert import ArchSpec, analytic_features, build_model
-    from protran._runtimes import get_runtime
+    from protran import get_runtime
 
     rows = []
     for mix in ("attention", "mixed"):
@@ -142,7 +142,7 @@ def measure_grid(seed: int, tmp: Path) -> list[dict]:
 
 def profile_ratios() -> list[dict]:
     """ONNX Runtime and OpenVINO latency of the same held-out architectures of the committed profiles."""
-    from protran._store import RunStore
+    from protran import RunStore
 
     holdout = {}
     for runtime in ("onnxruntime", "openvino"):
@@ -255,9 +255,11 @@ def report(rows: list[dict], ratios: list[dict], result: dict, wall_s: float, co
         f"Command: `{command}` ({wall_s / 60:.1f} min on this machine; "
         f"{platform.processor() or platform.machine()}, one thread).",
         "",
-        f"Single-thread f32 GEMM ({gemm['size']}²): torch {gemm['torch']:.1f} GFLOP/s, numpy {gemm['numpy']:.1f} GFLOP/s.",
+        f"Single-thread f32 GEMM ({gemm['size']}²): torch {gemm['torch']:.1f} GFLOP/s, "
+        f"numpy {gemm['numpy']:.1f} GFLOP/s.",
         "",
-        f"Grid ({len(rows) // len(RUNTIMES)} encoders x {len(RUNTIMES)} runtimes): torch eager is {grid_ratio['torch_over_onnxruntime']:.2f}x and OpenVINO "
+        f"Grid ({len(rows) // len(RUNTIMES)} encoders x {len(RUNTIMES)} runtimes): torch eager is "
+        f"{grid_ratio['torch_over_onnxruntime']:.2f}x and OpenVINO "
         f"{grid_ratio['openvino_over_onnxruntime']:.2f}x the latency of ONNX Runtime (geometric means); fastest "
         f"runtime per encoder: " + ", ".join(f"{k} {v}" for k, v in result["grid_wins"].items()) + ". Best achieved "
         "share of the GEMM ceiling: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in
@@ -271,7 +273,8 @@ def report(rows: list[dict], ratios: list[dict], result: dict, wall_s: float, co
                       f"OpenVINO faster on {100 * p['openvino_faster_share']:.0f} %."]
     lines += ["", fastest_table(rows), "",
               f"Graph nodes before -> after each runtime's optimisation ({DEPTHS[-1]} x {WIDTHS[-1]}):", "",
-              "| mix | ONNX export | ONNX Runtime optimised | OpenVINO IR | OpenVINO compiled |", "|---|---:|---:|---:|---:|"]
+              "| mix | ONNX export | ONNX Runtime optimised | OpenVINO IR | OpenVINO compiled |",
+              "|---|---:|---:|---:|---:|"]
     for mix in ("attention", "mixed"):
         group = {r["runtime"]: r for r in rows if (r["mix"], r["layers"], r["width"]) == (mix, DEPTHS[-1], WIDTHS[-1])}
         lines.append(f"| {mix} | {group['onnxruntime']['nodes_before']} | {group['onnxruntime']['nodes_after']} | "
@@ -300,7 +303,9 @@ def main(argv=None) -> int:
     wall_s = time.perf_counter() - started
     result.update(wall_s=wall_s, load_average_after=os.getloadavg(), seed=args.seed)
     (OUT / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    (OUT / "README.md").write_text(report(rows, ratios, result, wall_s, f"python benchmarks/runtimes.py --seed {args.seed}"))
+    (OUT / "README.md").write_text(
+        report(rows, ratios, result, wall_s, f"python benchmarks/runtimes.py --seed {args.seed}")
+    )
     print((OUT / "README.md").read_text())
     return 0
 

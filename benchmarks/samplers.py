@@ -27,21 +27,20 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import json
+import platform
+import sys
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flexibert import DesignSpace, diversity_report, sample_architectures  # noqa: E402
-from flexibert._sampling import MODEL_TYPES, _lower_half_limit  # noqa: E402
+from flexibert import MODEL_TYPES, DesignSpace, diversity_report, narrow_limit, sample_architectures
 
 METHODS = ("random", "lhs", "sobol", "halton", "hammersly", "lhs_split")
 SIZES = (16, 256)
@@ -56,8 +55,8 @@ def draw(method: str, n: int, seed: int, stratify: bool, space: DesignSpace) -> 
     seconds = time.process_time() - started
     report = diversity_report(specs, space)
     layers_total = sum(report["heads"].values())
-    narrow_limit = _lower_half_limit(space.attention_heads)
-    wide_layer_share = sum(count for heads, count in report["heads"].items() if heads > narrow_limit) / layers_total
+    narrow_heads = narrow_limit(space.attention_heads)
+    wide_layer_share = sum(count for heads, count in report["heads"].items() if heads > narrow_heads) / layers_total
     return {
         "method": method, "n": n, "variant": "stratified" if stratify else "reference", "seed": seed,
         "min_distance": report["min"], "median_distance": report["median"], "mean_distance": report["mean"],

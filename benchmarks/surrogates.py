@@ -42,27 +42,34 @@ import os
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import glob  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import csv
+import glob
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # The public boards, measures, checkpoints and held-out share are the replay benchmark's.
-from benchmarks.replay_public import BOARDS, CHECKPOINTS, MEASURES, TEST_FRACTION  # noqa: E402
+from benchmarks.replay_public import BOARDS, CHECKPOINTS, TEST_FRACTION
+from protran import vocabulary
+from protran.vocabulary import MEASURE_NAMES
 
-MEASURE_UNITS = {"latency": "s/seq", "energy": "J/seq", "peak_power": "W"}
+
+def measure_unit(name: str) -> str:
+    """The unit of a measure as the plots print it: latency and energy are per sequence."""
+    unit = vocabulary.measure(name).unit
+    return unit if vocabulary.measure(name).field == "peak_power_w" else f"{unit}/seq"
+
 TRAIN_SIZES = (16, 32, 48, 64, 96, 128, 160)
 OWN_SIZES = (16, 32, 48, 64, 80)
 N_SEEDS = 5
@@ -118,15 +125,15 @@ class Board:
         return self.features[feature_set]
 
     def measures(self) -> list[str]:
-        return [m for j, m in enumerate(MEASURES) if np.isfinite(self.targets[:, j]).all()]
+        return [m for j, m in enumerate(MEASURE_NAMES) if np.isfinite(self.targets[:, j]).all()]
 
 
 def load_public_board(name: str, data_dir: Path) -> Board:
     """A public ProTran file; its values are per sequence, so features describe one sequence of 128."""
-    from protran._replay import _targets, load_protran_dataset
+    from protran import load_rows, measure_matrix
 
-    rows = load_protran_dataset(data_dir / BOARDS[name])
-    return Board(name, [row.spec for row in rows], _targets(rows))
+    rows = load_rows(data_dir / BOARDS[name])
+    return Board(name, [row.spec for row in rows], measure_matrix(rows))
 
 
 @dataclass
@@ -143,7 +150,7 @@ class OwnProfile:
 
 
 def _latency_board(name: str, rows: list, batch_size: int, seq_len: int) -> Board:
-    targets = np.full((len(rows), len(MEASURES)), np.nan)
+    targets = np.full((len(rows), len(MEASURE_NAMES)), np.nan)
     targets[:, 0] = [row.latency_s for row in rows]
     for j, attr in ((1, "energy_j"), (2, "peak_power_w")):
         values = [getattr(row, attr) for row in rows]
@@ -154,7 +161,7 @@ def _latency_board(name: str, rows: list, batch_size: int, seq_len: int) -> Boar
 
 def load_own_profile(path: Path) -> OwnProfile | None:
     """Runs of a store by purpose; None when it holds no profile run with measured rows."""
-    from protran._store import RunStore
+    from protran import RunStore
 
     usable = ("ok", "unstable")
     with RunStore(path, readonly=True) as store:
@@ -238,7 +245,7 @@ def score(predicted: np.ndarray, std: np.ndarray, measured: np.ndarray, scale: f
 def evaluate(config, board: Board, measure: str, train: np.ndarray, test: np.ndarray, seed: int,
              scale: float) -> tuple[dict, np.ndarray, np.ndarray]:
     """Fit on ``train`` rows, score on ``test`` rows; the metrics, predictions and stds."""
-    j = MEASURES.index(measure)
+    j = MEASURE_NAMES.index(measure)
     X = board.X(config[1])
     y = board.targets[:, j]
     started = time.process_time()
@@ -271,7 +278,7 @@ def run_public(boards: list[Board], pairs: list, seeds: list[int], measures: lis
             for n in [size for size in TRAIN_SIZES if size <= len(pool)]:
                 train = pool[:n]
                 for measure in [m for m in measures if m in board.measures()]:
-                    scale = float(np.max(board.targets[:, MEASURES.index(measure)]))
+                    scale = float(np.max(board.targets[:, MEASURE_NAMES.index(measure)]))
                     for config in pairs:
                         metrics, _, _ = evaluate(config, board, measure, train, test, seed, scale)
                         records.append({"board": board.name, "measure": measure, "regressor": config[0],
@@ -463,7 +470,9 @@ def unstable_diagnostics(profile: OwnProfile, seed: int, n: int) -> dict:
 
 
 def profile_facts(profile: OwnProfile) -> dict:
-    statuses = lambda rows: {s: sum(r.status == s for r in rows) for s in ("ok", "unstable")}  # noqa: E731
+    def statuses(rows):
+        return {s: sum(r.status == s for r in rows) for s in ("ok", "unstable")}
+
     ci = [r.latency_ci_rel for r in profile.train_rows + profile.holdout_rows if r.latency_ci_rel is not None]
     path = Path(profile.path).resolve()
     shown = os.path.relpath(path, REPO) if path.is_relative_to(REPO) else path.name
@@ -484,7 +493,7 @@ def scatter_sets(boards: list[Board], profiles: list[OwnProfile], seed: int) -> 
     for board in boards:
         test, pool = split_rows(len(board.specs), seed)
         for measure in board.measures():
-            j = MEASURES.index(measure)
+            j = MEASURE_NAMES.index(measure)
             X, y = board.X(DEFAULT[1]), board.targets[:, j]
             mean, std = fit_predict(DEFAULT, X[pool], y[pool], X[test], seed)
             sets.append({"board": board.name, "measure": measure, "n_train": len(pool),
@@ -618,7 +627,7 @@ def plot_predicted_vs_measured(sets: list[dict], path: Path) -> None:
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     boards = list(dict.fromkeys(s["board"] for s in sets))
-    measures = [m for m in MEASURES if any(s["measure"] == m for s in sets)]
+    measures = [m for m in MEASURE_NAMES if any(s["measure"] == m for s in sets)]
     fig, axes = plt.subplots(len(measures), len(boards), figsize=(3.4 * len(boards), 3.4 * len(measures)),
                              squeeze=False)
     for col, board in enumerate(boards):
@@ -648,7 +657,7 @@ def plot_predicted_vs_measured(sets: list[dict], path: Path) -> None:
             ax.tick_params(labelsize=7)
             within = float(np.mean(np.abs(predicted - measured) <= WITHIN * measured))
             ax.set_title(f"{board} {measure}\n{within:.0%} within ±10 %, {chosen['n_train']} train rows", fontsize=9)
-            ax.set_xlabel(f"measured ({MEASURE_UNITS[measure]})", fontsize=8)
+            ax.set_xlabel(f"measured ({measure_unit(measure)})", fontsize=8)
             ax.set_ylabel("predicted", fontsize=8)
     fig.suptitle("Default surrogate (additive on cost features): held-out rows, ± 1 std; band: ±10 %")
     fig.tight_layout()
@@ -786,7 +795,7 @@ def markdown(report: dict) -> str:
     measure = meta["measures"][0]
     lines += [f"## Calibration of the predicted std ({measure})", "",
               "Share of held-out rows inside mean ± 1 std (68 % for a calibrated Gaussian) and mean ± 1.96 std "
-              f"(95 %), median over seeds at 64 training rows (cpu_rpi: 48); last column: mean over every "
+              "(95 %), median over seeds at 64 training rows (cpu_rpi: 48); last column: mean over every "
               "fit of the public boards (all sizes and seeds).", ""]
     lines += calibration_lines(report["calibration"], records, pairs, boards, measure)
     lines += ["", "![calibration](calibration.png)", ""]
@@ -868,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--n-seeds", type=int, default=N_SEEDS, help=f"seeds per board (default {N_SEEDS})")
     parser.add_argument("--boards", nargs="+", default=list(BOARDS), choices=list(BOARDS))
-    parser.add_argument("--measures", nargs="+", default=["latency", "energy"], choices=list(MEASURES),
+    parser.add_argument("--measures", nargs="+", default=["latency", "energy"], choices=list(MEASURE_NAMES),
                         help="measures of the public regressor comparison (default latency energy)")
     parser.add_argument("--regressors", nargs="+", default=list(REGRESSORS), choices=list(REGRESSORS))
     parser.add_argument("--feature-sets", nargs="+", default=list(FEATURE_SETS),

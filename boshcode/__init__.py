@@ -8,56 +8,37 @@ random-forest-based Bayesian optimisation on the same problem.
 >>> oracle = SurrogateOracle.from_files(["rpi.json", "a100.json"], "glue_pretrain_16.json")  # doctest: +SKIP
 >>> result, problem = codesign(oracle, Weights(0.5, 0.2, 0.2, 0.1))                         # doctest: +SKIP
 >>> problem.describe(result.best)["device"]                                                  # doctest: +SKIP
+
+Every name is imported on first use (:mod:`flexibert.lazy`), so that ``boshcode --help`` starts at
+once; the imports under ``TYPE_CHECKING`` list the same names for editors.
 """
 
-_LAZY = {
-    # objective
-    "P_MIN": "boshcode._objective",
-    "Weights": "boshcode._objective",
-    "Maxima": "boshcode._objective",
-    "performance": "boshcode._objective",
-    "normalised_terms": "boshcode._objective",
-    # oracles and the problem
-    "Oracle": "boshcode._oracle",
-    "SurrogateOracle": "boshcode._oracle",
-    "MeasuringOracle": "boshcode._oracle",
-    "usable_devices": "boshcode._oracle",
-    "CodesignProblem": "boshcode._problem",
-    "Constraints": "boshcode._problem",
-    "Evaluation": "boshcode._problem",
-    # surrogates and GOBI
-    "NPNRegressor": "boshcode._networks",
-    "Teacher": "boshcode._networks",
-    "Student": "boshcode._networks",
-    "SurrogateSet": "boshcode._networks",
-    "TrainSettings": "boshcode._networks",
-    "GobiSettings": "boshcode._gobi",
-    "gobi": "boshcode._gobi",
-    # searches
-    "MODES": "boshcode._search",
-    "SearchSettings": "boshcode._search",
-    "SearchResult": "boshcode._search",
-    "BoshcodeSearch": "boshcode._search",
-    "codesign": "boshcode._search",
-    "make_problem": "boshcode._search",
-    "BASELINES": "boshcode._baselines",
-    "BaselineSettings": "boshcode._baselines",
-    "run_baseline": "boshcode._baselines",
-}
+from typing import TYPE_CHECKING
 
-__all__ = sorted(_LAZY)
+from flexibert.lazy import attach
 
+if TYPE_CHECKING:
+    from boshcode._baselines import BASELINES, BaselineSettings, run_baseline
+    from boshcode._gobi import GobiSettings, gobi
+    from boshcode._networks import NPNRegressor, Student, SurrogateSet, Teacher, TrainSettings
+    from boshcode._objective import P_MIN, Maxima, Weights, normalised_terms, performance
+    from boshcode._oracle import MeasuringOracle, Oracle, SurrogateOracle, usable_devices
+    from boshcode._problem import CodesignProblem, Constraints, Evaluation
+    from boshcode._search import MODES, BoshcodeSearch, SearchResult, SearchSettings, codesign, make_problem
 
-def __getattr__(name: str):
-    # torch is imported on first use, so that `boshcode --help` starts at once.
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'boshcode' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        # objective
+        "boshcode._objective": ["P_MIN", "Maxima", "Weights", "normalised_terms", "performance"],
+        # oracles and the problem
+        "boshcode._oracle": ["MeasuringOracle", "Oracle", "SurrogateOracle", "usable_devices"],
+        "boshcode._problem": ["CodesignProblem", "Constraints", "Evaluation"],
+        # surrogates and GOBI
+        "boshcode._networks": ["NPNRegressor", "Student", "SurrogateSet", "Teacher", "TrainSettings"],
+        "boshcode._gobi": ["GobiSettings", "gobi"],
+        # searches
+        "boshcode._search": ["MODES", "BoshcodeSearch", "SearchResult", "SearchSettings", "codesign", "make_problem"],
+        "boshcode._baselines": ["BASELINES", "BaselineSettings", "run_baseline"],
+    },
+)

@@ -16,8 +16,8 @@ valid pairs (``CodesignProblem``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

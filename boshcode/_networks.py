@@ -74,7 +74,9 @@ class NPNLinear(nn.Module):
         super().__init__()
         fan_in = in_features if mask is None else int(mask.sum(dim=0).max())
         bound = 1.0 / math.sqrt(fan_in)
-        self.weight_mean = nn.Parameter(torch.empty(in_features, out_features).uniform_(-bound, bound, generator=generator))
+        self.weight_mean = nn.Parameter(
+            torch.empty(in_features, out_features).uniform_(-bound, bound, generator=generator)
+        )
         self.bias_mean = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound, generator=generator))
         self.weight_rho = nn.Parameter(torch.full((in_features, out_features), -10.0))
         self.bias_rho = nn.Parameter(torch.full((out_features,), -10.0))
@@ -453,7 +455,9 @@ class SurrogateSet:
         scaled = 0.1 + 0.8 * (self.goodness(terms) - self.low) / self.span
         return np.where(np.asarray(valid)[:, None], scaled, 0.0)
 
-    def performance(self, mean: torch.Tensor, variance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def performance(
+        self, mean: torch.Tensor, variance: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of P from the outputs' means (and variances: Gaussian, independent)."""
         g_mean = self._low + self._unit * mean
         g_var = torch.zeros_like(mean) if variance is None else variance * self._unit ** 2

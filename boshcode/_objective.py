@@ -15,8 +15,8 @@ surrogates' training set, which teaches them to avoid such regions.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -3,7 +3,7 @@
 An oracle knows the devices, the normalisation maxima of P, and predicts (or measures) accuracy,
 latency, energy and peak power with a standard deviation. :class:`SurrogateOracle` answers from the
 ProTran hardware surrogates (one per device and measure) and the accuracy surrogate, fitted by
-``protran._pareto.fit_models``; :class:`MeasuringOracle` measures one device for real instead.
+``protran.models.fit_models``; :class:`MeasuringOracle` measures one device for real instead.
 
 Normalisation maxima (the same for every method compared on one oracle): for latency, energy and
 peak power, the largest value measured on *any* device of the profiles (the union of all measured
@@ -14,17 +14,18 @@ the maximum (P clips each normalised measure to [0, 1]).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from boshcode._objective import HARDWARE_TERMS, Maxima, Weights
 from flexibert import ArchSpec
+from protran.vocabulary import MEASURE_FIELDS, USABLE_STATUSES, field_of, name_of
 
-#: The measures an oracle predicts, in the units of their names.
-MEASURES = ("accuracy", "latency_s", "energy_j", "peak_power_w")
-_PROTRAN_MEASURE = {"latency_s": "latency", "energy_j": "energy", "peak_power_w": "peak_power"}
+#: The measures an oracle predicts, in the units of their names (``protran.vocabulary`` row fields).
+MEASURES = ("accuracy", *MEASURE_FIELDS)
 
 #: {measure: {"mean": array, "std": array}} (None for a measure the device cannot give).
 Prediction = dict[str, "dict[str, np.ndarray] | None"]
@@ -75,7 +76,7 @@ def device_measures(oracle: Oracle, device: str) -> list[str]:
 
 
 class SurrogateOracle:
-    """Answers from fitted ProTran surrogates (``protran._pareto.FrontierModels``)."""
+    """Answers from fitted ProTran surrogates (``protran.models.FittedModels``)."""
 
     def __init__(self, models: Any) -> None:
         self.models = models
@@ -85,12 +86,12 @@ class SurrogateOracle:
     def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path, seed: int = 0,
                    task: str | None = None) -> SurrogateOracle:
         """Fit the surrogates on ProTran ``dataset.json`` files or run stores and an accuracy file."""
-        from protran._accuracy import DEFAULT_TASK, load_accuracy
-        from protran._pareto import fit_models, load_profiles
+        from protran import load_accuracy
+        from protran.models import fit_models, load_profiles
 
         loaded = load_profiles(list(profiles))
         records = load_accuracy(accuracy)
-        return cls(fit_models(loaded, records, task=task or DEFAULT_TASK, seed=seed))
+        return cls(fit_models(loaded, records, task=task, seed=seed))
 
     @property
     def devices(self) -> list[str]:
@@ -101,37 +102,23 @@ class SurrogateOracle:
         return self._maxima
 
     def measures(self, device: str) -> list[str]:
-        return [name for name, protran_name in _PROTRAN_MEASURE.items()
-                if protran_name in self.models.measures(device)]
+        return [field_of(name) for name in self.models.measures(device)]
 
     def workload(self, device: str) -> tuple[int, int]:
         """(batch size, sequence length) the device was profiled with."""
-        profile = self.models.profiles[device]
-        return profile.batch_size, profile.seq_len
+        workload = self.models.workloads[device]
+        return workload.batch_size, workload.seq_len
 
     def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
-        from protran._accuracy import accuracy_features
-
-        specs = list(specs)
-        if device not in self.models.hardware:
-            raise KeyError(f"no profile for device '{device}'; known: {self.devices}")
-        mean, std = self.models.accuracy_model.predict(accuracy_features(specs), return_std=True)
-        result: Prediction = {"accuracy": {"mean": np.asarray(mean, float), "std": np.asarray(std, float)}}
-        features = self.models.hardware_features(specs, device)
-        for name, protran_name in _PROTRAN_MEASURE.items():
-            model = self.models.hardware[device].get(protran_name)
-            if model is None:
-                result[name] = None
-                continue
-            mean, std = model.predict(features, return_std=True)
-            result[name] = {"mean": np.asarray(mean, float), "std": np.asarray(std, float)}
-        return result
+        if self.models.accuracy_model is None:
+            raise ValueError("the surrogates were fitted without accuracy data; co-design needs an accuracy model")
+        return self.models.predict_arrays(specs, device)
 
 
 def _union_maxima(models: Any) -> Maxima:
     values: dict[str, float | None] = {}
-    for name, protran_name in _PROTRAN_MEASURE.items():
-        measured = [profile.values(protran_name)[1] for profile in models.profiles.values()]
+    for name in MEASURE_FIELDS:
+        measured = [profile.values(name_of(name))[1] for profile in models.profiles.values()]
         measured = [v for v in measured if v.size]
         values[name] = float(max(v.max() for v in measured)) if measured else None
     return Maxima(accuracy=float(np.max(models.accuracy_scores)), **values)
@@ -176,7 +163,7 @@ class MeasuringOracle:
     def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
         if device != self.device:
             return self.base.predict(specs, device)
-        from protran._protocol import measure_architecture
+        from protran import measure_architecture
 
         result = self.base.predict(specs, device)
         batch_size, seq_len = self.workload(device)
@@ -185,7 +172,7 @@ class MeasuringOracle:
         for spec in specs:
             measured = measure_architecture(spec, runtime=self.runtime, batch_size=batch_size, seq_len=seq_len,
                                             num_threads=self.num_threads, meter=self.meter, **self.measure_options)
-            ok = measured.status in ("ok", "unstable")
+            ok = measured.status in USABLE_STATUSES
             for name in HARDWARE_TERMS:
                 value = getattr(measured, name) if ok else None
                 columns[name].append(np.nan if value is None else float(value))

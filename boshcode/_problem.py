@@ -3,49 +3,25 @@ for the surrogates, drawn at random, repaired into valid pairs, and EVALUATEd on
 
 Encoding: the 37-integer embedding divided by each entry's upper bound (in [0, 1]) and a one-hot
 device vector. Projection maps any real point back to the *nearest valid* pair of the design space:
-each entry is rounded and clipped to its bounds, the layer count is read from the first entry and
-every slot past it is zeroed (so the result always decodes), and the device is the arg-max.
+the point is scaled back to embedding units and repaired as every search repairs embeddings
+(``flexibert.embeddings.repair_embeddings``: each entry rounded and clipped to its bounds, the layer
+count read from the first entry and every slot past it zeroed, so the result always decodes), and
+the device is the arg-max.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from boshcode._objective import P_MIN, Maxima, Weights, normalised_terms, term_names, term_weights
 from boshcode._oracle import MEASURES, Oracle, usable_devices
 from flexibert import ArchSpec, DesignSpace, decode, embed, embedding_bounds
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Upper bounds on predicted means; a pair that breaks one scores P_MIN. None: unbounded."""
-
-    max_latency_s: float | None = None
-    max_energy_j: float | None = None
-    max_peak_power_w: float | None = None
-
-    def __post_init__(self) -> None:
-        for name, value in self.limits().items():
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"constraint {name} must be a positive number, got {value!r}")
-
-    def limits(self) -> dict[str, float]:
-        named = {"latency_s": self.max_latency_s, "energy_j": self.max_energy_j, "peak_power_w": self.max_peak_power_w}
-        return {measure: float(limit) for measure, limit in named.items() if limit is not None}
-
-    def violated(self, means: dict[str, np.ndarray | None]) -> np.ndarray:
-        n = len(means["accuracy"])
-        broken = np.zeros(n, dtype=bool)
-        for measure, limit in self.limits().items():
-            values = means.get(measure)
-            if values is None:
-                raise ValueError(f"a constraint bounds {measure}, which this device does not give")
-            broken |= ~(np.asarray(values) <= limit)
-        return broken
+from flexibert.embeddings import repair_embeddings
+from protran.models import Constraints
 
 
 @dataclass
@@ -75,6 +51,9 @@ class CodesignProblem:
 
     def __post_init__(self) -> None:
         self.space = self.space or DesignSpace.default()
+        if self.constraints.max_params is not None or self.constraints.max_layers is not None:
+            raise ValueError("co-design bounds predicted latency, energy and peak power only; "
+                             "drop max_params and max_layers")
         if self.devices is None:
             self.devices = usable_devices(self.oracle, self.weights)
         unknown = [d for d in self.devices if d not in self.oracle.devices]
@@ -121,30 +100,21 @@ class CodesignProblem:
 
     # -- valid pairs ----------------------------------------------------------------------------------
 
-    def zero_unused(self, X: np.ndarray) -> np.ndarray:
-        X = np.array(X, dtype=np.int64)
-        used = 1 + 3 * self._depths[X[:, 0]]
-        X[np.arange(X.shape[1])[None, :] >= used[:, None]] = 0
-        return X
-
     def project_arch(self, Z: np.ndarray) -> np.ndarray:
-        """The nearest valid embeddings to normalised points ``Z``: round, clip, zero unused slots."""
-        X = np.rint(np.asarray(Z, dtype=float) * self._scale)
-        X = np.clip(X, 0, self.upper).astype(np.int64)
-        return self.zero_unused(X)
+        """The nearest valid embeddings (n, arch_dim) int64 to normalised points ``Z`` (n, arch_dim):
+        scaled back to embedding units, then rounded, clipped and unused slots zeroed."""
+        return repair_embeddings(np.asarray(Z, dtype=float) * self._scale, self.space)
 
     def unused_slots(self, Z: np.ndarray) -> np.ndarray:
         """True for the entries of normalised points ``Z`` past each point's (rounded) layer count."""
-        first = np.clip(np.rint(np.asarray(Z, dtype=float)[:, 0] * self._scale[0]), 0, self.upper[0]).astype(np.int64)
-        used = 1 + 3 * self._depths[first]
+        used = 1 + 3 * self._depths[self.project_arch(Z)[:, 0]]
         return np.arange(Z.shape[1])[None, :] >= used[:, None]
 
     def is_consistent(self, Z: np.ndarray) -> np.ndarray:
         """True where rounding ``Z`` already gives a valid embedding (nothing to repair)."""
-        X = np.rint(np.asarray(Z, dtype=float) * self._scale)
-        inside = np.all((X >= 0) & (X <= self.upper), axis=1)
-        clipped = np.clip(X, 0, self.upper).astype(np.int64)
-        return inside & np.all(self.zero_unused(clipped) == clipped, axis=1)
+        # an entry out of bounds or in an unused slot is moved by the projection, so differs from it
+        rounded = np.rint(np.asarray(Z, dtype=float) * self._scale)
+        return np.all(rounded == self.project_arch(Z), axis=1)
 
     def random_embeddings(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` uniformly drawn valid embeddings (each layer's head count first, then its op mix)."""
@@ -156,7 +126,7 @@ class CodesignProblem:
         starts, sizes = self._head_blocks
         block = rng.integers(0, len(sizes), (n, (d - 1) // 3))
         X[:, 3::3] = starts[block] + np.floor(rng.random(block.shape) * sizes[block]).astype(np.int64)
-        return self.zero_unused(X)
+        return repair_embeddings(X, self.space)  # every entry is in bounds: this zeroes unused slots
 
     def random_pairs(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return self.random_embeddings(n, rng), rng.integers(0, self.n_devices, n)
@@ -176,7 +146,7 @@ class CodesignProblem:
                 last = 3 * (depth_before[row] - 1) + 1
                 for slot in range(depth_before[row], self._depths[X[row, 0]]):
                     X[row, 3 * slot + 1: 3 * slot + 4] = X[row, last: last + 3]
-            X = self.zero_unused(X)
+            X = repair_embeddings(X, self.space)
         return X
 
     def initial_pairs(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,8 +25,9 @@ Modes (:func:`codesign`): ``"codesign"`` searches every usable device; ``"hw_nas
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class SearchSettings:
     def __post_init__(self) -> None:
         if self.budget < 1 or self.n_initial < 1:
             raise ValueError(f"budget and n_initial must be at least 1 (got {self.budget}, {self.n_initial})")
-        if not (0 <= self.unc_prob and 0 <= self.div_prob and self.unc_prob + self.div_prob <= 1):
+        if not (self.unc_prob >= 0 and self.div_prob >= 0 and self.unc_prob + self.div_prob <= 1):
             raise ValueError(f"unc_prob and div_prob must be probabilities summing to at most 1 "
                              f"(got {self.unc_prob}, {self.div_prob})")
         if self.k1 < 0 or self.k2 < 0:
@@ -234,7 +235,9 @@ class BoshcodeSearch:
         self.surrogates.fit(*self.data.arrays())
         n_queries = min(s.queries_per_iteration, s.budget - len(self.evaluations))
         draws = self.rng.random(n_queries)
-        kinds = np.where(draws < s.unc_prob, "uncertainty", np.where(draws < s.unc_prob + s.div_prob, "diversity", "gobi"))
+        kinds = np.where(
+            draws < s.unc_prob, "uncertainty", np.where(draws < s.unc_prob + s.div_prob, "diversity", "gobi")
+        )
         X, d = self._pool()
         chosen: list[int] = []
         taken: set[bytes] = set()

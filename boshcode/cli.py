@@ -6,14 +6,19 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from flexibert import _cli_common as common
+from flexibert import clitools
+from protran.vocabulary import METER_NAMES, RUNTIME_NAMES
 
 PROG = "boshcode"
+# As boshcode._baselines.BASELINES, boshcode._search.MODES and DEFAULT_BUDGET (tested), spelled out here:
+# importing them would load torch for --help.
 METHODS = ("boshcode", "random", "gbrt", "gpr", "rf")
-DEFAULT_BUDGET = 100  # boshcode._search.DEFAULT_BUDGET (not imported here: it would load torch for --help)
+MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
+DEFAULT_BUDGET = 100
 ORACLE_SEED = 0
 
 
@@ -23,7 +28,7 @@ def _weights(args: argparse.Namespace):
     try:
         return parse_weights(args.alpha, args.beta, args.gamma, args.epsilon)
     except ValueError as problem:
-        raise common.CliError(f"--alpha/--beta/--gamma/--epsilon: {problem}") from None
+        raise clitools.CliError(f"--alpha/--beta/--gamma/--epsilon: {problem}") from None
 
 
 def _constraints(args: argparse.Namespace):
@@ -38,15 +43,15 @@ def _oracle(args: argparse.Namespace):
 
     # The oracle is fitted with a fixed seed, so that every --seed searches the same problem.
     oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=ORACLE_SEED, task=args.task)
-    if args.measure is None:
+    if args.measure_on is None:
         return oracle
     from protran.meters import detect_meter
 
     meter = detect_meter(args.meter)
     if meter is None and args.meter != "none":
-        print(f"{PROG}: no power meter found on this machine: '{args.measure}' gives latency only, so it is "
+        print(f"{PROG}: no power meter found on this machine: '{args.measure_on}' gives latency only, so it is "
               "searched only when --beta and --gamma are 0", file=sys.stderr)
-    return MeasuringOracle(oracle, args.measure, runtime=args.runtime, meter=meter)
+    return MeasuringOracle(oracle, args.measure_on, runtime=args.runtime, meter=meter)
 
 
 def _codesign(args: argparse.Namespace) -> int:
@@ -54,9 +59,9 @@ def _codesign(args: argparse.Namespace) -> int:
     weights = _weights(args)
     constraints = _constraints(args)
     if args.mode == "hw_nas" and args.device is None:
-        raise common.CliError("--mode hw_nas searches one device: give --device NAME")
+        raise clitools.CliError("--mode hw_nas searches one device: give --device NAME")
     if args.method != "boshcode" and args.mode != "codesign":
-        raise common.CliError(f"--mode {args.mode} is a BOSHCODE mode; the baselines run --mode codesign")
+        raise clitools.CliError(f"--mode {args.mode} is a BOSHCODE mode; the baselines run --mode codesign")
     oracle = _oracle(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -87,7 +92,7 @@ def _codesign(args: argparse.Namespace) -> int:
         output["onnx"] = str(_export(args.export, problem, result.best, oracle))
     output["elapsed_s"] = time.perf_counter() - started
     if args.json:
-        common.print_json(output)
+        clitools.print_json(output)
     else:
         _print_summary(output)
     return 0
@@ -99,21 +104,15 @@ def _search(args: argparse.Namespace, oracle, weights, constraints):
 
     if args.method == "boshcode":
         settings = SearchSettings(budget=args.budget, seed=args.seed, patience=args.patience)
-        return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
-                        constraints=constraints, progress=None if args.json else _Progress(args.budget))
+        with clitools.Progress(args.budget, "codesign", "eval") as bar:
+
+            def progress(info: dict[str, Any]) -> None:
+                bar.step(f"best P {info['best']:.4f}", done=info["evaluations"])
+
+            return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
+                            constraints=constraints, progress=progress)
     problem = make_problem(oracle, weights, device=args.device, constraints=constraints)
     return run_baseline(args.method, problem, BaselineSettings(budget=args.budget, seed=args.seed)), problem
-
-
-class _Progress:
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-
-    def __call__(self, info: dict[str, Any]) -> None:
-        print(f"\r{PROG}: {info['evaluations']}/{self.budget} evaluations, best P {info['best']:.4f}",
-              end="", file=sys.stderr, flush=True)
-        if info["evaluations"] >= self.budget:
-            print(file=sys.stderr)
 
 
 def _export(path: str, problem, evaluation, oracle) -> Path:
@@ -153,15 +152,17 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = common.make_parser(
-        PROG,
-        "Co-design a FlexiBERT 2.0 architecture and the edge device that runs it (BOSHCODE).",
-        "boshcode codesign --profile ../shared/data/protran/*.json "
-        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --alpha 0.5 --beta 0.2 --gamma 0.2 --epsilon 0.1",
-    )
-    sub = common.add_subcommands(parser)
-    p = common.add_command(
+class _RenamedToMeasureOn(argparse.Action):
+    """The old ``--measure DEVICE``: refused with one line, since protran's ``--measure`` means which measures."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        device = values or "DEVICE"
+        parser.exit(clitools.EXIT_USAGE, f"{parser.prog}: error: {option_string} is now --measure-on: use "
+                                         f"--measure-on {device} to measure that device for real on this machine\n")
+
+
+def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
+    p = clitools.add_command(
         sub, "codesign", _codesign,
         "find the (architecture, device) pair with the highest performance P",
         "boshcode codesign --profile ../shared/data/protran/*.json "
@@ -182,33 +183,48 @@ def build_parser() -> argparse.ArgumentParser:
                             ("gamma", "weight of 1 - peak power"), ("epsilon", "weight of 1 - latency")):
         p.add_argument(f"--{name}", type=_probability, required=True, help=f"{help_text} (weights: >= 0, sum 1)")
     p.add_argument("--method", choices=METHODS, default="boshcode", help="search method (default boshcode)")
-    p.add_argument("--budget", type=common.positive_int, default=DEFAULT_BUDGET,
+    p.add_argument("--budget", type=clitools.positive_int, default=DEFAULT_BUDGET,
                    help=f"evaluations, the initial sample included (default {DEFAULT_BUDGET})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the search: initial sample, surrogates, queries (default 0; the oracle's own "
                         "surrogates are always fitted with seed 0)")
-    p.add_argument("--mode", choices=("codesign", "hw_nas", "nas", "no_aleatoric"), default="codesign",
+    p.add_argument("--mode", choices=MODES, default="codesign",
                    help="codesign (all devices, default), hw_nas (one --device), nas (accuracy first, then the best "
                         "device), no_aleatoric (UCB without the aleatoric term)")
     p.add_argument("--device", help="search only this device (with --mode hw_nas, or to restrict a baseline)")
-    p.add_argument("--patience", type=common.positive_int,
+    p.add_argument("--patience", type=clitools.positive_int,
                    help="stop after this many evaluations without improvement (default: use the whole budget)")
     p.add_argument("--task", help="accuracy task (default glue)")
-    p.add_argument("--max-latency-s", type=float, help="pairs slower than this score P_MIN")
-    p.add_argument("--max-energy-j", type=float, help="pairs using more energy per sequence score P_MIN")
-    p.add_argument("--max-peak-power-w", type=float, help="pairs drawing more peak power score P_MIN")
+    p.add_argument("--max-latency-s", type=clitools.positive_float, help="pairs slower than this score P_MIN")
+    p.add_argument("--max-energy-j", type=clitools.positive_float,
+                   help="pairs using more energy per sequence score P_MIN")
+    p.add_argument("--max-peak-power-w", type=clitools.positive_float,
+                   help="pairs drawing more peak power score P_MIN")
     p.add_argument("--export", metavar="PATH",
                    help="write the winner as ONNX (a .onnx file, or a folder) for its device's batch size")
-    p.add_argument("--measure", metavar="DEVICE",
+    p.add_argument("--measure-on", metavar="DEVICE",
                    help="measure this profiled device for real on this machine instead of predicting it")
-    p.add_argument("--runtime", default="onnxruntime", choices=("torch", "onnxruntime", "openvino"),
-                   help="runtime for --measure (default onnxruntime)")
-    p.add_argument("--meter", default="auto", help="power meter for --measure (default auto; none: latency only)")
+    p.add_argument("--measure", nargs="?", action=_RenamedToMeasureOn, help=argparse.SUPPRESS)
+    p.add_argument("--runtime", default="onnxruntime", choices=RUNTIME_NAMES,
+                   help="runtime for --measure-on (default onnxruntime)")
+    p.add_argument("--meter", default="auto",
+                   help=f"power meter for --measure-on: {clitools.one_of(METER_NAMES)} "
+                        "(default auto; none: latency only)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = clitools.make_parser(
+        PROG,
+        "Co-design a FlexiBERT 2.0 architecture and the edge device that runs it (BOSHCODE).",
+        "boshcode codesign --profile ../shared/data/protran/*.json "
+        "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --alpha 0.5 --beta 0.2 --gamma 0.2 --epsilon 0.1",
+    )
+    _add_codesign_parser(clitools.add_subcommands(parser))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(build_parser(), argv)
+    return clitools.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

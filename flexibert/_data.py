@@ -18,15 +18,38 @@ Conventions:
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-DATASETS_DIR = Path(__file__).resolve().parents[1] / "datasets"
+from flexibert.lazy import optional_dependency
+
+
+def _datasets_dir() -> Path:
+    """Where the shipped data lies: in the installed distribution, else in the source tree.
+
+    The repository keeps one copy of the data, in ``datasets/``; setuptools installs that folder as
+    the data-only package ``edgetran_datasets``. Its search locations are read from the import system
+    rather than through ``importlib.resources``, whose namespace reader fails on the path hooks of an
+    editable install (Python 3.11). A source checkout that was never installed uses the folder itself.
+    """
+    try:
+        spec = importlib.util.find_spec("edgetran_datasets")
+    except (ImportError, ValueError):
+        spec = None
+    # pip unpacks wheels, so an installed package's folders are real paths (a zipped one is not used).
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "corpus").is_dir():
+            return Path(location)
+    return Path(__file__).resolve().parents[1] / "datasets"
+
+
+DATASETS_DIR = _datasets_dir()
 CORPUS_DIR = DATASETS_DIR / "corpus"
 TOKENIZER_PATH = CORPUS_DIR / "tokenizer.json"
 SAMPLE_GLUE_DIR = DATASETS_DIR / "glue_sample"
@@ -88,7 +111,8 @@ def train_tokenizer(
     tokens get ids 0-4 in the order of :data:`SPECIAL_TOKENS`; encoding adds ``[CLS] a [SEP]`` or
     ``[CLS] a [SEP] b [SEP]``. Returns the ``tokenizers.Tokenizer``.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    with optional_dependency("training a tokenizer"):
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     paths = _as_paths(files)
     for path in paths:
@@ -190,7 +214,8 @@ def _merge_pair(word: list[str], left: str, right: str, merged: str) -> list[str
 def load_tokenizer(path: str | Path | None = None):
     """Load a ``tokenizers.Tokenizer`` from a JSON file (default: the corpus tokenizer shipped in
     ``datasets/corpus/tokenizer.json``)."""
-    from tokenizers import Tokenizer
+    with optional_dependency("loading a tokenizer"):
+        from tokenizers import Tokenizer
 
     path = Path(path) if path is not None else TOKENIZER_PATH
     if not path.is_file():

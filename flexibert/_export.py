@@ -18,19 +18,21 @@ import logging
 import re
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from flexibert._errors import ExportError
 from flexibert._spec import ArchSpec
+from flexibert.choices import EXPORT_FORMATS
+from flexibert.lazy import MissingDependencyError, optional_dependency
 
 ONNX_OPSET = 18
 INPUT_NAME = "input_ids"
 OUTPUT_NAME = "hidden_states"
-EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 ONNX_EXPORTERS = ("dynamo", "tracing")
 FILE_NAMES = {"onnx": "model.onnx", "openvino": "model.xml", "torchscript": "model.pt"}
 _RUNTIME_TITLES = {"onnx": "ONNX", "openvino": "OpenVINO", "torchscript": "TorchScript"}
@@ -167,7 +169,8 @@ def _to_onnx(module: nn.Module, args: tuple, path: Path, names: bool = True, dyn
 
 
 def _to_openvino(module: nn.Module, args: tuple, path: Path, names: bool = True) -> None:
-    import openvino as ov
+    with optional_dependency("exporting to OpenVINO IR"):
+        import openvino as ov
 
     with _quiet():
         if names:
@@ -201,6 +204,8 @@ def _export_with(fmt: str, spec_or_model, path, batch_size: int, seq_len: int, s
         ids = _example_for(model, batch_size, seq_len)
         try:
             (exporter or _EXPORTERS[fmt])(model, (ids,), path)
+        except MissingDependencyError:
+            raise  # nothing to diagnose in the model: the user installs an extra
         except Exception as error:
             raise _export_error(fmt, model, ids, error) from error
     finally:

@@ -41,11 +41,17 @@ unused). The peak is the largest of the stages below, each counted in elements; 
                                                                 output and GELU output; the last
                                                                 Linear has no GELU: w_i + w_{i+1})
     projection        T·(h_i + h_{i+1})
+
+Surrogate features (the ``analytic`` and ``costs`` sets) are formulas over these counts and a few
+sums over layers and heads (:func:`analytic_columns`). The formulas are written once, below, and
+evaluated both here for one architecture and by :mod:`flexibert.feature_table` for many embeddings.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from flexibert._spec import DEFAULT_MAX_POSITIONS, DEFAULT_VOCAB_SIZE, LayerSpec, as_spec, conv_kernel_size
 
@@ -176,24 +182,6 @@ def activation_memory_bytes(spec, batch_size: int = 1, seq_len: int = 128) -> in
 
 # -- summaries -------------------------------------------------------------------------------------
 
-ANALYTIC_FEATURE_NAMES: tuple[str, ...] = (
-    "log10_params",
-    "log10_flops",
-    "log10_activation_bytes",
-    "num_layers",
-    "mean_hidden_size",
-    "max_hidden_size",
-    "total_heads",
-    "heads_sa_sdp",
-    "heads_sa_wma",
-    "heads_l_dft",
-    "heads_l_dct",
-    "heads_conv",
-    "mean_conv_kernel",
-    "total_ff_width",
-    "mean_ff_depth",
-)
-
 
 def analytic_features(
     spec,
@@ -211,6 +199,110 @@ def analytic_features(
     }
 
 
+# Head types counted one by one in the features; convolutions are counted together.
+_NAMED_HEAD_TYPES = ("sa_sdp", "sa_wma", "l_dft", "l_dct")
+
+
+def analytic_columns(
+    spec,
+    batch_size: int = 1,
+    seq_len: int = 128,
+    vocab_size: int = DEFAULT_VOCAB_SIZE,
+    max_positions: int = DEFAULT_MAX_POSITIONS,
+) -> dict[str, int]:
+    """Every analytic quantity of one architecture, named as the feature formulas below read them.
+
+    ``params``, ``flops``, ``activation_bytes`` (:func:`analytic_features`), ``num_layers``,
+    ``hidden_sum`` and ``max_hidden_size`` (over layers), ``total_heads``, ``heads_<type>`` for
+    sa_sdp, sa_wma, l_dft and l_dct, ``heads_conv`` and ``kernel_sum`` (over convolution heads),
+    ``total_ff_width`` and ``ff_depth_sum`` (over layers). :class:`flexibert.feature_table.FeatureTable`
+    gives the same columns for many embeddings at once.
+    """
+    spec = as_spec(spec)
+    ops = [op for layer in spec.layers for op in layer.ops]
+    kernels = [conv_kernel_size(op) for op in ops if op.startswith("c_")]
+    return {
+        **analytic_features(spec, batch_size, seq_len, vocab_size, max_positions),
+        "num_layers": spec.num_layers,
+        "hidden_sum": sum(spec.hidden_sizes),
+        "max_hidden_size": max(spec.hidden_sizes),
+        "total_heads": len(ops),
+        **{f"heads_{op}": ops.count(op) for op in _NAMED_HEAD_TYPES},
+        "heads_conv": len(kernels),
+        "kernel_sum": sum(kernels),
+        "total_ff_width": sum(sum(layer.ff_dims) for layer in spec.layers),
+        "ff_depth_sum": sum(len(layer.ff_dims) for layer in spec.layers),
+    }
+
+
+def stack_columns(rows: list[dict[str, int]]) -> dict[str, np.ndarray]:
+    """Per-architecture columns (a list of :func:`analytic_columns`) as one array per column."""
+    return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+
+
+# -- feature formulas ------------------------------------------------------------------------------
+# Each feature is a formula over the analytic columns of many architectures at once (a dict of
+# arrays, one entry per architecture). The per-architecture vector below and the vectorised table
+# of flexibert.feature_table both evaluate these formulas, so a feature is defined here only: a new
+# one is a new entry. Integer columns are exact and every division and logarithm is the same
+# float64 operation on both paths, so the two agree bit for bit.
+
+
+def _log10(values: np.ndarray) -> np.ndarray:
+    # math.log10 of the exact integers; numpy's log10 may differ in the last bit.
+    return np.array([math.log10(value) for value in np.asarray(values).tolist()], dtype=float)
+
+
+def _heads(columns: dict[str, np.ndarray], op_type: str) -> np.ndarray:
+    # a design space without this head type has no column for it
+    return columns.get(f"heads_{op_type}", np.zeros(len(columns["num_layers"]), dtype=np.int64))
+
+
+def _mean_conv_kernel(columns: dict[str, np.ndarray]) -> np.ndarray:
+    conv = columns["heads_conv"]
+    return np.where(conv > 0, columns["kernel_sum"] / np.maximum(conv, 1), 0.0)
+
+
+_ANALYTIC_FORMULAS = {
+    "log10_params": lambda c: _log10(c["params"]),
+    "log10_flops": lambda c: _log10(c["flops"]),
+    "log10_activation_bytes": lambda c: _log10(c["activation_bytes"]),
+    "num_layers": lambda c: c["num_layers"],
+    "mean_hidden_size": lambda c: c["hidden_sum"] / c["num_layers"],
+    "max_hidden_size": lambda c: c["max_hidden_size"],
+    "total_heads": lambda c: c["total_heads"],
+    **{f"heads_{op}": (lambda c, op=op: _heads(c, op)) for op in _NAMED_HEAD_TYPES},
+    "heads_conv": lambda c: c["heads_conv"],
+    "mean_conv_kernel": _mean_conv_kernel,
+    "total_ff_width": lambda c: c["total_ff_width"],
+    "mean_ff_depth": lambda c: c["ff_depth_sum"] / c["num_layers"],
+}
+
+# Linear-scale cost terms that can only add latency or energy (for additive cost models): the summed
+# hidden width sizes the per-head relative-position tables and the per-layer norms.
+_COST_FORMULAS = {
+    "params_millions": lambda c: c["params"] / 1e6,
+    "gflops": lambda c: c["flops"] / 1e9,
+    "activation_mb": lambda c: c["activation_bytes"] / 1e6,
+    "num_layers": lambda c: c["num_layers"],
+    "total_heads": lambda c: c["total_heads"],
+    "total_hidden_size": lambda c: c["hidden_sum"],
+}
+
+ANALYTIC_FEATURE_NAMES: tuple[str, ...] = tuple(_ANALYTIC_FORMULAS)
+COST_FEATURE_NAMES: tuple[str, ...] = tuple(_COST_FORMULAS)
+
+
+def analytic_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The analytic features (rows, ``len(ANALYTIC_FEATURE_NAMES)``) of stacked analytic columns."""
+    return np.column_stack([formula(columns) for formula in _ANALYTIC_FORMULAS.values()]).astype(float)
+
+
+def cost_matrix(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The cost features (rows, ``len(COST_FEATURE_NAMES)``) of stacked analytic columns."""
+    return np.column_stack([formula(columns) for formula in _COST_FORMULAS.values()]).astype(float)
+
+
 def analytic_feature_vector(
     spec,
     batch_size: int = 1,
@@ -219,29 +311,8 @@ def analytic_feature_vector(
     max_positions: int = DEFAULT_MAX_POSITIONS,
 ) -> list[float]:
     """A fixed-length numeric description for surrogate models, ordered as ``ANALYTIC_FEATURE_NAMES``."""
-    spec = as_spec(spec)
-    summary = analytic_features(spec, batch_size, seq_len, vocab_size, max_positions)
-    ops = [op for layer in spec.layers for op in layer.ops]
-    kernels = [conv_kernel_size(op) for op in ops if op.startswith("c_")]
-    hidden = spec.hidden_sizes
-    values = {
-        "log10_params": math.log10(summary["params"]),
-        "log10_flops": math.log10(summary["flops"]),
-        "log10_activation_bytes": math.log10(summary["activation_bytes"]),
-        "num_layers": spec.num_layers,
-        "mean_hidden_size": sum(hidden) / len(hidden),
-        "max_hidden_size": max(hidden),
-        "total_heads": len(ops),
-        "heads_sa_sdp": ops.count("sa_sdp"),
-        "heads_sa_wma": ops.count("sa_wma"),
-        "heads_l_dft": ops.count("l_dft"),
-        "heads_l_dct": ops.count("l_dct"),
-        "heads_conv": len(kernels),
-        "mean_conv_kernel": sum(kernels) / len(kernels) if kernels else 0.0,
-        "total_ff_width": sum(sum(layer.ff_dims) for layer in spec.layers),
-        "mean_ff_depth": sum(len(layer.ff_dims) for layer in spec.layers) / spec.num_layers,
-    }
-    return [float(values[name]) for name in ANALYTIC_FEATURE_NAMES]
+    columns = analytic_columns(spec, batch_size, seq_len, vocab_size, max_positions)
+    return analytic_matrix(stack_columns([columns]))[0].tolist()
 
 
 def _check_shape(batch_size: int, seq_len: int) -> None:

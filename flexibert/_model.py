@@ -19,7 +19,7 @@ Modules are built on the meta device first, so building never touches the global
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

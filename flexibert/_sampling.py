@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from flexibert._embedding import decode, embed, embedding_bounds, model_hash
 from flexibert._space import DesignSpace
 from flexibert._spec import ArchSpec, as_spec
-
-SAMPLING_METHODS = ("random", "lhs", "lhs_split", "sobol", "halton", "hammersly")
-MODEL_TYPES = ("shallow_narrow", "shallow_wide", "deep_narrow", "deep_wide")
+from flexibert.choices import MODEL_TYPES, SAMPLING_METHODS
 
 # Drawing rounds allowed to top up duplicates before giving up (only tiny spaces get near it).
 _MAX_TOP_UP_ROUNDS = 1000
@@ -37,8 +35,9 @@ PointSource = Callable[[int], np.ndarray]
 # -- model type ---------------------------------------------------------------------------------
 
 
-def _lower_half_limit(values: Sequence[int]) -> int:
-    """Largest value of the lower half of a sorted choice list: 6 of 2..12 layers, 4 of 2/4/8/12 heads."""
+def narrow_limit(values: Sequence[int]) -> int:
+    """Largest value a *shallow* or *narrow* model may have (see :func:`model_type`): the largest value of
+    the lower half of a sorted choice list: 6 of 2..12 layers, 4 of 2/4/8/12 heads."""
     ordered = sorted(values)
     return ordered[(len(ordered) - 1) // 2]
 
@@ -52,8 +51,8 @@ def model_type(spec: ArchSpec | dict, space: DesignSpace | None = None) -> str:
     """
     spec = as_spec(spec)
     space = space or DesignSpace.default()
-    depth = "deep" if spec.num_layers > _lower_half_limit(space.encoder_layers) else "shallow"
-    width = "wide" if max(spec.head_counts) > _lower_half_limit(space.attention_heads) else "narrow"
+    depth = "deep" if spec.num_layers > narrow_limit(space.encoder_layers) else "shallow"
+    width = "wide" if max(spec.head_counts) > narrow_limit(space.attention_heads) else "narrow"
     return f"{depth}_{width}"
 
 
@@ -194,7 +193,7 @@ def _as_generator(seed: Seed) -> np.random.Generator:
 
 def _split_blocks(space: DesignSpace) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Head-count blocks of narrow (lower half of head counts) and wide layers."""
-    limit = _lower_half_limit(space.attention_heads)
+    limit = narrow_limit(space.attention_heads)
     blocks = list(zip(space.attention_heads, _head_blocks(space)))
     narrow = sorted(block for heads, block in blocks if heads <= limit)
     wide = sorted(block for heads, block in blocks if heads > limit)

@@ -8,8 +8,9 @@ The reference ``model_dict`` format is ``{"l": L, "o": [[op, ...] per layer], "h
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from flexibert._errors import InvalidArchitectureError
 

@@ -80,7 +80,10 @@ def _resize_kernel(weight: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _linear(dst: nn.Linear, src: nn.Linear, row_mix=None, col_mix=None) -> int:
-    return copy_block(dst.weight, src.weight, row_mix=row_mix, col_mix=col_mix) + copy_block(dst.bias, src.bias, row_mix=row_mix)
+    return (
+        copy_block(dst.weight, src.weight, row_mix=row_mix, col_mix=col_mix)
+        + copy_block(dst.bias, src.bias, row_mix=row_mix)
+    )
 
 
 def _layer_norm(dst: nn.LayerNorm, src: nn.LayerNorm) -> int:
@@ -150,7 +153,9 @@ def _mixing_matrices(parent: FlexiBertEncoder, child: FlexiBertEncoder, mode: st
 
 def _encoder(parent: FlexiBertEncoder, child: FlexiBertEncoder, mode: str, seed: int) -> int:
     mixes = _mixing_matrices(parent, child, mode, seed)
-    count = copy_block(child.embeddings.word_embeddings.weight, parent.embeddings.word_embeddings.weight, col_mix=mixes[0])
+    count = copy_block(
+        child.embeddings.word_embeddings.weight, parent.embeddings.word_embeddings.weight, col_mix=mixes[0]
+    )
     count += copy_block(
         child.embeddings.position_embeddings.weight, parent.embeddings.position_embeddings.weight, col_mix=mixes[0]
     )

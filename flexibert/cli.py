@@ -7,20 +7,21 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import yaml
 
-from flexibert import _cli_common as common
+from flexibert import clitools
 from flexibert._embedding import embed, model_hash
 from flexibert._errors import ExportError, InvalidArchitectureError
-from flexibert._sampling import SAMPLING_METHODS, diversity_report, model_type, sample_architectures
+from flexibert._sampling import diversity_report, model_type, sample_architectures
 from flexibert._space import DesignSpace
 from flexibert._spec import ArchSpec
+from flexibert.choices import EXPORT_FORMATS, SAMPLING_METHODS
 
 PROG = "flexibert"
-EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
 # TorchScript's profiling executor optimises the graph during its first two runs.
 _WARMUP_RUNS = 2
 
@@ -145,21 +146,21 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                                  stratify_heads=not args.no_stratify_heads)
     rows = [_summary(spec, space) for spec in specs]
     if args.json:
-        common.print_json(rows)
+        clitools.print_json(rows)
     else:
         table = [
             (i, row["hash"][:8], spec.num_layers, _joined(spec.hidden_sizes), _joined(spec.head_counts),
              row["model_type"])
             for i, (row, spec) in enumerate(zip(rows, specs))
         ]
-        common.print_table(table, ("#", "hash", "layers", "hidden", "heads", "model_type"))
+        clitools.print_table(table, ("#", "hash", "layers", "hidden", "heads", "model_type"))
     # Keep stdout pure JSON with --json; notes go to stderr then.
     notes = sys.stderr if args.json else sys.stdout
     if len(specs) > 1:
         print(_diversity_line(diversity_report(specs, space)), file=notes)
     if args.out:
         print(_write_samples(rows, Path(args.out)), file=notes)
-    return common.EXIT_OK
+    return clitools.EXIT_OK
 
 
 def _diversity_line(report: dict) -> str:
@@ -189,7 +190,7 @@ def _import_features():
     try:
         from flexibert._features import analytic_features
     except ImportError as error:
-        raise common.CliError(f"analytic features are unavailable ({error})", common.EXIT_FAILURE) from None
+        raise clitools.CliError(f"analytic features are unavailable ({error})", clitools.EXIT_FAILURE) from None
     return analytic_features
 
 
@@ -203,13 +204,13 @@ def _cmd_describe(args: argparse.Namespace) -> int:
         results.append({"source": label, **_summary(spec, space), **features,
                         "batch_size": args.batch_size, "seq_len": args.seq_len})
     if args.json:
-        common.print_json(results)
-        return common.EXIT_OK
+        clitools.print_json(results)
+        return clitools.EXIT_OK
     for index, (result, (_, spec)) in enumerate(zip(results, architectures)):
         if index:
             print()
         _print_description(result, spec)
-    return common.EXIT_OK
+    return clitools.EXIT_OK
 
 
 def _print_description(result: dict, spec: ArchSpec) -> None:
@@ -236,12 +237,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     space = _load_space(args.space)
     architectures = read_architectures([args.path], space)
     if len(architectures) != 1:
-        raise common.CliError(f"{args.path} holds {len(architectures)} architectures; export takes a file with one")
+        raise clitools.CliError(f"{args.path} holds {len(architectures)} architectures; export takes a file with one")
     (_, spec), = architectures
     try:
         from flexibert._export import as_model, export
     except ImportError as error:
-        raise common.CliError(f"export is unavailable ({error})", common.EXIT_FAILURE) from None
+        raise clitools.CliError(f"export is unavailable ({error})", clitools.EXIT_FAILURE) from None
     out_dir = Path(args.out)
     started = time.perf_counter()
     model = as_model(spec)  # built once, exported to every format
@@ -252,14 +253,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         try:
             paths = export(model, out_dir, formats=(fmt,), batch_size=args.batch_size, seq_len=args.seq_len)
         except ExportError as error:
-            raise common.CliError(f"{fmt} export failed: {error}", common.EXIT_FAILURE) from None
+            raise clitools.CliError(f"{fmt} export failed: {error}", clitools.EXIT_FAILURE) from None
         results.append({"format": fmt, "path": str(paths[fmt]), "export_s": time.perf_counter() - started})
     if args.run:
         _run_exports(model, results, args.batch_size, args.seq_len)
     key = model_hash(spec)
     if args.json:
-        common.print_json({"hash": key, "batch_size": args.batch_size, "seq_len": args.seq_len,
-                           "build_s": build_s, "exports": results})
+        clitools.print_json({"hash": key, "batch_size": args.batch_size, "seq_len": args.seq_len,
+                             "build_s": build_s, "exports": results})
     else:
         print(f"built {key[:8]} ({spec.num_layers} layers) in {build_s:.2f} s")
         header = ("format", "export_s") + (("run_s", "max_abs_diff") if args.run else ()) + ("path",)
@@ -269,8 +270,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             + (r["path"],)
             for r in results
         ]
-        common.print_table(table, header)
-    return common.EXIT_OK
+        clitools.print_table(table, header)
+    return clitools.EXIT_OK
 
 
 def _artifact_runner(fmt: str, path: str):
@@ -314,7 +315,7 @@ def _run_exports(model, results: list[dict], batch_size: int, seq_len: int) -> N
         try:
             run = _artifact_runner(result["format"], result["path"])
         except ImportError as error:
-            raise common.CliError(f"cannot run the {result['format']} file: {error}", common.EXIT_FAILURE) from None
+            raise clitools.CliError(f"cannot run the {result['format']} file: {error}", clitools.EXIT_FAILURE) from None
         for _ in range(_WARMUP_RUNS):
             run(ids.numpy())
         started = time.perf_counter()
@@ -332,22 +333,12 @@ def _add_space_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_shape_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=common.positive_int, default=1, help="batch size (default 1)")
-    parser.add_argument("--seq-len", type=common.positive_int, default=128, help="sequence length (default 128)")
+    parser.add_argument("--batch-size", type=clitools.positive_int, default=1, help="batch size (default 1)")
+    parser.add_argument("--seq-len", type=clitools.positive_int, default=128, help="sequence length (default 128)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = common.make_parser(
-        PROG,
-        "Sample, describe and export architectures of the FlexiBERT 2.0 design space.",
-        "flexibert sample -n 16 --method lhs_split --seed 0 --out seeds/\n"
-        "flexibert describe seeds/ --seq-len 128\n"
-        "flexibert sample -n 1 --seed 4 --out one/\n"
-        "flexibert export one/*.json --format onnx,openvino --out exported/ --run",
-    )
-    subparsers = common.add_subcommands(parser)
-
-    sample = common.add_command(
+def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
+    sample = clitools.add_command(
         subparsers, "sample", _cmd_sample, "draw distinct architectures with a seeded sampler",
         "flexibert sample -n 16 --method lhs --seed 0 --out seeds/",
         description=(
@@ -358,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--out DIR writes <hash>.json model_dict files; --out FILE.jsonl writes JSON lines."
         ),
     )
-    sample.add_argument("-n", type=common.positive_int, default=16, help="number of architectures (default 16)")
+    sample.add_argument("-n", type=clitools.positive_int, default=16, help="number of architectures (default 16)")
     sample.add_argument("--method", choices=SAMPLING_METHODS, default="lhs", help="sampler (default lhs)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument("--no-stratify-heads", action="store_true",
@@ -366,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", metavar="DIR|FILE.jsonl", help="also write the architectures here")
     _add_space_option(sample)
 
-    describe = common.add_command(
+
+def _add_describe_parser(subparsers: argparse._SubParsersAction) -> None:
+    describe = clitools.add_command(
         subparsers, "describe", _cmd_describe, "parameters, FLOPs, memory, embedding and hash of architectures",
         "flexibert sample -n 4 --seed 0 --out seeds/\n"
         "flexibert describe seeds/ --batch-size 1 --seq-len 128",
@@ -380,14 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shape_options(describe)
     _add_space_option(describe)
 
-    export = common.add_command(
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    export = clitools.add_command(
         subparsers, "export", _cmd_export, "export an architecture to ONNX, OpenVINO IR or TorchScript",
         "flexibert sample -n 1 --seed 4 --out one/\n"
         "flexibert export one/*.json --format onnx,openvino,torchscript --out exported/ --run",
         description="Build a randomly initialised model for one architecture and export it.",
     )
     export.add_argument("path", metavar="MODEL_DICT.json", help="file with one model_dict")
-    export.add_argument("--format", type=common.comma_list(EXPORT_FORMATS), default=["onnx"],
+    export.add_argument("--format", type=clitools.comma_list(EXPORT_FORMATS), default=["onnx"],
                         help=f"comma-separated formats out of {', '.join(EXPORT_FORMATS)} (default onnx)")
     export.add_argument("--out", required=True, metavar="DIR", help="output directory")
     export.add_argument("--run", action="store_true",
@@ -395,11 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "difference from eager torch")
     _add_shape_options(export)
     _add_space_option(export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = clitools.make_parser(
+        PROG,
+        "Sample, describe and export architectures of the FlexiBERT 2.0 design space.",
+        "flexibert sample -n 16 --method lhs_split --seed 0 --out seeds/\n"
+        "flexibert describe seeds/ --seq-len 128\n"
+        "flexibert sample -n 1 --seed 4 --out one/\n"
+        "flexibert export one/*.json --format onnx,openvino --out exported/ --run",
+    )
+    subparsers = clitools.add_subcommands(parser)
+    _add_sample_parser(subparsers)
+    _add_describe_parser(subparsers)
+    _add_export_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(build_parser(), argv)
+    return clitools.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

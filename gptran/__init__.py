@@ -6,40 +6,49 @@ stack), inherits the parent's weights, trains briefly, and is kept if its held-o
 enough. :class:`MLMTrainer` trains and scores the models on a text corpus; the operators themselves
 are :func:`grow_attention_heads`, :func:`feed_forward_growths`, :func:`prune_attention_heads` and
 :func:`prune_feed_forward`, and :func:`inherit_weights` moves the weights.
+
+Everything here needs torch: every name is imported on first use (:mod:`flexibert.lazy`), so that
+``gptran --help`` is instant; the imports under ``TYPE_CHECKING`` list the same names for editors.
 """
 
-# Everything here needs torch: names are imported on first use, so that `gptran --help` is instant.
-_LAZY = {
-    "MODES": "gptran._mutations",
-    "Mutation": "gptran._mutations",
-    "feed_forward_growths": "gptran._mutations",
-    "grow_attention_heads": "gptran._mutations",
-    "inherit_weights": "gptran._mutations",
-    "prune_attention_heads": "gptran._mutations",
-    "prune_feed_forward": "gptran._mutations",
-    "plot_loss_curves": "gptran._plots",
-    "PAPER_STEPS": "gptran._search",
-    "ChildTrainer": "gptran._search",
-    "GrowAndPrune": "gptran._search",
-    "MLMTrainer": "gptran._search",
-    "Node": "gptran._search",
-    "SearchConfig": "gptran._search",
-    "run_search": "gptran._search",
-}
+from typing import TYPE_CHECKING
 
+from flexibert.lazy import attach
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+if TYPE_CHECKING:
+    from gptran._mutations import (
+        MODES,
+        Mutation,
+        feed_forward_growths,
+        grow_attention_heads,
+        inherit_weights,
+        prune_attention_heads,
+        prune_feed_forward,
+    )
+    from gptran._plots import plot_loss_curves
+    from gptran._search import PAPER_STEPS, ChildTrainer, GrowAndPrune, MLMTrainer, Node, SearchConfig, run_search
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gptran' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "gptran._mutations": [
+            "MODES",
+            "Mutation",
+            "feed_forward_growths",
+            "grow_attention_heads",
+            "inherit_weights",
+            "prune_attention_heads",
+            "prune_feed_forward",
+        ],
+        "gptran._plots": ["plot_loss_curves"],
+        "gptran._search": [
+            "PAPER_STEPS",
+            "ChildTrainer",
+            "GrowAndPrune",
+            "MLMTrainer",
+            "Node",
+            "SearchConfig",
+            "run_search",
+        ],
+    },
+)

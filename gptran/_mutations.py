@@ -30,18 +30,24 @@ the two linear maps around it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from flexibert._errors import InvalidArchitectureError
-from flexibert._model import EncoderLayer, FlexiBertEncoder
-from flexibert._space import DesignSpace
-from flexibert._spec import ArchSpec, LayerSpec
-from flexibert._transfer import copy_block, copy_head_weights, transfer_weights
+from flexibert import (
+    ArchSpec,
+    DesignSpace,
+    EncoderLayer,
+    FlexiBertEncoder,
+    InvalidArchitectureError,
+    LayerSpec,
+    copy_block,
+    copy_head_weights,
+    transfer_weights,
+)
 
 GROW_ATTENTION = "grow_attn_head"
 GROW_FEED_FORWARD = "grow_ffnn"

@@ -1,4 +1,8 @@
-"""Loss curves of every model of a search (the paper's Fig. 16), drawn with matplotlib's Agg backend."""
+"""Loss curves of every model of a search (the paper's Fig. 16).
+
+The figure is a :class:`matplotlib.figure.Figure` on its own Agg canvas, never a pyplot figure: drawing
+it neither switches the caller's matplotlib backend nor leaves a figure open in pyplot's state.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +30,9 @@ def plot_loss_curves(tree: dict[str, Any], path: str | Path, smooth: int = 5, ti
     """Draw each node's training loss against the total steps of its lineage, coloured by the mode
     that made it; the path to the best node is drawn thick and each held-out loss is a dot at the
     end of its curve. ``tree`` is :meth:`GrowAndPrune.tree`. Returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     nodes = {node["id"]: node for node in tree["nodes"] if node["status"] == "trained"}
     best_path: set[int] = set()
@@ -37,7 +40,9 @@ def plot_loss_curves(tree: dict[str, Any], path: str | Path, smooth: int = 5, ti
     while node_id is not None:
         best_path.add(node_id)
         node_id = nodes[node_id]["parent"] if node_id in nodes else None
-    figure, axis = plt.subplots(figsize=(8, 4.5), dpi=120)
+    figure = Figure(figsize=(8, 4.5), dpi=120)
+    FigureCanvasAgg(figure)  # renders the PNG; attaches itself to the figure
+    axis = figure.subplots()
     for node in nodes.values():
         start = node["lineage_steps"] - node["steps"]
         colour = _COLOURS.get(node["mode"], "grey")
@@ -50,8 +55,8 @@ def plot_loss_curves(tree: dict[str, Any], path: str | Path, smooth: int = 5, ti
             axis.plot([node["lineage_steps"]], [node["loss"]], "o", color=colour,
                       markersize=6 if on_path else 3.5, markeredgecolor="black" if on_path else colour)
     used = [mode for mode in _COLOURS if any(node["mode"] == mode for node in nodes.values())]
-    handles = [plt.Line2D([], [], color=_COLOURS[mode], label=mode) for mode in used]
-    handles.append(plt.Line2D([], [], color="grey", marker="o", linestyle="", label="held-out loss"))
+    handles = [Line2D([], [], color=_COLOURS[mode], label=mode) for mode in used]
+    handles.append(Line2D([], [], color="grey", marker="o", linestyle="", label="held-out loss"))
     axis.legend(handles=handles, fontsize=8, loc="upper right")
     axis.set_xlabel("training steps (whole lineage)")
     axis.set_ylabel("MLM loss")
@@ -62,7 +67,6 @@ def plot_loss_curves(tree: dict[str, Any], path: str | Path, smooth: int = 5, ti
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
-    plt.close(figure)
     return path
 
 

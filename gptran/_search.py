@@ -32,17 +32,16 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from flexibert._embedding import model_hash
-from flexibert._space import DesignSpace
-from flexibert._spec import ArchSpec, as_spec
+from flexibert import ArchSpec, DesignSpace, as_spec, model_hash
 from gptran._mutations import (
     GROW_ATTENTION,
     GROW_FEED_FORWARD,
@@ -589,7 +588,7 @@ class MLMTrainer:
         max_positions: int | None = None,
         step_progress: Callable[[int, int, float], None] | None = None,
     ) -> None:
-        from flexibert._spec import DEFAULT_MAX_POSITIONS
+        from flexibert import DEFAULT_MAX_POSITIONS
 
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must lie in [0, 1), got {warmup_fraction!r}")
@@ -608,7 +607,7 @@ class MLMTrainer:
         self.step_progress = step_progress
 
     def config(self, steps: int, seed: int):
-        from flexibert._training import PretrainConfig
+        from flexibert import PretrainConfig
 
         return PretrainConfig(
             max_steps=steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=int(self.warmup_fraction * steps),
@@ -616,12 +615,12 @@ class MLMTrainer:
         )
 
     def build_model(self, spec: ArchSpec, seed: int) -> nn.Module:
-        from flexibert._model import build_mlm_model
+        from flexibert import build_mlm_model
 
         return build_mlm_model(spec, seed=seed, vocab_size=self.corpus.vocab_size, max_positions=self.max_positions)
 
     def train(self, model: nn.Module, steps: int, seed: int) -> list[tuple[int, float]]:
-        from flexibert._training import pretrain
+        from flexibert import pretrain
 
         result = pretrain(model, self.corpus.train, self.config(steps, seed), progress=self.step_progress,
                           special_tokens=self.corpus.special_tokens)
@@ -629,13 +628,13 @@ class MLMTrainer:
         return list(result.loss_history)
 
     def evaluate(self, model: nn.Module, blocks: torch.Tensor | None = None) -> float:
-        from flexibert._training import evaluate_mlm
+        from flexibert import evaluate_mlm
 
         return evaluate_mlm(model, self.eval_blocks if blocks is None else blocks, self.eval_batch_size, self.eval_seed,
                             special_tokens=self.corpus.special_tokens)
 
     def batch_loss(self, model: nn.Module, seed: int) -> torch.Tensor:
-        from flexibert._data import IGNORE_INDEX, mlm_batches
+        from flexibert import IGNORE_INDEX, mlm_batches
 
         special = self.corpus.special_tokens
         input_ids, labels = next(mlm_batches(self.corpus.train, self.batch_size, seed=seed % 2**63, shuffle=True,

@@ -7,17 +7,15 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from flexibert import _cli_common as common
-from flexibert._embedding import model_hash
-from flexibert._space import DesignSpace
+from flexibert import DesignSpace, clitools, model_hash
+from flexibert.choices import EXPORT_FORMATS, TRANSFER_MODES
 
 PROG = "gptran"
-EXPORT_FORMATS = ("onnx", "openvino", "torchscript")  # as flexibert._export, without importing torch
 DEFAULT_RUNS_DIR = Path("gptran-runs")
-_TRANSFER_MODES = ("ordered", "random_projection")
 
 
 def _load_root(path: str, space: DesignSpace):
@@ -25,7 +23,7 @@ def _load_root(path: str, space: DesignSpace):
 
     architectures = read_architectures([path], space)
     if len(architectures) != 1:
-        raise common.CliError(f"{path} holds {len(architectures)} architectures; gptran run takes a file with one")
+        raise clitools.CliError(f"{path} holds {len(architectures)} architectures; gptran run takes a file with one")
     return architectures[0][1]
 
 
@@ -59,7 +57,7 @@ def _check_data_identity(out: Path, data: dict[str, Any]) -> None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved != data:
             changed = sorted(key for key in data if saved.get(key) != data[key])
-            raise common.CliError(
+            raise clitools.CliError(
                 f"{out} holds a search with other data settings ({', '.join(changed)}); use another --out"
             )
     else:
@@ -67,33 +65,32 @@ def _check_data_identity(out: Path, data: dict[str, Any]) -> None:
         path.write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 
-def _printer(as_json: bool):
-    """Progress lines on stderr (stdout is kept for the result)."""
-    stream = sys.stderr
+class _SearchProgress:
+    """The search's events as progress: one step per trained model (its mode, parent, loss, size and
+    training time), and the verdict of every expansion, each backtrack and the end as lines of their own."""
 
-    def report(event: dict[str, Any]) -> None:
+    def __init__(self, progress: clitools.Progress) -> None:
+        self._progress = progress
+
+    def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "node":
             node = event["node"]
             parent = "-" if node.parent is None else node.parent
-            print(
-                f"[{event['trained']}/{event['max_nodes']}] node {node.id} ({node.mode}, parent {parent}): "
-                f"{node.description}; loss {node.loss:.4f}, {node.params / 1e6:.2f} M params, "
-                f"{node.steps} steps, {node.train_s:.0f} s",
-                file=stream, flush=True,
-            )
+            # kept: the expansion lines below name nodes by id, so each node's line stays on a terminal too
+            self._progress.step(f"node {node.id} ({node.mode}, parent {parent}): {node.description}; "
+                                f"loss {node.loss:.4f}, {node.params / 1e6:.2f} M params, {node.steps} steps, "
+                                f"{node.train_s:.0f} s", done=event["trained"], keep=True)
         elif kind == "expansion":
             expansion, parent, best = event["expansion"], event["parent"], event["best_child"]
             verdict = f"node {best.id} accepted" if expansion.accepted is not None else "no child accepted"
-            print(f"  {expansion.mode} from node {parent.id} ({parent.loss:.4f}): best child {best.id} "
-                  f"({best.loss:.4f}), {verdict}", file=stream, flush=True)
+            self._progress.write(f"  {expansion.mode} from node {parent.id} ({parent.loss:.4f}): best child "
+                                 f"{best.id} ({best.loss:.4f}), {verdict}")
         elif kind == "backtrack":
-            print(f"  branch at node {event['from']} stopped improving: backtracking to node {event['to']}",
-                  file=stream, flush=True)
+            self._progress.write(f"  branch at node {event['from']} stopped improving: backtracking to node "
+                                 f"{event['to']}")
         elif kind == "finished":
-            print(f"search finished ({event['reason']}); best node {event['best']}", file=stream, flush=True)
-
-    return report
+            self._progress.write(f"search finished ({event['reason']}); best node {event['best']}")
 
 
 def _write_outputs(search, out: Path, export_formats: Sequence[str], seq_len: int) -> dict[str, Any]:
@@ -112,7 +109,7 @@ def _write_outputs(search, out: Path, export_formats: Sequence[str], seq_len: in
     torch.save(model.state_dict(), best_dir / "mlm_state_dict.pt")
     exported = {}
     if export_formats:
-        from flexibert._export import export
+        from flexibert import export
 
         paths = export(model.encoder, best_dir, formats=export_formats, seq_len=seq_len)
         exported = {fmt: str(path) for fmt, path in paths.items()}
@@ -126,10 +123,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     root = _load_root(args.model_dict, space)
     corpus_dir = Path(args.corpus)
     if not corpus_dir.is_dir():
-        raise common.CliError(f"--corpus {corpus_dir}: not a directory")
+        raise clitools.CliError(f"--corpus {corpus_dir}: not a directory")
     tokenizer_path = Path(args.tokenizer) if args.tokenizer else corpus_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
-        raise common.CliError(f"tokenizer not found: {tokenizer_path} (pass --tokenizer FILE)")
+        raise clitools.CliError(f"tokenizer not found: {tokenizer_path} (pass --tokenizer FILE)")
     config = _config(args)
     data = _data_identity(args, tokenizer_path)
     out = Path(args.out) if args.out else _default_out(root, config, data)
@@ -137,7 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from flexibert._data import TextCorpus, load_tokenizer
+    from flexibert import TextCorpus, load_tokenizer
     from gptran._search import GrowAndPrune, MLMTrainer
 
     torch.set_num_threads(args.threads)
@@ -145,47 +142,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
     corpus = TextCorpus.from_dir(corpus_dir, load_tokenizer(tokenizer_path), args.seq_len)
     eval_blocks = corpus.validation[: args.eval_blocks] if args.eval_blocks else None
     trainer = MLMTrainer(corpus, batch_size=args.batch_size, lr=args.lr, eval_blocks=eval_blocks)
-    search = GrowAndPrune(root, trainer, config, out_dir=out, space=space, progress=_printer(args.json))
-    if search.trained:
-        print(f"resuming the search in {out} ({len(search.trained)} models trained)", file=sys.stderr)
-    else:
-        print(f"searching from {model_hash(root)[:8]} in {out}", file=sys.stderr)
-    try:
+    resume_hint = f"every trained model is saved in {out}; run the same command (with --out {out}) to resume"
+    with clitools.resumable(resume_hint), clitools.Progress(config.max_nodes, "grow-and-prune", "model") as bar:
+        search = GrowAndPrune(root, trainer, config, out_dir=out, space=space, progress=_SearchProgress(bar))
+        if search.trained:
+            bar.resume_from(len(search.trained))
+            bar.write(f"resuming the search in {out} ({len(search.trained)} models trained)")
+        else:
+            bar.write(f"searching from {model_hash(root)[:8]} in {out}")
         search.run()
-    except KeyboardInterrupt:
-        raise common.CliError(f"interrupted; run the same command again to resume from {out}", 130) from None
     outputs = _write_outputs(search, out, args.export or (), args.seq_len)
     elapsed_s = time.perf_counter() - started
     if args.json:
-        common.print_json(search.summary())
-        return common.EXIT_OK
+        clitools.print_json(search.summary())
+        return clitools.EXIT_OK
     best = search.best
     rows = [
         (n.id, "-" if n.parent is None else n.parent, n.mode, n.hash[:8], f"{n.params / 1e6:.3f}", f"{n.loss:.4f}",
          {True: "yes", False: "no", None: "-"}[n.accepted] + (" *" if n.id == best.id else ""))
         for n in search.trained
     ]
-    common.print_table(rows, ("id", "parent", "mode", "hash", "params_M", "loss", "accepted"))
+    clitools.print_table(rows, ("id", "parent", "mode", "hash", "params_M", "loss", "accepted"))
     print(f"best: node {best.id} ({best.hash}), loss {best.loss:.4f}, {best.params / 1e6:.3f} M params; "
           f"stopped: {search.stop_reason}; {elapsed_s:.0f} s")
     print(f"tree: {outputs['tree']}  curves: {outputs['plot']}  model: {outputs['best_dir']}")
     for fmt, path in outputs["exports"].items():
         print(f"exported {fmt}: {path}")
-    return common.EXIT_OK
+    return clitools.EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    example = (
-        "echo '{\"l\": 2, \"o\": [[\"sa_sdp_64\", \"sa_sdp_64\"], [\"sa_sdp_64\", \"sa_sdp_64\"]], "
-        "\"h\": [128, 128], \"f\": [[512], [512]]}' > tiny.json\n"
-        "gptran run --model-dict tiny.json --corpus datasets/corpus --steps-per-child 100 --max-nodes 12 --seed 0"
-    )
-    parser = common.make_parser(
-        PROG, "Grow and prune a FlexiBERT 2.0 architecture block by block under the MLM loss (GPTran).", example
-    )
-    subparsers = common.add_subcommands(parser)
-    run = common.add_command(
-        subparsers, "run", _cmd_run, "grow-and-prune search from one architecture", example,
+_EXAMPLE = (
+    "echo '{\"l\": 2, \"o\": [[\"sa_sdp_64\", \"sa_sdp_64\"], [\"sa_sdp_64\", \"sa_sdp_64\"]], "
+    "\"h\": [128, 128], \"f\": [[512], [512]]}' > tiny.json\n"
+    "gptran run --model-dict tiny.json --corpus datasets/corpus --steps-per-child 100 --max-nodes 12 --seed 0"
+)
+
+
+def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
+    run = clitools.add_command(
+        subparsers, "run", _cmd_run, "grow-and-prune search from one architecture", _EXAMPLE,
         description=(
             "Train the root, then expand nodes in the cycle grow_attn_head -> grow_ffnn -> prune_attn_head ->\n"
             "prune_ffnn. Children inherit their parent's weights, train, and are scored by held-out MLM loss;\n"
@@ -202,42 +197,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", required=True, metavar="DIR",
                      help="text corpus directory (train.txt [+ validation.txt], or *.txt files)")
     run.add_argument("--tokenizer", metavar="FILE", help="tokenizers JSON file (default: DIR/tokenizer.json)")
-    run.add_argument("--steps-per-child", type=common.positive_int, default=100, metavar="N",
+    run.add_argument("--steps-per-child", type=clitools.positive_int, default=100, metavar="N",
                      help="training steps of the root and of a grow_attn_head child (default 100)")
-    run.add_argument("--max-nodes", type=common.positive_int, default=12, metavar="N",
+    run.add_argument("--max-nodes", type=clitools.positive_int, default=12, metavar="N",
                      help="models to train, root included (default 12)")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     run.add_argument("--out", metavar="DIR", help="state and output directory (see above)")
-    run.add_argument("--num-samples", type=common.positive_int, default=5, metavar="N",
+    run.add_argument("--num-samples", type=clitools.positive_int, default=5, metavar="N",
                      help="children per grow (default 5)")
-    run.add_argument("--prune-samples", type=common.positive_int, default=1, metavar="N",
+    run.add_argument("--prune-samples", type=clitools.positive_int, default=1, metavar="N",
                      help="children per prune (default 1)")
     run.add_argument("--prune-tolerance", type=float, default=0.02, metavar="F",
                      help="a pruned child may be this fraction worse than its parent (default 0.02)")
-    run.add_argument("--branch-patience", type=common.positive_int, default=2, metavar="N",
+    run.add_argument("--branch-patience", type=clitools.positive_int, default=2, metavar="N",
                      help="expansions without an accepted child before backtracking (default 2)")
-    run.add_argument("--stop-patience", type=common.positive_int, default=5, metavar="N",
+    run.add_argument("--stop-patience", type=clitools.positive_int, default=5, metavar="N",
                      help="expansions without a new best loss before stopping (default 5)")
-    run.add_argument("--transfer", choices=_TRANSFER_MODES, default="ordered",
+    run.add_argument("--transfer", choices=TRANSFER_MODES, default="ordered",
                      help="weight transfer mode (default ordered); the two differ only where hidden widths "
                           "differ, which grow and prune never change")
     run.add_argument("--equal-steps", action="store_true", help="train every child --steps-per-child steps")
-    run.add_argument("--seq-len", type=common.positive_int, default=64, help="tokens per block (default 64)")
-    run.add_argument("--batch-size", type=common.positive_int, default=16, help="blocks per step (default 16)")
+    run.add_argument("--seq-len", type=clitools.positive_int, default=64, help="tokens per block (default 64)")
+    run.add_argument("--batch-size", type=clitools.positive_int, default=16, help="blocks per step (default 16)")
     run.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every child (default 1e-3)")
-    run.add_argument("--eval-blocks", type=common.positive_int, metavar="N",
+    run.add_argument("--eval-blocks", type=clitools.positive_int, metavar="N",
                      help="score on the first N validation blocks only (default: all)")
-    run.add_argument("--threads", type=common.positive_int, default=1, metavar="N",
+    run.add_argument("--threads", type=clitools.positive_int, default=1, metavar="N",
                      help="torch CPU threads (default 1: small models gain little from more, and on a busy "
                           "machine extra threads slow training down several times)")
-    run.add_argument("--export", type=common.comma_list(EXPORT_FORMATS), metavar="FORMATS",
+    run.add_argument("--export", type=clitools.comma_list(EXPORT_FORMATS), metavar="FORMATS",
                      help=f"also export the best encoder ({', '.join(EXPORT_FORMATS)}, comma-separated)")
     run.add_argument("--space", metavar="YAML", help="design space file (default: FlexiBERT 2.0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = clitools.make_parser(
+        PROG, "Grow and prune a FlexiBERT 2.0 architecture block by block under the MLM loss (GPTran).", _EXAMPLE
+    )
+    _add_run_parser(clitools.add_subcommands(parser))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(build_parser(), argv)
+    return clitools.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -4,74 +4,179 @@ Runtimes run a built architecture (:func:`get_runtime`); :func:`measure_architec
 in its own process; power meters live in :mod:`protran.meters` and surrogates in
 :mod:`protran.surrogates`; :class:`RunStore` keeps every measurement in SQLite; :func:`profile` runs
 the active-learning profiler and :func:`replay` replays it on recorded data.
+
+Every name is imported on first use (:mod:`flexibert.lazy`): torch, ONNX Runtime and OpenVINO take
+seconds to import. To publish a name, add it to its module's list below and to the matching import
+under ``TYPE_CHECKING`` (a test checks that the two agree).
 """
 
-_LAZY = {
-    # run store
-    "RunStore": "protran._store",
-    "RunStoreError": "protran._store",
-    "DatasetFormatError": "protran._store",
-    "Run": "protran._store",
-    "Measurement": "protran._store",
-    "ModelRecord": "protran._store",
-    "ProfileRow": "protran._store",
-    "load_rows": "protran._store",
-    "read_protran_json": "protran._store",
-    # measurement protocol
-    "MeasurementResult": "protran._protocol",
-    "measure_architecture": "protran._protocol",
-    "median_confidence_interval": "protran._protocol",
-    "host_info": "protran._protocol",
-    "software_versions": "protran._protocol",
-    # runtimes
-    "RUNTIME_NAMES": "protran._runtimes",
-    "OPENVINO_PRECISIONS": "protran._runtimes",
-    "Runtime": "protran._runtimes",
-    "Session": "protran._runtimes",
-    "TorchRuntime": "protran._runtimes",
-    "OnnxRuntime": "protran._runtimes",
-    "OpenVinoRuntime": "protran._runtimes",
-    "RuntimeUnavailableError": "protran._runtimes",
-    "available_runtimes": "protran._runtimes",
-    "get_runtime": "protran._runtimes",
-    # profiling, prediction and replay
-    "ProfileConfig": "protran._profile",
-    "ProfileSummary": "protran._profile",
-    "Profiler": "protran._profile",
-    "profile": "protran._profile",
-    "measure_listed": "protran._profile",
-    "ListedSummary": "protran._profile",
-    "predict_specs": "protran._predict",
-    "ActiveLearner": "protran._active",
-    "ActiveStep": "protran._active",
-    "TransferPrior": "protran._active",
-    "run_active_learning": "protran._active",
-    "replay": "protran._replay",
-    "load_protran_dataset": "protran._replay",
-    "DatasetRow": "protran._replay",
-    "replay_files": "protran._replay",
-    # meters
-    "PowerMeter": "protran.meters",
-    "PowerTrace": "protran.meters",
-    "MeterError": "protran.meters",
-    "MeterUnavailableError": "protran.meters",
-    "available_meters": "protran.meters",
-    "detect_meter": "protran.meters",
-}
+from typing import TYPE_CHECKING
 
-__all__ = sorted(_LAZY)
+from flexibert.lazy import attach
 
+if TYPE_CHECKING:
+    from protran._accuracy import (
+        ACCURACY_FEATURES,
+        DEFAULT_TASK,
+        AccuracyFormatError,
+        LambdaMARTRanker,
+        accuracy_features,
+        accuracy_training_set,
+        import_accuracy,
+        leave_some_out,
+        leave_some_out_splits,
+        load_accuracy,
+        make_accuracy_surrogate,
+        ranking_metrics,
+    )
+    from protran._active import ActiveLearner, ActiveStep, TransferPrior, run_active_learning
+    from protran._files import FileKind, file_kind
+    from protran._pareto import (
+        REFERENCE_POINT,
+        Frontier,
+        FrontierPoint,
+        SearchSettings,
+        hypervolume,
+        search_frontier,
+        search_frontiers,
+    )
+    from protran._plots import plot_frontiers
+    from protran._profile import ListedSummary, ProfileConfig, Profiler, ProfileSummary, measure_listed, profile
+    from protran._protocol import (
+        MeasurementResult,
+        host_info,
+        measure_architecture,
+        median_confidence_interval,
+        software_versions,
+    )
+    from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
+    from protran._replay import held_out_split, measure_matrix, replay, replay_files
+    from protran._runtimes import (
+        OPENVINO_PRECISIONS,
+        RUNTIME_NAMES,
+        OnnxRuntime,
+        OpenVinoRuntime,
+        Runtime,
+        RuntimeUnavailableError,
+        Session,
+        TorchRuntime,
+        available_runtimes,
+        get_runtime,
+    )
+    from protran._store import (
+        AccuracyRecord,
+        DatasetFormatError,
+        Measurement,
+        ModelRecord,
+        ProfileRow,
+        Run,
+        RunStore,
+        RunStoreError,
+        load_rows,
+        read_protran_json,
+    )
+    from protran.meters import (
+        MeterError,
+        MeterUnavailableError,
+        PowerMeter,
+        PowerTrace,
+        available_meters,
+        detect_meter,
+    )
+    from protran.models import Constraints, DeviceProfile, FittedModels, fit_models, load_models, load_profiles
 
-def __getattr__(name: str):
-    # Imported on first use: torch, ONNX Runtime and OpenVINO take seconds to import.
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'protran' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        # run store
+        "protran._store": [
+            "AccuracyRecord",
+            "DatasetFormatError",
+            "Measurement",
+            "ModelRecord",
+            "ProfileRow",
+            "Run",
+            "RunStore",
+            "RunStoreError",
+            "load_rows",
+            "read_protran_json",
+        ],
+        # measurement protocol
+        "protran._protocol": [
+            "MeasurementResult",
+            "host_info",
+            "measure_architecture",
+            "median_confidence_interval",
+            "software_versions",
+        ],
+        # runtimes
+        "protran._runtimes": [
+            "OPENVINO_PRECISIONS",
+            "RUNTIME_NAMES",
+            "OnnxRuntime",
+            "OpenVinoRuntime",
+            "Runtime",
+            "RuntimeUnavailableError",
+            "Session",
+            "TorchRuntime",
+            "available_runtimes",
+            "get_runtime",
+        ],
+        # profiling, active learning and replay
+        "protran._profile": [
+            "ListedSummary",
+            "ProfileConfig",
+            "ProfileSummary",
+            "Profiler",
+            "measure_listed",
+            "profile",
+        ],
+        "protran._active": ["ActiveLearner", "ActiveStep", "TransferPrior", "run_active_learning"],
+        "protran._replay": ["held_out_split", "measure_matrix", "replay", "replay_files"],
+        # accuracy data, accuracy models and proxies
+        "protran._accuracy": [
+            "ACCURACY_FEATURES",
+            "DEFAULT_TASK",
+            "AccuracyFormatError",
+            "LambdaMARTRanker",
+            "accuracy_features",
+            "accuracy_training_set",
+            "import_accuracy",
+            "leave_some_out",
+            "leave_some_out_splits",
+            "load_accuracy",
+            "make_accuracy_surrogate",
+            "ranking_metrics",
+        ],
+        "protran._proxy": ["ProxyConfig", "measure_proxies", "rank_correlation"],
+        # fitted models and frontiers
+        "protran.models": [
+            "Constraints",
+            "DeviceProfile",
+            "FittedModels",
+            "fit_models",
+            "load_models",
+            "load_profiles",
+        ],
+        "protran._pareto": [
+            "REFERENCE_POINT",
+            "Frontier",
+            "FrontierPoint",
+            "SearchSettings",
+            "hypervolume",
+            "search_frontier",
+            "search_frontiers",
+        ],
+        "protran._plots": ["plot_frontiers"],
+        "protran._files": ["FileKind", "file_kind"],
+        # meters
+        "protran.meters": [
+            "MeterError",
+            "MeterUnavailableError",
+            "PowerMeter",
+            "PowerTrace",
+            "available_meters",
+            "detect_meter",
+        ],
+    },
+)

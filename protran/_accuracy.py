@@ -32,12 +32,14 @@ import csv
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed, model_hash
+from protran._files import FileKind, file_kind, read_hash_keyed_json
 from protran._store import AccuracyRecord, RunStore
 
 DEFAULT_TASK = "glue"
@@ -46,7 +48,6 @@ ACCURACY_FEATURES = "both"
 ACCURACY_BATCH_SIZE = 1
 ACCURACY_SEQ_LEN = 128
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _CSV_COLUMNS = ("model_dict", "embedding", "hash", "task", "score", "pretrain_loss", "pretrain_steps")
 
 
@@ -64,14 +65,7 @@ def read_reference_accuracy(path: str | Path) -> list[AccuracyRecord]:
     and its pre-training loss and steps. Architectures with neither are skipped.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AccuracyFormatError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AccuracyFormatError(f"{path}: not a JSON file ({error})") from None
-    if not isinstance(data, dict):
-        raise AccuracyFormatError(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
+    data = read_hash_keyed_json(path, AccuracyFormatError)
     records = []
     for key, value in data.items():
         record = _reference_record(path, key, value)
@@ -237,15 +231,14 @@ def load_accuracy(path: str | Path, task: str | None = None) -> list[AccuracyRec
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such accuracy file: {path}")
-    with open(path, "rb") as handle:
-        head = handle.read(len(_SQLITE_MAGIC))
-    if head == _SQLITE_MAGIC:
+    kind = file_kind(path)
+    if kind is FileKind.RUN_STORE:
         with RunStore(path, readonly=True) as store:
             records = store.accuracy()
-    elif head.lstrip()[:1] == b"{":
-        records = read_reference_accuracy(path)
-    else:
+    elif kind is FileKind.ACCURACY_CSV:
         records = read_accuracy_csv(path)
+    else:  # a hash-keyed JSON object: the reference format's reader names what a profile lacks
+        records = read_reference_accuracy(path)
     return [record for record in records if task is None or record.task == task]
 
 

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-MEASURES = ("latency", "energy", "peak_power")
-ACQUISITIONS = ("uncertainty", "random")
+from protran.vocabulary import ACQUISITIONS, MEASURE_NAMES
+
 VALIDATIONS = ("auto", "kfold", "split", "oob", "none")
 SCALES = ("max", "2x_seed_max")
 
@@ -73,7 +74,7 @@ class TransferPrior:
     ``measures`` order (NaN where a device lacks a measure). Each column is divided by its maximum.
     """
 
-    def __init__(self, surrogate_factory: SurrogateFactory, measures: Sequence[str] = MEASURES) -> None:
+    def __init__(self, surrogate_factory: SurrogateFactory, measures: Sequence[str] = MEASURE_NAMES) -> None:
         self.surrogate_factory = surrogate_factory
         self.measures = tuple(measures)
         self.models_: list[dict[str, Any]] = []
@@ -121,7 +122,7 @@ class ActiveLearner:
         self,
         surrogate_factory: SurrogateFactory,
         *,
-        measures: Sequence[str] = MEASURES,
+        measures: Sequence[str] = MEASURE_NAMES,
         acquisition: str | Acquisition = "uncertainty",
         batch_size: int = 1,
         validation: str = "auto",

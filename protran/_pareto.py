@@ -17,14 +17,8 @@ most accurate architecture found (searched once and shared by every device: ever
 grows with model size, and the costly end of every frontier is the most accurate architecture).
 The frontier is taken from every architecture evaluated, not only the last population.
 
-Models (fitted by :func:`fit_models`, deterministic for a seed):
-
-- accuracy: :func:`protran._accuracy.make_accuracy_surrogate` on the scored architectures of one task;
-- hardware: the benchmarked default surrogate and features of ``protran._replay`` (a robust additive
-  cost model on cost features), one per device and measure, fitted on the measured rows in the
-  profile's units (seconds or joules per sequence, watts).
-
-Reported values are predictions for one architecture at a time (:meth:`FrontierModels.predict`), so
+Models: :class:`protran.models.FittedModels` (accuracy and one hardware model per device and measure).
+Reported values are its predictions for one architecture at a time (:meth:`FittedModels.predict`), so
 ``protran predict`` given the same inputs reproduces them exactly; the search itself scores whole
 populations at once.
 
@@ -34,258 +28,30 @@ fitted on, the measure as ``(log v - log v_min) / (log v_max - log v_min)`` over
 values. The reference point is ``(1.1, 1.1)`` in those units (:data:`REFERENCE_POINT`); points beyond
 it add nothing. The same rule holds for every device, measure and search length.
 
-Constraints (:class:`Constraints`) bound predicted means (latency, energy, peak power) and exact
+Constraints (:class:`protran.models.Constraints`) bound predicted means (latency, energy, peak power) and exact
 properties (parameters, layers); they enter NSGA-II as inequality constraints, and every frontier
 point satisfies them.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed, model_hash
-from protran._accuracy import DEFAULT_TASK, accuracy_features, accuracy_training_set, make_accuracy_surrogate
-from protran._store import AccuracyRecord, ProfileRow, RunStore, _batch_from_stem, load_rows
+from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed
+from flexibert.embeddings import random_embeddings, repair_embeddings
+from flexibert.feature_table import feature_table
+from protran.models import MIN_ROWS_PER_MEASURE, Constraints, FittedModels
+from protran.vocabulary import field_of
 
-MEASURES = ("latency", "energy", "peak_power")
-MEASURE_FIELDS = {"latency": "latency_s", "energy": "energy_j", "peak_power": "peak_power_w"}
-MEASURE_UNITS = {"latency": "s", "energy": "J", "peak_power": "W"}
 REFERENCE_POINT = (1.1, 1.1)
-# Fewer measured values than this and a measure gets no model (and no frontier) on that device.
-MIN_ROWS_PER_MEASURE = 4
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-
-
-# -- profiles -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    """The measured rows of one device and the workload they were measured with."""
-
-    device: str
-    rows: tuple[ProfileRow, ...]
-    batch_size: int
-    seq_len: int
-    source: str
-
-    def values(self, measure: str) -> tuple[list[ArchSpec], np.ndarray]:
-        """Architectures and positive measured values of one measure (rows without it left out)."""
-        name = MEASURE_FIELDS[measure]
-        kept = [row for row in self.rows if getattr(row, name) is not None and getattr(row, name) > 0]
-        return [row.spec for row in kept], np.array([getattr(row, name) for row in kept], dtype=float)
-
-    @property
-    def measures(self) -> list[str]:
-        """Measures with enough measured rows to be modelled."""
-        return [m for m in MEASURES if self.values(m)[1].size >= MIN_ROWS_PER_MEASURE]
-
-
-def load_profiles(paths: Sequence[str | Path]) -> list[DeviceProfile]:
-    """One profile per device from ProTran ``dataset.json`` files (device = file stem, batch size from
-    its ``_b<N>_`` part, 128-token sequences) and run stores (one per device of the store)."""
-    profiles: list[DeviceProfile] = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise FileNotFoundError(f"no such profile file: {path}")
-        with open(path, "rb") as handle:
-            is_store = handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-        profiles += _store_profiles(path) if is_store else [_json_profile(path)]
-    seen: dict[str, str] = {}
-    for profile in profiles:
-        if profile.device in seen:
-            raise ValueError(f"device '{profile.device}' appears in both {seen[profile.device]} and {profile.source}; "
-                             "give each device one profile")
-        seen[profile.device] = profile.source
-    if not profiles:
-        raise ValueError("no profiles given")
-    return profiles
-
-
-def _json_profile(path: Path) -> DeviceProfile:
-    rows = load_rows(path)
-    if not rows:
-        raise ValueError(f"{path}: the profile holds no measured rows")
-    return DeviceProfile(path.stem, tuple(rows), _batch_from_stem(path.stem) or 1, 128, str(path))
-
-
-def _store_profiles(path: Path) -> list[DeviceProfile]:
-    rows = load_rows(path)
-    with RunStore(path, readonly=True) as store:
-        runs = store.runs()
-    profiles = []
-    for device in sorted({row.device for row in rows}):
-        workloads = {(run.batch_size, run.seq_len) for run in runs if run.device == device}
-        if len(workloads) > 1:
-            raise ValueError(
-                f"{path}: device '{device}' was measured with several (batch size, sequence length) settings "
-                f"{sorted(workloads)}; export one run per device (`protran export --run`) and pass those files"
-            )
-        (batch_size, seq_len), = workloads
-        device_rows = tuple(row for row in rows if row.device == device)
-        profiles.append(DeviceProfile(device, device_rows, batch_size, seq_len, str(path)))
-    if not profiles:
-        raise ValueError(f"{path}: the run store holds no successful measurements")
-    return profiles
-
-
-# -- models -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FrontierModels:
-    """The fitted accuracy model and one hardware model per (device, measure)."""
-
-    accuracy_model: Any | None
-    accuracy_specs: list[ArchSpec]
-    accuracy_scores: np.ndarray
-    hardware: dict[str, dict[str, Any]]
-    profiles: dict[str, DeviceProfile]
-    task: str
-    seed: int
-
-    @property
-    def devices(self) -> list[str]:
-        return list(self.profiles)
-
-    def measures(self, device: str) -> list[str]:
-        return list(self._device_models(device))
-
-    def _device_models(self, device: str) -> dict[str, Any]:
-        if device not in self.hardware:
-            raise KeyError(f"no profile for device '{device}'; known: {self.devices}")
-        return self.hardware[device]
-
-    def hardware_features(self, specs: Sequence[ArchSpec], device: str) -> np.ndarray:
-        from protran._replay import DEFAULT_FEATURES
-        from protran.surrogates import featurize
-
-        profile = self.profiles[device]
-        return featurize(list(specs), features=DEFAULT_FEATURES, batch_size=profile.batch_size,
-                         seq_len=profile.seq_len)
-
-    def accuracy_bounds(self) -> tuple[float, float]:
-        if self.accuracy_model is None:
-            raise ValueError("no accuracy model: fit the models with accuracy data")
-        return float(self.accuracy_scores.min()), float(self.accuracy_scores.max())
-
-    def measure_bounds(self, device: str, measure: str) -> tuple[float, float]:
-        values = self.profiles[device].values(measure)[1]
-        return float(values.min()), float(values.max())
-
-    def predict(self, specs: Sequence[ArchSpec], device: str | None = None) -> list[dict[str, Any]]:
-        """Predicted mean and std of accuracy and every modelled measure.
-
-        One row per (architecture, device) (every device unless ``device`` is given), each
-        ``{"hash", "model_dict", "device", "predicted": {"accuracy": {"mean", "std"},
-        "latency_s": {...}, "energy_j": {...}, "peak_power_w": {...}}}``. Every value depends on its
-        own architecture only, never on what else is predicted with it: hardware models are asked
-        one architecture at a time (a matrix product over several rows may round differently), the
-        tree ensemble predicts each row on its own anyway (tested).
-        """
-        specs = list(specs)
-        devices = [device] if device is not None else self.devices
-        if not specs:
-            return []
-        if self.accuracy_model is not None:
-            mean, std = self.accuracy_model.predict(accuracy_features(specs), return_std=True)
-        cache = self.__dict__.setdefault("_hardware_predictions", {})  # frontiers of a device share points
-        rows = []
-        for i, spec in enumerate(specs):
-            arch_hash, model_dict = _hash(spec), spec.to_model_dict()
-            for name in devices:
-                if (spec, name) not in cache:
-                    features = self.hardware_features([spec], name)
-                    cache[spec, name] = {MEASURE_FIELDS[measure]: self._one(model, features)
-                                         for measure, model in self._device_models(name).items()}
-                predicted = {} if self.accuracy_model is None else {
-                    "accuracy": {"mean": float(mean[i]), "std": float(std[i])}}
-                predicted.update(copy.deepcopy(cache[spec, name]))
-                rows.append({"hash": arch_hash, "model_dict": model_dict, "device": name, "predicted": predicted})
-        return rows
-
-    @staticmethod
-    def _one(model: Any, features: np.ndarray) -> dict[str, float]:
-        mean, std = model.predict(features, return_std=True)
-        return {"mean": float(mean[0]), "std": float(std[0])}
-
-
-def fit_models(profiles: Sequence[DeviceProfile], accuracy: Sequence[AccuracyRecord] | None, task: str = DEFAULT_TASK,
-               seed: int = 0) -> FrontierModels:
-    """Fit the accuracy model on the scored architectures of ``task`` (skipped when ``accuracy`` is
-    None) and one hardware model per device and measure; the same inputs and seed always give the
-    same models."""
-    from protran._replay import DEFAULT_FEATURES, DEFAULT_SURROGATE
-    from protran.surrogates import featurize, make_surrogate
-
-    accuracy_model, specs, scores = None, [], np.zeros(0)
-    if accuracy is not None:
-        specs, scores = accuracy_training_set(accuracy, task)
-        if len(specs) < 3:
-            tasks = sorted({record.task for record in accuracy if record.score is not None})
-            raise ValueError(f"the accuracy data holds {len(specs)} scored architecture(s) for task '{task}' (tasks "
-                             f"with scores: {', '.join(tasks) or 'none'}); an accuracy model needs at least 3")
-        if np.ptp(scores) == 0:
-            raise ValueError(f"every scored architecture of task '{task}' has the same score; nothing to rank")
-        accuracy_model = make_accuracy_surrogate(seed).fit(accuracy_features(specs), scores)
-    hardware: dict[str, dict[str, Any]] = {}
-    for profile in profiles:
-        hardware[profile.device] = {}
-        for measure in profile.measures:
-            measured_specs, values = profile.values(measure)
-            features = featurize(measured_specs, features=DEFAULT_FEATURES, batch_size=profile.batch_size,
-                                 seq_len=profile.seq_len)
-            model = make_surrogate(DEFAULT_SURROGATE, seed=seed, log_target=True, features=DEFAULT_FEATURES)
-            hardware[profile.device][measure] = model.fit(features, values)
-    return FrontierModels(accuracy_model, specs, scores, hardware, {p.device: p for p in profiles}, task, seed)
-
-
-# -- constraints --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """Upper bounds a frontier point must meet; None means unbounded. Measures are predicted means."""
-
-    max_latency_s: float | None = None
-    max_energy_j: float | None = None
-    max_peak_power_w: float | None = None
-    max_params: int | None = None
-    max_layers: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_latency_s", "max_energy_j", "max_peak_power_w", "max_params", "max_layers"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"constraint {name} must be a positive number, got {value!r}")
-
-    def measure_limits(self) -> dict[str, float]:
-        limits = {"latency": self.max_latency_s, "energy": self.max_energy_j, "peak_power": self.max_peak_power_w}
-        return {measure: float(limit) for measure, limit in limits.items() if limit is not None}
-
-    def violations(self, params: np.ndarray, layers: np.ndarray, measures: dict[str, np.ndarray]) -> np.ndarray:
-        """Constraint values, one column per active bound; <= 0 where met (relative excess otherwise)."""
-        columns = [measures[m] / limit - 1.0 for m, limit in self.measure_limits().items()]
-        if self.max_params is not None:
-            columns.append(params / float(self.max_params) - 1.0)
-        if self.max_layers is not None:
-            columns.append(layers / float(self.max_layers) - 1.0)
-        return np.column_stack(columns) if columns else np.empty((len(params), 0))
-
-    def check_measures(self, available: Sequence[str], device: str) -> None:
-        missing = [m for m in self.measure_limits() if m not in available]
-        if missing:
-            raise ValueError(f"device '{device}' has no {', '.join(missing)} measurements to apply the "
-                             f"--max-{missing[0].replace('_', '-')} constraint to")
 
 
 # -- frontier -----------------------------------------------------------------------------------------
@@ -374,170 +140,15 @@ class SearchSettings:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
 
 
-class _AnalyticTable:
-    """The feature sets of ``protran.surrogates.featurize`` for many embeddings at once.
-
-    ``featurize`` walks every head of every layer in Python, about a millisecond per architecture; a
-    search scores thousands. Every per-layer term splits into a part that depends on the layer's
-    width and attention multiset and a part that depends on its width and feed-forward stack, so both
-    are tabulated once per design space and workload (heads through flexibert's own per-head
-    formulas) and an architecture's features become array lookups and sums. Integers are summed
-    exactly, so the features equal ``featurize``'s bit for bit (tested).
-    """
-
-    def __init__(self, space: DesignSpace, batch_size: int, seq_len: int) -> None:
-        self.space = space
-        self.batch_size = batch_size
-        self.seq_len = seq_len
-        self.hidden = np.array(space.hidden_size, dtype=np.int64)
-        ops = space.operation_types
-        self.counts = np.array([[heads.count(op) for op in ops] for heads in space.attention_ops], dtype=np.int64)
-        self.n_heads = self.counts.sum(axis=1)
-        self.kernels = np.array([int(op[2:]) if op.startswith("c_") else 0 for op in ops], dtype=np.int64)
-        self._tabulate_attention()
-        self._tabulate_feed_forward()
-
-    def _tabulate_attention(self) -> None:
-        from flexibert import LayerSpec
-        from flexibert._features import _group_elements, _head_macs, _head_parameters
-
-        ops, B, S = self.space.operation_types, self.batch_size, self.seq_len
-        tokens = B * S
-        shape = (len(self.hidden), len(self.counts))
-        self.att_params, self.att_macs, self.att_peak = (np.zeros(shape, dtype=np.int64) for _ in range(3))
-        is_sa = np.array([op.startswith("sa_") for op in ops])
-        for hi, h in enumerate(self.space.hidden_size):
-            for n in self.space.attention_heads:
-                d = h // n
-                rows = self.n_heads == n
-                if not rows.any():
-                    continue
-                counts = self.counts[rows]
-                per_head_params = np.array([_head_parameters(op, h, d) for op in ops], dtype=np.int64)
-                per_head_macs = np.array([_head_macs(op, h, d, B, S) for op in ops], dtype=np.int64)
-                # attention heads, their output projection (n·d·h + h) and the two LayerNorms (4·h)
-                self.att_params[hi, rows] = counts @ per_head_params + n * d * h + h + 4 * h
-                self.att_macs[hi, rows] = counts @ per_head_macs + tokens * n * d * h
-                layer = LayerSpec(h, (ops[0],) * n, (self.space.feed_forward_dims[0],))  # carries h and d
-                group_peak = np.zeros(int(rows.sum()), dtype=np.int64)
-                groups = [(np.flatnonzero(is_sa), "sa_sdp")] + [
-                    (np.array([k]), op) for k, op in enumerate(ops) if not is_sa[k]
-                ]
-                for columns, op in groups:  # self-attention heads form one group, other types one each
-                    in_group = counts[:, columns].sum(axis=1)
-                    by_count = np.array([_group_elements(op, c, layer, B, S) if c else 0 for c in range(n + 1)],
-                                        dtype=np.int64)
-                    group_peak = np.maximum(group_peak, by_count[in_group])
-                self.att_peak[hi, rows] = 2 * tokens * n * d + group_peak
-
-    def _tabulate_feed_forward(self) -> None:
-        tokens = self.batch_size * self.seq_len
-        stacks = self.space.feed_forward_ops
-        shape = (len(self.hidden), len(stacks))
-        self.ff_params, self.ff_macs, self.ff_peak = (np.zeros(shape, dtype=np.int64) for _ in range(3))
-        for hi, h in enumerate(self.space.hidden_size):
-            for fi, stack in enumerate(stacks):
-                widths = (h, *stack, h)
-                links = list(zip(widths[:-1], widths[1:]))
-                self.ff_params[hi, fi] = sum(a * b + b for a, b in links)
-                self.ff_macs[hi, fi] = sum(tokens * a * b for a, b in links)
-                # input + output of a Linear, plus the GELU output for all but the last Linear
-                widest = max(a + b + (b if i < len(links) - 1 else 0) for i, (a, b) in enumerate(links))
-                self.ff_peak[hi, fi] = tokens * h + tokens * widest
-        self.ff_width = np.array([sum(stack) for stack in stacks], dtype=np.int64)
-        self.ff_depth = np.array([len(stack) for stack in stacks], dtype=np.int64)
-
-    def columns(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Every analytic quantity of the architectures whose valid embeddings are the rows of ``X``."""
-        from flexibert._spec import DEFAULT_MAX_POSITIONS, DEFAULT_VOCAB_SIZE
-
-        X = np.asarray(X, dtype=np.int64)
-        B, S = self.batch_size, self.seq_len
-        tokens = B * S
-        layers = np.array(self.space.encoder_layers, dtype=np.int64)[X[:, 0]]
-        used = np.arange(self.space.max_layers)[None, :] < layers[:, None]
-        h_idx, f_idx, a_idx = X[:, 1::3], X[:, 2::3], X[:, 3::3]
-        hidden = np.where(used, self.hidden[h_idx], 0)
-
-        def layer_sum(table: np.ndarray) -> np.ndarray:
-            return np.where(used, table, 0).sum(axis=1)
-
-        h0 = hidden[:, 0]
-        a, b = hidden[:, :-1], hidden[:, 1:]
-        projected = used[:, 1:] & (a != b)
-        layer_peak = hidden * tokens + np.maximum(self.att_peak[h_idx, a_idx], self.ff_peak[h_idx, f_idx])
-        stages = np.column_stack([
-            2 * tokens * h0 + S * h0,
-            np.where(used, layer_peak, 0).max(axis=1),
-            np.where(projected, tokens * (a + b), 0).max(axis=1),
-        ])
-        counts = np.where(used[:, :, None], self.counts[a_idx], 0).sum(axis=1)  # (rows, op types)
-        ops = self.space.operation_types
-        conv = self.kernels > 0
-        return {
-            "params": (DEFAULT_VOCAB_SIZE + DEFAULT_MAX_POSITIONS + 2) * h0
-            + layer_sum(self.att_params[h_idx, a_idx] + self.ff_params[h_idx, f_idx])
-            + np.where(projected, a * b + b, 0).sum(axis=1),
-            "flops": 2 * (layer_sum(self.att_macs[h_idx, a_idx] + self.ff_macs[h_idx, f_idx])
-                          + np.where(projected, tokens * a * b, 0).sum(axis=1)),
-            "activation_bytes": 4 * stages.max(axis=1),
-            "num_layers": layers,
-            "hidden_sum": hidden.sum(axis=1),
-            "max_hidden_size": hidden.max(axis=1),
-            "total_heads": counts.sum(axis=1),
-            **{f"heads_{op}": counts[:, k] for k, op in enumerate(ops) if not conv[k]},
-            "heads_conv": counts[:, conv].sum(axis=1),
-            "kernel_sum": counts @ self.kernels,
-            "total_ff_width": layer_sum(self.ff_width[f_idx]),
-            "ff_depth_sum": layer_sum(self.ff_depth[f_idx]),
-        }
-
-    def featurize(self, X: np.ndarray, features: str, columns: dict[str, np.ndarray] | None = None) -> np.ndarray:
-        """The ``features`` matrix of ``protran.surrogates.featurize`` for the embeddings ``X``
-        (``columns``: this table's :meth:`columns` of ``X``, when already computed)."""
-        c = self.columns(X) if columns is None else columns
-        if features == "costs":
-            return np.column_stack([
-                c["params"] / 1e6, c["flops"] / 1e9, c["activation_bytes"] / 1e6, c["num_layers"],
-                c["total_heads"], c["hidden_sum"],
-            ]).astype(float)
-        blocks = []
-        if features in ("embedding", "both"):
-            blocks.append(np.asarray(X, dtype=float))
-        if features in ("analytic", "both"):
-            layers = c["num_layers"]
-            zero = np.zeros(len(layers), dtype=np.int64)
-            mean_kernel = np.where(c["heads_conv"] > 0, c["kernel_sum"] / np.maximum(c["heads_conv"], 1), 0.0)
-            blocks.append(np.column_stack([
-                _log10(c["params"]), _log10(c["flops"]), _log10(c["activation_bytes"]), layers,
-                c["hidden_sum"] / layers, c["max_hidden_size"], c["total_heads"],
-                *(c.get(f"heads_{op}", zero) for op in ("sa_sdp", "sa_wma", "l_dft", "l_dct")),
-                c["heads_conv"], mean_kernel, c["total_ff_width"], c["ff_depth_sum"] / layers,
-            ]).astype(float))
-        if not blocks:
-            raise ValueError(f"unknown feature set {features!r}")
-        return np.hstack(blocks)
-
-
-def _log10(values: np.ndarray) -> np.ndarray:
-    # math.log10, as the analytic features use; numpy's may differ in the last bit.
-    return np.array([math.log10(value) for value in values.tolist()], dtype=float)
-
-
-@functools.lru_cache(maxsize=16)
-def _analytic_table(space: DesignSpace, batch_size: int, seq_len: int) -> _AnalyticTable:
-    return _AnalyticTable(space, batch_size, seq_len)
-
-
 class _Evaluator:
     """Scores valid embeddings on one device: predicted accuracy, parameters, layers and measures."""
 
-    def __init__(self, models: FrontierModels, device: str, space: DesignSpace) -> None:
+    def __init__(self, models: FittedModels, device: str, space: DesignSpace) -> None:
         from protran._accuracy import ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN
 
         profile = models.profiles[device]
-        self.accuracy_table = _analytic_table(space, ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN)
-        self.device_table = _analytic_table(space, profile.batch_size, profile.seq_len)
+        self.accuracy_table = feature_table(space, ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN)
+        self.device_table = feature_table(space, profile.batch_size, profile.seq_len)
         self.models = models
         self.device = device
         self.space = space
@@ -546,7 +157,7 @@ class _Evaluator:
     def evaluate(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(accuracy, params, layers, {measure: mean}) for each row of ``X``."""
         from protran._accuracy import ACCURACY_FEATURES
-        from protran._replay import DEFAULT_FEATURES
+        from protran.vocabulary import DEFAULT_FEATURES
 
         X = np.asarray(X, dtype=np.int64)
         columns = self.accuracy_table.columns(X)
@@ -556,7 +167,7 @@ class _Evaluator:
         return accuracy, columns["params"], columns["num_layers"], measures
 
 
-def _initial_embeddings(models: FrontierModels, device: str, space: DesignSpace,
+def _initial_embeddings(models: FittedModels, device: str, space: DesignSpace,
                         settings: SearchSettings) -> np.ndarray:
     """Start from what is known (measured and scored architectures), a seeded random sample, and
     the device-independent frontier of predicted accuracy against parameters."""
@@ -567,22 +178,14 @@ def _initial_embeddings(models: FrontierModels, device: str, space: DesignSpace,
         except InvalidArchitectureError:
             continue  # measured outside this design space
     rows = np.array(rows, dtype=np.int64).reshape(len(rows), space.embedding_length)
-    sample = _random_embeddings(space, settings.n_initial_samples, settings.seed)
+    sample = random_embeddings(settings.n_initial_samples, settings.seed, space)
     return np.unique(np.vstack([rows, sample, _size_frontier(models, space, settings)]), axis=0)
-
-
-@functools.lru_cache(maxsize=8)
-def _random_embeddings(space: DesignSpace, n: int, seed: int) -> np.ndarray:
-    from flexibert import sample_architectures
-
-    specs = sample_architectures(n, method="random", seed=seed, space=space)
-    return np.array([embed(spec, space) for spec in specs], dtype=np.int64)
 
 
 _SIZE_MEASURES = ("params", "flops", "activation_bytes")
 
 
-def _size_frontier(models: FrontierModels, space: DesignSpace, settings: SearchSettings) -> np.ndarray:
+def _size_frontier(models: FittedModels, space: DesignSpace, settings: SearchSettings) -> np.ndarray:
     """Embeddings on the frontiers of predicted accuracy against log parameters, log FLOPs and log
     activation memory (of one 128-token sequence), the most accurate one included.
 
@@ -596,7 +199,7 @@ def _size_frontier(models: FrontierModels, space: DesignSpace, settings: SearchS
     key = (space, settings)
     if key in cache:
         return cache[key]
-    table = _analytic_table(space, ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN)
+    table = feature_table(space, ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN)
     archive: list[tuple[np.ndarray, np.ndarray]] = []
 
     def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -610,30 +213,13 @@ def _size_frontier(models: FrontierModels, space: DesignSpace, settings: SearchS
         F = np.stack([np.column_stack([-accuracy, sizes[:, j]]) for j in range(sizes.shape[1])], axis=1)
         return F, np.zeros(len(X))
 
-    _nsga2(evaluate, _random_embeddings(space, settings.pop_size, settings.seed), space, settings,
+    _nsga2(evaluate, random_embeddings(settings.pop_size, settings.seed, space), space, settings,
            len(_SIZE_MEASURES) + 1)
     X = np.concatenate([x for x, _ in archive])
     values = np.concatenate([v for _, v in archive])
     fronts = [non_dominated(values[:, 0], values[:, j]) for j in range(1, values.shape[1])]
     cache[key] = np.unique(X[np.concatenate(fronts)], axis=0)
     return cache[key]
-
-
-def _embedding_limits(space: DesignSpace) -> tuple[np.ndarray, np.ndarray]:
-    from flexibert import embedding_bounds
-
-    bounds = np.array(embedding_bounds(space), dtype=np.int64)
-    return bounds[:, 0], bounds[:, 1]
-
-
-def repair_embeddings(X: np.ndarray, space: DesignSpace | None = None) -> np.ndarray:
-    """Turn any real matrix into valid embeddings: round, clip to the bounds, zero unused layer slots."""
-    space = space or DesignSpace.default()
-    low, high = _embedding_limits(space)
-    X = np.clip(np.rint(np.asarray(X, dtype=float)), low, high).astype(np.int64)
-    depths = np.array(space.encoder_layers)[X[:, 0]]
-    X[np.arange(X.shape[1])[None, :] >= 1 + 3 * depths[:, None]] = 0
-    return X
 
 
 def _step(index: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -895,7 +481,7 @@ def _mutate(moves: _Moves, X: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def search_frontiers(
-    models: FrontierModels,
+    models: FittedModels,
     device: str,
     constraints: Constraints | None = None,
     settings: SearchSettings | None = None,
@@ -950,7 +536,7 @@ def search_frontiers(
                                   values[feasible][:, [0, j + 1]], space)
         if not points:
             raise ValueError(f"no architecture found on '{device}' that meets the constraints "
-                             f"({_describe(constraints)}) after {len(X)} candidates; relax them")
+                             f"({constraints.describe()}) after {len(X)} candidates; relax them")
         volume = hypervolume(np.array([p.accuracy for p in points]), np.array([p.value for p in points]),
                              accuracy_bounds, value_bounds[measure])
         frontiers.append(Frontier(device, measure, volume, tuple(points), evaluations=len(X),
@@ -959,7 +545,7 @@ def search_frontiers(
 
 
 def search_frontier(
-    models: FrontierModels,
+    models: FittedModels,
     device: str,
     measure: str,
     constraints: Constraints | None = None,
@@ -983,16 +569,16 @@ def _archive_arrays(archive: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return X, values[first], feasible[first]
 
 
-def _frontier_points(models: FrontierModels, device: str, measure: str, constraints: Constraints, X: np.ndarray,
+def _frontier_points(models: FittedModels, device: str, measure: str, constraints: Constraints, X: np.ndarray,
                      values: np.ndarray, space: DesignSpace) -> list[FrontierPoint]:
     """Non-dominated points among the feasible evaluated architectures, with their reported values
     recomputed one architecture at a time (constraints and the filter applied again to those)."""
     candidates = non_dominated(values[:, 0], values[:, 1])
     specs = [_decode(X[i].tobytes(), space) for i in candidates]
     rows = models.predict(specs, device)
-    field_name = MEASURE_FIELDS[measure]
+    field_name = field_of(measure)
     accuracy = np.array([row["predicted"]["accuracy"]["mean"] for row in rows])
-    predicted = {m: np.array([row["predicted"][MEASURE_FIELDS[m]]["mean"] for row in rows])
+    predicted = {m: np.array([row["predicted"][field_of(m)]["mean"] for row in rows])
                  for m in models.measures(device)}
     params = np.array([_parameters(spec) for spec in specs], dtype=np.int64).reshape(len(specs))
     layers = np.array([spec.num_layers for spec in specs], dtype=np.int64).reshape(len(specs))
@@ -1005,70 +591,12 @@ def _frontier_points(models: FrontierModels, device: str, measure: str, constrai
     ]
 
 
-def _describe(constraints: Constraints) -> str:
-    parts = [f"{name} <= {value:g}" for name, value in vars(constraints).items() if value is not None]
-    return ", ".join(parts) or "none"
-
-
 @functools.lru_cache(maxsize=1 << 16)
 def _decode(key: bytes, space: DesignSpace) -> ArchSpec:
     return decode(np.frombuffer(key, dtype=np.int64), space)
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _hash(spec: ArchSpec) -> str:
-    # Frontiers of one device share many architectures; the hash takes milliseconds.
-    return model_hash(spec)
-
-
 def _parameters(spec: ArchSpec) -> int:
-    from flexibert._features import count_parameters
+    from flexibert import count_parameters
 
     return count_parameters(spec)
-
-
-# -- plot -----------------------------------------------------------------------------------------------
-
-
-_ERROR_BARS = 12
-
-
-def plot_frontiers(frontiers: Sequence[Frontier], path: str | Path) -> Path:
-    """One panel per measure, one frontier per device (accuracy against the measure on a log axis),
-    with the predicted standard deviations as error bars on a dozen points of each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    measures = [m for m in MEASURES if any(f.measure == m for f in frontiers)]
-    if not measures:
-        raise ValueError("no frontier to plot")
-    figure, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures), 4.2), squeeze=False)
-    colours = plt.get_cmap("tab10")
-    devices = list(dict.fromkeys(f.device for f in frontiers))
-    for axis, measure in zip(axes[0], measures):
-        for frontier in (f for f in frontiers if f.measure == measure and f.points):
-            colour = colours(devices.index(frontier.device) % 10)
-            value = np.array([p.value for p in frontier.points])
-            accuracy = np.array([p.accuracy for p in frontier.points])
-            # error bars (one std) on a dozen points spread along the frontier, so the lines stay readable
-            shown = np.unique(np.linspace(0, len(value) - 1, min(len(value), _ERROR_BARS)).round().astype(int))
-            axis.errorbar(value[shown], accuracy[shown], xerr=[frontier.points[i].value_std for i in shown],
-                          yerr=[frontier.points[i].accuracy_std for i in shown], fmt="none", ecolor=colour,
-                          alpha=0.35, linewidth=0.8, capsize=2)
-            axis.step(value, accuracy, where="post", color=colour, linewidth=1.5,
-                      label=f"{frontier.device} (HV {frontier.hypervolume:.3f})")
-            axis.plot(value, accuracy, "o", color=colour, markersize=2.5)
-        axis.set_xscale("log")
-        axis.set_xlabel(f"predicted {measure.replace('_', ' ')} ({MEASURE_UNITS[measure]})")
-        axis.set_ylabel("predicted accuracy")
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=7, loc="lower right")
-    figure.suptitle("Predicted Pareto frontiers")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path

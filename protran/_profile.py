@@ -11,22 +11,20 @@ starts, so an interrupted run resumes where it stopped (``resume=True``) without
 
 from __future__ import annotations
 
-import json
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from flexibert import ArchSpec, DesignSpace, model_hash, sample_architectures
 from protran._store import Measurement, RunStore
+from protran.vocabulary import ACQUISITIONS, MEASURE_FIELDS, USABLE_STATUSES, name_of
 
-MEASURES = ("latency_s", "energy_j", "peak_power_w")
-# Beside the saved surrogates, one manifest per device says how to featurise architectures for them.
-MANIFEST_SUFFIX = ".surrogates.json"
-_USABLE_STATUSES = ("ok", "unstable")
 # Fewer training rows per fold than this give no meaningful validation error.
 _MIN_TRAINING_ROWS = 3
 
@@ -73,7 +71,7 @@ class ProfileConfig:
             raise ValueError(f"target_mse must lie in (0, 1), got {self.target_mse}")
         if self.max_hours <= 0:
             raise ValueError(f"max_hours must be positive, got {self.max_hours}")
-        if self.acquisition not in ("uncertainty", "random"):
+        if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be 'uncertainty' or 'random', got {self.acquisition!r}")
 
     def design_space(self) -> DesignSpace:
@@ -110,8 +108,8 @@ class ProfileSummary:
 
 def available_measures(rows: Sequence[Measurement]) -> list[str]:
     """Latency always; energy and peak power only when every row has them (a meter was present)."""
-    measures = ["latency_s"]
-    for name in ("energy_j", "peak_power_w"):
+    measures = [MEASURE_FIELDS[0]]
+    for name in MEASURE_FIELDS[1:]:
         if rows and all(getattr(row, name) is not None for row in rows):
             measures.append(name)
     return measures
@@ -201,7 +199,7 @@ class Profiler:
     def _ok_rows(self) -> list[Measurement]:
         # An unstable row missed the confidence target within its time cap, but its median is still the
         # best estimate there is: it is flagged in the store and counted, and it is used for fitting.
-        return self.store.measurements(run_id=self.run_id, status=_USABLE_STATUSES)
+        return self.store.measurements(run_id=self.run_id, status=USABLE_STATUSES)
 
     # -- steps --
 
@@ -232,7 +230,9 @@ class Profiler:
         models, self.cv_mse = {}, {}
         for measure in available_measures(rows):
             targets, _ = normalised_targets(rows, measure)
-            make = lambda: make_surrogate(c.surrogate, seed=c.seed)  # noqa: E731
+
+            def make():
+                return make_surrogate(c.surrogate, seed=c.seed)
             self.cv_mse[measure] = cross_validated_mse(make, features, targets, c.cv_folds, c.seed)
             models[measure] = make().fit(features, targets)
         return models
@@ -251,8 +251,10 @@ class Profiler:
     def run(self) -> ProfileSummary:
         c = self.config
         stop_reason = None
-        try:
-            measured = {row.arch_hash for row in self._attempts()}
+        with _marks_interrupted(self.store, self.run_id):
+            attempts = self._attempts()
+            self._progress({"event": "started", "n_attempts": len(attempts)})
+            measured = {row.arch_hash for row in attempts}
             for spec in sample_architectures(c.seed_samples, method="lhs_split", seed=c.seed, space=self.space):
                 if model_hash(spec) not in measured:
                     if (stop_reason := self._budget_left()) is not None:
@@ -275,9 +277,6 @@ class Profiler:
                     break
                 self._measure(self._next_candidate(models, iteration), "uncertainty")
                 iteration += 1
-        except KeyboardInterrupt:
-            self.store.set_run_status(self.run_id, "interrupted")
-            raise
         return self._finish(stop_reason)
 
     def _finish(self, stop_reason: str) -> ProfileSummary:
@@ -298,33 +297,41 @@ class Profiler:
         )
 
     def save_surrogates(self, rows: list[Measurement]) -> dict[str, str]:
-        """Fit on every successful row in real units and save one surrogate per measure."""
-        from protran.surrogates import featurize, make_surrogate
+        """Fit on every successful row in real units and save one surrogate per measure, with the
+        device's manifest (``protran.models``)."""
+        from protran.models import FittedModels, Workload, fit_hardware_model
 
         c = self.config
-        features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
-                             seq_len=c.seq_len)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for measure in available_measures(rows):
-            targets = np.array([getattr(row, measure) for row in rows], dtype=float)
-            model = make_surrogate(c.surrogate, seed=c.seed, log_target=True).fit(features, targets)
-            path = self.out_dir / f"{c.device}_{measure}"
-            model.save(path)
+        specs = [row.spec for row in rows]
+        hardware = {name_of(measure): fit_hardware_model(
+            specs, np.array([getattr(row, measure) for row in rows], dtype=float), batch_size=c.batch_size,
+            seq_len=c.seq_len, surrogate=c.surrogate, features=c.features, seed=c.seed)
+            for measure in available_measures(rows)}
+        models = FittedModels(None, [], np.zeros(0), {c.device: hardware}, {}, "", c.seed,
+                              {c.device: Workload(c.batch_size, c.seq_len, c.features, c.runtime)})
+        extra = {"num_threads": c.num_threads, "rows": len(rows)}
+        paths = models.save(self.out_dir, surrogate=c.surrogate, extra={c.device: extra})[c.device]
+        for measure, path in paths.items():
             metrics = {"cv_mse_normalised": _finite(self.cv_mse).get(measure), "rows": len(rows),
                        "features": c.features, "batch_size": c.batch_size, "seq_len": c.seq_len}
-            self.store.add_model(name=c.surrogate, run_id=self.run_id, measure=measure, path=str(path), metrics=metrics)
-            paths[measure] = str(path)
-        manifest = {"device": c.device, "runtime": c.runtime, "batch_size": c.batch_size, "seq_len": c.seq_len,
-                    "num_threads": c.num_threads, "features": c.features, "surrogate": c.surrogate,
-                    "rows": len(rows), "surrogates": {m: Path(p).name for m, p in paths.items()}}
-        (self.out_dir / f"{c.device}{MANIFEST_SUFFIX}").write_text(json.dumps(manifest, indent=2))
+            self.store.add_model(name=c.surrogate, run_id=self.run_id, measure=measure, path=path, metrics=metrics)
         return paths
 
 
 def _finite(values: dict[str, float]) -> dict[str, float | None]:
     """Infinite errors (too few rows to validate) become None, which JSON can hold."""
     return {key: (value if math.isfinite(value) else None) for key, value in values.items()}
+
+
+@contextmanager
+def _marks_interrupted(store: RunStore, run_id: int) -> Iterator[None]:
+    """Ctrl-C marks the run interrupted, so that ``resume`` finds it; every finished measurement is
+    already committed, so nothing measured is lost."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        store.set_run_status(run_id, "interrupted")
+        raise
 
 
 def _default_measure(spec: ArchSpec, **settings: Any):
@@ -379,7 +386,8 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
         store.set_run_status(run_id, "running")
     measure = measure_fn or _default_measure
     report = progress or (lambda event: None)
-    try:
+    with _marks_interrupted(store, run_id):
+        report({"event": "started", "n_attempts": len(store.measurements(run_id=run_id, status=None))})
         for spec, arch_hash in zip(specs, hashes):
             if arch_hash in store.measured_hashes(run_id):
                 continue
@@ -390,10 +398,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
             store.add_measurement(run_id, result)
             attempts = store.measurements(run_id=run_id, status=None)
             report({"event": "measured", "result": result, "n_attempts": len(attempts),
-                    "n_ok": sum(a.status in _USABLE_STATUSES for a in attempts), "cv_mse": {}})
-    except KeyboardInterrupt:
-        store.set_run_status(run_id, "interrupted")
-        raise
+                    "n_ok": sum(a.status in USABLE_STATUSES for a in attempts), "cv_mse": {}})
     store.set_run_status(run_id, "finished")
     attempts = store.measurements(run_id=run_id, status=None)
     return ListedSummary(

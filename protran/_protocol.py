@@ -26,6 +26,7 @@ and power fields are None: not available, never 0.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -36,16 +37,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from flexibert import ArchSpec, model_hash
-from flexibert._spec import as_spec
+from flexibert import ArchSpec, as_spec, model_hash
+from protran.vocabulary import STATUSES, USABLE_STATUSES
 
-STATUSES = ("ok", "unstable", "failed", "timeout", "oom")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 _OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Failed to allocate memory", "out of memory")
 _STDERR_TAIL_CHARS = 4000
@@ -376,7 +377,7 @@ def measure_architecture(
                 except Exception as error:  # keep the latency; report the power as not available
                     meter_error = f"power not available: the meter failed ({error})"
     versions = {**software_versions(), **(outcome.reply or {}).get("versions", {})}
-    fields = _timing_fields(outcome, batch_size) if outcome.status in ("ok", "unstable") else {}
+    fields = _timing_fields(outcome, batch_size) if outcome.status in USABLE_STATUSES else {}
     problems = [outcome.error, meter_error]
     if trace is not None:
         power, power_error = _power_fields(trace, idle_window, outcome, batch_size)
@@ -424,9 +425,22 @@ def _worker_env(num_threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for variable in _THREAD_VARIABLES:
         env[variable] = str(num_threads)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*_import_roots(), env.get("PYTHONPATH")) if p)
     return env
+
+
+def _import_roots() -> list[str]:
+    """Folders the worker must add to its path to import protran and flexibert from where this
+    process did: none for an installed package (every interpreter of the environment sees its
+    site-packages, and putting that ahead of the standard library could shadow it), the checkout's
+    root when the packages run from a source tree."""
+    import site
+
+    import flexibert
+
+    installed = {os.path.realpath(path) for path in (*site.getsitepackages(), site.getusersitepackages())}
+    roots = dict.fromkeys(str(Path(module).resolve().parents[1]) for module in (__file__, flexibert.__file__))
+    return [root for root in roots if os.path.realpath(root) not in installed]
 
 
 @dataclass(frozen=True)
@@ -485,10 +499,8 @@ def _exit_description(returncode: int) -> str:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _parse_reply(stdout: bytes) -> dict[str, Any] | None:
@@ -504,7 +516,7 @@ def _parse_reply(stdout: bytes) -> dict[str, Any] | None:
 
 
 def _reply_problem(reply: dict[str, Any]) -> str | None:
-    if reply.get("status") not in ("ok", "unstable"):
+    if reply.get("status") not in USABLE_STATUSES:
         return f"status {reply.get('status')!r}"
     samples = reply.get("batch_latencies_s")
     if not isinstance(samples, list) or not samples:
@@ -548,7 +560,7 @@ def _power_fields(trace: Any, idle_window: tuple[float, float] | None, outcome: 
             fields["idle_power_w"] = _checked_power("idle power", trace.mean_power_w(*idle_window))
         except Exception as error:  # a meter that missed the window: report, never invent
             problems.append(f"idle power not available: {error}")
-    if outcome.status in ("ok", "unstable"):
+    if outcome.status in USABLE_STATUSES:
         start, end = float(outcome.reply["window_start_s"]), float(outcome.reply["window_end_s"])
         sequences = len(outcome.reply["batch_latencies_s"]) * batch_size
         try:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class ProxyResult:
 def load_proxy_corpus(config: ProxyConfig, corpus_dir: str | Path | None = None):
     """The corpus shipped in ``datasets/corpus`` (or ``corpus_dir``) in blocks of ``config.seq_len``,
     with its tokenizer."""
-    from flexibert._data import load_corpus
+    from flexibert import load_corpus
 
     return load_corpus(corpus_dir, seq_len=config.seq_len)
 
@@ -89,8 +89,7 @@ def mlm_proxy(spec: ArchSpec, corpus, config: ProxyConfig | None = None) -> Prox
     """Pre-train ``spec`` from scratch for the fixed budget and return its validation MLM loss."""
     import torch
 
-    from flexibert._model import build_mlm_model
-    from flexibert._training import PretrainConfig, evaluate_mlm, pretrain
+    from flexibert import PretrainConfig, build_mlm_model, evaluate_mlm, pretrain
 
     config = config or ProxyConfig()
     started = time.perf_counter()

@@ -21,91 +21,25 @@ Conventions (the numbers of the returned ``curve`` and ``samples_to_target``):
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any
 
 import numpy as np
 
-from protran._active import MEASURES, ActiveLearner, TransferPrior, run_active_learning
+from protran._active import ActiveLearner, TransferPrior, run_active_learning
+from protran._store import load_rows
+from protran.vocabulary import DEFAULT_FEATURES, DEFAULT_SURROGATE, MEASURE_NAMES, field_of
 
-# The benchmarked best (benchmarks/replay_public.py): a robust additive cost model over cost features.
-DEFAULT_SURROGATE = "additive"
-DEFAULT_FEATURES = "costs"
 DEFAULT_ACQUISITION = "uncertainty"
 
 REFERENCE_SEED_ROWS = 16
-_MEASURE_FIELDS = {"latency": "latency_s", "energy": "energy_j", "peak_power": "peak_power_w"}
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-class DatasetRow(NamedTuple):
-    """One recorded measurement: the architecture and its per-sequence cost."""
-
-    spec: Any
-    hash: str
-    latency_s: float
-    energy_j: float | None
-    peak_power_w: float | None
-
-
-# -- loading ----------------------------------------------------------------------------------------
-
-
-def load_protran_dataset(path: str | Path) -> list[DatasetRow]:
-    """Rows of a ProTran ``dataset.json`` (object keyed by model hash), in file order.
-
-    A run-store SQLite file is read through ``protran._store.load_rows``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such data set: {path}")
-    with open(path, "rb") as handle:
-        if handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC:
-            from protran._store import load_rows
-
-            return [
-                DatasetRow(row.spec, row.arch_hash, row.latency_s, row.energy_j, row.peak_power_w)
-                for row in load_rows(path)
-            ]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a JSON file ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
-    return [_parse_row(path, key, value) for key, value in data.items()]
-
-
-def _parse_row(path: Path, key: str, value: Any) -> DatasetRow:
-    from flexibert import ArchSpec
-
-    where = f"{path}: row '{key}'"
-    if not isinstance(value, dict) or "model_dict" not in value or "performance" not in value:
-        raise ValueError(f"{where}: expected an object with 'model_dict' and 'performance'")
-    performance = value["performance"]
-    if not isinstance(performance, dict) or "latency" not in performance:
-        raise ValueError(f"{where}: 'performance' must be an object with at least 'latency'")
-    numbers = []
-    for name in ("latency", "energy", "peak_power"):
-        number = performance.get(name)
-        if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
-            raise ValueError(f"{where}: performance.{name} = {number!r} is not a number")
-        numbers.append(None if number is None else float(number))
-    try:
-        spec = ArchSpec.from_model_dict(value["model_dict"])
-    except ValueError as error:
-        raise ValueError(f"{where}, model_dict: {error}") from None
-    return DatasetRow(spec, key, *numbers)
-
-
-def _row_hash(row: Any) -> str:
-    return str(getattr(row, "hash", None) or getattr(row, "arch_hash", ""))
-
-
-def _targets(rows: Sequence[Any]) -> np.ndarray:
-    values = [[getattr(row, _MEASURE_FIELDS[m]) for m in MEASURES] for row in rows]
+def measure_matrix(rows: Sequence[Any]) -> np.ndarray:
+    """Measured values, one column per measure (NaN where a row lacks one), shape (rows, measures)."""
+    values = [[getattr(row, field_of(m)) for m in MEASURE_NAMES] for row in rows]
     return np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float)
 
 
@@ -124,7 +58,8 @@ def _prior_groups(prior_rows) -> list[Sequence[Any]]:
     return [list(rows) for rows in prior_rows]
 
 
-def _split(n_rows: int, seed_samples: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def held_out_split(n_rows: int, seed_samples: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(seed rows, held-out rows) of a replay, as indices into the data set (module docstring)."""
     rng = np.random.default_rng(seed)
     later = np.arange(min(REFERENCE_SEED_ROWS, n_rows), n_rows)
     n_test = int(round(test_fraction * len(later)))
@@ -143,8 +78,8 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def _evaluate(learner: ActiveLearner, X: np.ndarray, Y: np.ndarray, maxima: np.ndarray) -> tuple[dict, dict]:
     """Held-out MSE (max-normalised) and share within 10% per measure; None where nothing to score."""
-    mse: dict = {measure: None for measure in MEASURES}
-    within: dict = {measure: None for measure in MEASURES}
+    mse: dict = {measure: None for measure in MEASURE_NAMES}
+    within: dict = {measure: None for measure in MEASURE_NAMES}
     if len(X):
         predicted, _ = learner.predict(X)
     for j, measure in enumerate(learner.measures):
@@ -203,15 +138,15 @@ def replay(
         return make_surrogate(surrogate, seed=seed, **params)
 
     X = featurize([row.spec for row in rows], features=features, batch_size=batch_size, seq_len=seq_len)
-    Y = _targets(rows)
+    Y = measure_matrix(rows)
     # Measures a data set lacks (no power meter) are left out; their entries stay None.
-    known = [j for j in range(len(MEASURES)) if np.isfinite(Y[:, j]).sum() >= 2]
+    known = [j for j in range(len(MEASURE_NAMES)) if np.isfinite(Y[:, j]).sum() >= 2]
     if not known:
         raise ValueError("the data set has fewer than 2 values of every measure")
-    measures = tuple(MEASURES[j] for j in known)
+    measures = tuple(MEASURE_NAMES[j] for j in known)
     Y = Y[:, known]
     maxima = np.array([np.nanmax(Y[:, j]) for j in range(len(measures))])
-    seeds, test = _split(len(rows), seed_samples, test_fraction, seed)
+    seeds, test = held_out_split(len(rows), seed_samples, test_fraction, seed)
     pool = [int(i) for i in np.setdiff1d(np.arange(len(rows)), test)]
 
     prior = None
@@ -219,7 +154,7 @@ def replay(
     if groups:
         datasets = [
             (featurize([row.spec for row in group], features=features, batch_size=batch_size, seq_len=seq_len),
-             _targets(group)[:, known])
+             measure_matrix(group)[:, known])
             for group in groups
         ]
         prior = TransferPrior(factory, measures).fit(datasets)
@@ -248,15 +183,12 @@ def replay(
         measured_order += step.new_items
         if not (on_grid(step.n_measured) or step.stop_reason):
             continue
-        if len(test):
-            evaluate = test
-        else:
-            evaluate = np.setdiff1d(pool, measured_order)
+        evaluate = test if len(test) else np.setdiff1d(pool, measured_order)
         holdout, within = _evaluate(step.learner, X[evaluate], Y[evaluate], maxima)
         curve.append({
             "n": step.n_measured,
             "holdout_mse": holdout,
-            "val_mse": {m: _finite_or_none(step.val_mse.get(m)) for m in MEASURES},
+            "val_mse": {m: _finite_or_none(step.val_mse.get(m)) for m in MEASURE_NAMES},
             "within_10pct": within,
         })
 
@@ -265,7 +197,7 @@ def replay(
         "curve": curve,
         "n_rows": len(rows),
         "n_test": int(len(test)),
-        "measured": [_row_hash(rows[i]) for i in measured_order],
+        "measured": [rows[i].arch_hash for i in measured_order],
         "settings": {
             "seed_samples": int(len(seeds)), "target_mse": target_mse, "seed": seed, "surrogate": surrogate,
             "surrogate_params": params, "features": features, "acquisition": acquisition,
@@ -278,9 +210,9 @@ def replay(
 def samples_to_target(curve: Sequence[Mapping[str, Any]], target_mse: float) -> dict[str, int | None]:
     """First ``n`` at which each measure's held-out MSE is ``<= target_mse``; ``"all"``: every measure
     the data set has (latency, energy and peak power, or fewer without a power meter) at once."""
-    reached: dict[str, int | None] = {m: None for m in (*MEASURES, "all")}
+    reached: dict[str, int | None] = {m: None for m in (*MEASURE_NAMES, "all")}
     for entry in curve:
-        scored = [m for m in MEASURES if entry["holdout_mse"][m] is not None]
+        scored = [m for m in MEASURE_NAMES if entry["holdout_mse"][m] is not None]
         passed = [m for m in scored if entry["holdout_mse"][m] <= target_mse]
         for measure in passed:
             if reached[measure] is None:
@@ -303,8 +235,8 @@ def replay_files(
 
     ``surrogate``/``acquisition``/``features`` default to the benchmarked best when None.
     """
-    rows = load_protran_dataset(dataset)
-    priors = {str(path): load_protran_dataset(path) for path in prior_paths or ()}
+    rows = load_rows(dataset)
+    priors = {str(path): load_rows(path) for path in prior_paths or ()}
     return replay(
         rows,
         prior_rows=priors or None,

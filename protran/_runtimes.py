@@ -19,9 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flexibert import ArchSpec, ExportError
-
-RUNTIME_NAMES = ("torch", "onnxruntime", "openvino")
-OPENVINO_PRECISIONS = ("f32", "bf16", "f16")
+from protran.vocabulary import OPENVINO_PRECISIONS, RUNTIME_NAMES
 
 
 class RuntimeUnavailableError(RuntimeError):
@@ -119,7 +117,7 @@ class Runtime(abc.ABC):
         self._check_available()
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads <= 0):
             raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        from flexibert._export import as_model, check_shape, example_input_ids, vocab_size_of
+        from flexibert import as_model, check_shape, example_input_ids, vocab_size_of
 
         check_shape(batch_size, seq_len)
         if vocab_size is not None and not isinstance(spec_or_model, (ArchSpec, dict)):
@@ -161,7 +159,10 @@ class Runtime(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-_DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "onnx": "onnx", "torch": "torch==2.13.0"}
+# What installs a missing library: OpenVINO is the [openvino] extra; the rest are core dependencies.
+_DISTRIBUTIONS = {
+    "onnxruntime": "onnxruntime", "openvino": "'edgetran[openvino]'", "onnx": "onnx", "torch": "torch==2.13.0"
+}
 
 
 def _distribution_version(module: str) -> str:
@@ -295,7 +296,7 @@ class OnnxRuntime(Runtime):
         import onnx
         import onnxruntime as ort
 
-        from flexibert._export import export_onnx
+        from flexibert import export_onnx
 
         providers = self._providers()
         batch_size, seq_len = input_ids.shape
@@ -387,7 +388,7 @@ class OpenVinoRuntime(Runtime):
     def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
         import openvino as ov
 
-        from flexibert._export import export_openvino
+        from flexibert import export_openvino
 
         core = ov.Core()
         if self.device not in core.available_devices:
@@ -404,7 +405,9 @@ class OpenVinoRuntime(Runtime):
         try:
             compiled = core.compile_model(core.read_model(str(path)), self.device, config)
         except Exception as error:
-            raise ExportError(f"openvino could not compile the exported IR {path} for {self.device}: {error}") from error
+            raise ExportError(
+                f"openvino could not compile the exported IR {path} for {self.device}: {error}"
+            ) from error
         settings = {
             "INFERENCE_NUM_THREADS": compiled.get_property("INFERENCE_NUM_THREADS"),
             "INFERENCE_PRECISION_HINT": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),

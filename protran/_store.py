@@ -22,18 +22,20 @@ import math
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from flexibert import ArchSpec, InvalidArchitectureError, embed, model_hash
+from protran._files import SQLITE_MAGIC as _SQLITE_MAGIC
+from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
 SCHEMA_VERSION = 2
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -217,14 +219,16 @@ class AccuracyRecord:
 
 @dataclass(frozen=True)
 class ProfileRow:
-    """One measured architecture on one device, as used by replay, Pareto and co-design."""
+    """One measured architecture on one device, as every reader of profiles returns it (a run store,
+    a ProTran ``dataset.json``) and replay, frontiers and co-design use it. The value fields are the
+    row fields of ``protran.vocabulary.MEASURES``; ``device`` is empty where the source names none."""
 
     spec: ArchSpec
     arch_hash: str
     latency_s: float
     energy_j: float | None
     peak_power_w: float | None
-    device: str
+    device: str = ""
 
 
 class RunStore:
@@ -286,9 +290,17 @@ class RunStore:
         return f"RunStore({str(self.path)!r})"
 
     def _connect_readonly(self) -> sqlite3.Connection:
+        """A connection that reads the store and creates or changes no file.
+
+        SQLite's read-only mode still creates ``-wal`` and ``-shm`` files beside a database in WAL
+        mode, and cannot remove them afterwards. A WAL store without a ``-wal`` file has no writer (a
+        writer keeps that file while it is connected), so it is read as immutable and nothing is
+        created. With a ``-wal`` file a profiler may be writing: read through it, to see its rows.
+        """
         uri = self.path.resolve().as_uri()
-        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30.0, isolation_level=None,
-                               check_same_thread=False)
+        if self._in_wal_mode() and not self.path.with_name(self.path.name + "-wal").exists():
+            return self._connect_uri(f"{uri}?mode=ro&immutable=1")
+        conn = self._connect_uri(f"{uri}?mode=ro")
         try:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             return conn
@@ -296,8 +308,17 @@ class RunStore:
             # A WAL database in a read-only directory cannot create its shared-memory file; read the
             # file as immutable instead (nothing can be writing to it there anyway).
             conn.close()
-            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            return self._connect_uri(f"{uri}?mode=ro&immutable=1")
+
+    @staticmethod
+    def _connect_uri(uri: str) -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=False)
+
+    def _in_wal_mode(self) -> bool:
+        """Whether the file's header marks WAL mode (bytes 18 and 19, the write and read versions, are 2)."""
+        with open(self.path, "rb") as handle:
+            header = handle.read(20)
+        return header[18:20] == b"\x02\x02"
 
     def _guard_foreign_file(self) -> None:
         """Refuse to turn an unrelated non-empty file (a JSON dataset, say) into a database."""
@@ -478,7 +499,10 @@ class RunStore:
             clauses.append("r.device = ?")
             params.append(device)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT m.*, r.device AS device FROM measurements m JOIN runs r ON r.id = m.run_id {where} ORDER BY m.id"
+        query = (
+            "SELECT m.*, r.device AS device FROM measurements m JOIN runs r ON r.id = m.run_id "
+            f"{where} ORDER BY m.id"
+        )
         with self._errors("read"):
             return [_measurement_from_row(row) for row in self._conn.execute(query, params)]
 
@@ -588,7 +612,7 @@ class RunStore:
         """
         path = Path(path)
         rows = read_protran_json(path)
-        stem_batch = _batch_from_stem(path.stem)
+        stem_batch = batch_from_stem(path.stem)
         batch_size = batch_size if batch_size is not None else stem_batch or 1
         config = {"source": path.name, "format": "protran-dataset-json"}
         runs_match = re.search(r"_r(\d+)(?:_|$)", path.stem)
@@ -643,7 +667,8 @@ class RunStore:
 # -- ProTran format helpers -----------------------------------------------------------------------------
 
 
-def _batch_from_stem(stem: str) -> int | None:
+def batch_from_stem(stem: str) -> int | None:
+    """The batch size a ProTran file name carries (``cpu_rpi_b1_r1`` -> 1), or None."""
     match = re.search(r"_b(\d+)(?:_|$)", stem)
     return int(match.group(1)) if match else None
 
@@ -677,19 +702,13 @@ def read_protran_json(path: str | Path) -> list[tuple[str, ArchSpec, list[int], 
     """Parse and validate a ProTran ``dataset.json``: rows of (hash, spec, embedding, performance).
 
     Raises DatasetFormatError naming the file, row key and field for: text that is not JSON, a top
-    level that is not an object, missing fields, a model_dict outside the design space, a key that is
-    not the model hash, an embedding that does not match, and latency/energy/peak power that are not
-    finite non-negative numbers (energy and peak power may be null: not measured).
+    level that is not an object, missing fields (the embedding may be left out), a model_dict outside
+    the design space, a key that is not the model hash, an embedding that does not match, and
+    latency/energy/peak power that are not finite non-negative numbers (energy and peak power may be
+    null: not measured).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetFormatError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetFormatError(f"{path}: not a JSON file ({error})") from None
-    if not isinstance(data, dict):
-        raise DatasetFormatError(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
+    data = read_hash_keyed_json(path, DatasetFormatError)
     return [_parse_entry(path, key, value) for key, value in data.items()]
 
 
@@ -697,7 +716,7 @@ def _parse_entry(path: Path, key: str, value: Any) -> tuple[str, ArchSpec, list[
     where = f"{path}: row '{key}'"
     if not isinstance(value, dict):
         raise DatasetFormatError(f"{where}: expected an object, got {type(value).__name__}")
-    for name in ("model_dict", "embedding", "performance"):
+    for name in ("model_dict", "performance"):  # the embedding follows from the model_dict; checked if given
         if name not in value:
             raise DatasetFormatError(f"{where}: field '{name}' is missing")
     try:
@@ -710,8 +729,9 @@ def _parse_entry(path: Path, key: str, value: Any) -> tuple[str, ArchSpec, list[
             f"{where}: the key is not the hash of its model_dict (expected '{expected_hash}')"
         )
     embedding = embed(spec)
+    given = value.get("embedding", embedding)
     try:
-        given = json.loads(value["embedding"]) if isinstance(value["embedding"], str) else value["embedding"]
+        given = json.loads(given) if isinstance(given, str) else given
     except json.JSONDecodeError:
         given = None
     if given != embedding:
@@ -750,9 +770,7 @@ def load_rows(path: str | Path, run_id: int | None = None, device: str | None = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such profile file: {path}")
-    with open(path, "rb") as handle:
-        is_sqlite = handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-    if not is_sqlite:
+    if not is_run_store(path):
         name = device or path.stem
         return [
             ProfileRow(spec, key, perf["latency"], perf["energy"], perf["peak_power"], name)

@@ -16,6 +16,8 @@ from protran.meters._powermetrics import PowermetricsMeter
 from protran.meters._remote import RemoteMeter
 from protran.meters._sysfs import HwmonMeter, INA3221Meter, RaplMeter
 from protran.meters._tegrastats import TegrastatsMeter
+from protran.vocabulary import AUTO_ORDER, METER_NAMES
+from protran.vocabulary import METERS as VOCABULARY_METERS
 
 #: Meters by name, in the order "auto" tries them. INA219 is never probed automatically: reading an
 #: I2C address that holds another chip could disturb it, so it must be named.
@@ -29,8 +31,8 @@ METERS: dict[str, type[PowerMeter]] = {
     "nvidia-smi": NvidiaSmiMeter,
     "ina219": INA219Meter,
 }
-AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics")
-METER_NAMES: tuple[str, ...] = ("auto", "none", *METERS, "remote:HOST:PORT")
+# The names and the probing order live in protran.vocabulary (torch-free, for command-line choices).
+assert tuple(METERS) == VOCABULARY_METERS, "protran.vocabulary.METERS is out of step with the meter classes"
 
 
 def _accepted(meter: type[PowerMeter], options: dict[str, Any]) -> dict[str, Any]:

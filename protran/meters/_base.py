@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -342,10 +343,8 @@ class PowerMeter(ABC):
     def close(self) -> None:
         """Release the device; stops sampling first if needed."""
         if self._thread is not None:
-            try:
+            with contextlib.suppress(MeterError):
                 self.stop()
-            except MeterError:
-                pass
 
     def __enter__(self) -> PowerMeter:
         self.start()
@@ -389,7 +388,8 @@ class PowerMeter(ABC):
         """How long stop() waits for the sampler's last reading before aborting it."""
         return 5.0 + 2 * self.interval_s
 
-    def _abort_sampling(self) -> None:  # noqa: B027 - optional hook, nothing to abort by default
+    # An optional hook: only meters whose sampler can block (tool, remote) override it.
+    def _abort_sampling(self) -> None:  # noqa: B027
         """Unblock a sampler that waits on a device or a pipe (tool and remote meters)."""
 
     def __repr__(self) -> str:

@@ -235,9 +235,10 @@ class INA219Meter(PowerMeter):
         if not os.path.exists(device):
             return f"INA219: {device} not found - is I2C enabled (raspi-config) and the sensor wired?"
         try:
+            # Importing (not just finding) the package also reports a broken installation as unavailable.
             import smbus2  # noqa: F401
         except ImportError:
-            return "INA219: the smbus2 package is not installed (pip install smbus2)"
+            return "INA219: the smbus2 package is not installed (pip install 'edgetran[meters]')"
         return None
 
     @classmethod

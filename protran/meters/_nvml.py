@@ -15,7 +15,7 @@ def _import_pynvml() -> Any:
         return importlib.import_module("pynvml")
     except ImportError as error:
         raise MeterUnavailableError(
-            "nvml: the nvidia-ml-py package is not installed (pip install nvidia-ml-py)"
+            "nvml: the nvidia-ml-py package is not installed (pip install 'edgetran[meters]')"
         ) from error
 
 

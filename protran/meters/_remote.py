@@ -18,6 +18,7 @@ through an SSH tunnel (``ssh -L``), and keep the default loopback bind otherwise
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -201,10 +202,8 @@ class MeterServer:
         try:
             self.meter.start(listener=forward)
         except Exception as error:  # reported to the client rather than ending the server
-            try:
+            with contextlib.suppress(OSError):
                 _send(connection, {"error": f"{self.meter.name}: {error}"})
-            except OSError:
-                pass
             return
         try:
             # The client ends the stream by closing the connection; it sends nothing else.
@@ -221,10 +220,8 @@ class MeterServer:
             try:
                 self.meter.stop()
             except Exception as error:  # the client learns why its stream ended, if still there
-                try:
+                with contextlib.suppress(OSError):
                     _send(connection, {"error": f"{self.meter.name}: {error}"})
-                except OSError:
-                    pass
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -360,10 +357,8 @@ class RemoteMeter(PowerMeter):
     def _abort_sampling(self) -> None:
         with self._connection_lock:
             if self._connection is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def read_power_w(self) -> float:
         connection, reader = self._connect()

@@ -74,7 +74,8 @@ class ToolMeter(PowerMeter):
     # -- running the tool ---------------------------------------------------------------------
 
     def _spawn(self) -> tuple[subprocess.Popen, IO[bytes]]:
-        stderr = tempfile.TemporaryFile()
+        # Handed to the subprocess and returned to the caller, which closes it: no with-block here.
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             process = subprocess.Popen(
                 self.command(),

@@ -1,88 +1,46 @@
 """Feature matrices for surrogates, computed from architecture specs without building models.
 
-Feature sets:
-
-- ``"embedding"``: the 37-entry integer embedding (``flexibert.embed``), as floats. Models that need
-  scaled inputs standardise them themselves; trees do not care.
-- ``"analytic"``: ``flexibert``'s analytic feature vector (log10 parameters / FLOPs / activation
-  bytes, layer, head and feed-forward counts) for the given batch size and sequence length.
-- ``"both"``: embedding then analytic.
-- ``"costs"``: linear-scale cost terms that can only add latency or energy: parameters (millions),
-  GFLOPs, activation MB, layers, heads and the summed hidden width (which sizes the per-head
-  relative-position tables and the per-layer norms). Made for the ``additive`` surrogate.
+The feature sets (``"embedding"``, ``"analytic"``, ``"both"``, ``"costs"``) and their columns are
+defined once, in :mod:`flexibert.feature_table`; see there. Here specs become matrices: specs of the
+default design space are embedded and read through the cached vectorised table of the workload,
+and any other architecture (a kernel size outside the space, say) through the same formulas one
+architecture at a time. Both give the same numbers bit for bit.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-FEATURE_SETS = ("embedding", "analytic", "both", "costs")
+from flexibert import InvalidArchitectureError, as_spec, embed
+from flexibert.feature_table import COST_FEATURE_NAMES, FEATURE_SETS, feature_matrix, feature_table, spec_columns
+from flexibert.feature_table import feature_names as _table_feature_names
 
-COST_FEATURE_NAMES = (
-    "params_millions",
-    "gflops",
-    "activation_mb",
-    "num_layers",
-    "total_heads",
-    "total_hidden_size",
-)
+__all__ = ["COST_FEATURE_NAMES", "FEATURE_SETS", "feature_names", "featurize"]
 
 
 def _as_specs(specs) -> list:
-    from flexibert._spec import as_spec
-
     if isinstance(specs, (str, bytes)) or not isinstance(specs, Sequence):
         raise TypeError("specs must be a sequence of ArchSpec or model_dict objects")
     return [as_spec(spec) for spec in specs]
 
 
-def _embedding_rows(specs: list) -> np.ndarray:
-    from flexibert import embed
-
-    return np.array([embed(spec) for spec in specs], dtype=float).reshape(len(specs), -1)
-
-
-def _analytic_rows(specs: list, batch_size: int, seq_len: int) -> np.ndarray:
-    from flexibert._features import ANALYTIC_FEATURE_NAMES, analytic_feature_vector
-
-    rows = [analytic_feature_vector(spec, batch_size, seq_len) for spec in specs]
-    return np.array(rows, dtype=float).reshape(len(specs), len(ANALYTIC_FEATURE_NAMES))
-
-
-def _cost_rows(specs: list, batch_size: int, seq_len: int) -> np.ndarray:
-    from flexibert._features import analytic_features
-
-    rows = []
-    for spec in specs:
-        counts = analytic_features(spec, batch_size, seq_len)
-        rows.append([
-            counts["params"] / 1e6,
-            counts["flops"] / 1e9,
-            counts["activation_bytes"] / 1e6,
-            spec.num_layers,
-            sum(layer.n_heads for layer in spec.layers),
-            sum(spec.hidden_sizes),
-        ])
-    return np.array(rows, dtype=float).reshape(len(specs), len(COST_FEATURE_NAMES))
+def _embeddings(specs: list, required: bool) -> np.ndarray | None:
+    """The default-space embeddings (rows, 37) of ``specs``; None when one is outside the space and
+    the feature set does not need them (the error otherwise)."""
+    try:
+        return np.array([embed(spec) for spec in specs], dtype=np.int64).reshape(len(specs), -1)
+    except InvalidArchitectureError:
+        if required:
+            raise
+        return None
 
 
 def feature_names(features: str = "embedding") -> list[str]:
     """Column names of :func:`featurize` for one feature set."""
     _check_feature_set(features)
-    if features == "costs":
-        return list(COST_FEATURE_NAMES)
-    names: list[str] = []
-    if features in ("embedding", "both"):
-        from flexibert import DesignSpace
-
-        names += [f"embedding_{i}" for i in range(DesignSpace.default().embedding_length)]
-    if features in ("analytic", "both"):
-        from flexibert._features import ANALYTIC_FEATURE_NAMES
-
-        names += list(ANALYTIC_FEATURE_NAMES)
-    return names
+    return _table_feature_names(features)
 
 
 def featurize(specs, features: str = "embedding", batch_size: int = 1, seq_len: int = 128) -> np.ndarray:
@@ -95,14 +53,14 @@ def featurize(specs, features: str = "embedding", batch_size: int = 1, seq_len: 
     specs = _as_specs(specs)
     if not specs:
         return np.empty((0, len(feature_names(features))))
-    if features == "costs":
-        return _cost_rows(specs, batch_size, seq_len)
-    blocks = []
-    if features in ("embedding", "both"):
-        blocks.append(_embedding_rows(specs))
-    if features in ("analytic", "both"):
-        blocks.append(_analytic_rows(specs, batch_size, seq_len))
-    return np.hstack(blocks)
+    embeddings = _embeddings(specs, required=features in ("embedding", "both"))
+    if features == "embedding":
+        return feature_matrix(None, features, embeddings)
+    if embeddings is None:
+        columns = spec_columns(specs, batch_size, seq_len)
+    else:
+        columns = feature_table(None, batch_size, seq_len).columns(embeddings)
+    return feature_matrix(columns, features, embeddings)
 
 
 def _check_feature_set(features: str) -> None:

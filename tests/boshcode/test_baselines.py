@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from boshcode._baselines import BASELINES, BaselineSettings, _GaussianProcess, _GBRTQuantiles, _Forest, run_baseline
+from boshcode._baselines import BASELINES, BaselineSettings, _Forest, _GaussianProcess, _GBRTQuantiles, run_baseline
 from boshcode._objective import Weights
 from boshcode._search import SearchSettings, codesign, make_problem
 from flexibert import is_valid_embedding
@@ -51,7 +51,9 @@ def test_model_based_baselines_beat_random_search_on_the_analytic_oracle():
     assert np.mean(gains) > 0
 
 
-@pytest.mark.parametrize("model", [lambda: _GBRTQuantiles(20, 0), lambda: _Forest(30, 0), lambda: _GaussianProcess(3, 0)])
+@pytest.mark.parametrize(
+    "model", [lambda: _GBRTQuantiles(20, 0), lambda: _Forest(30, 0), lambda: _GaussianProcess(3, 0)]
+)
 def test_models_predict_a_mean_and_a_spread(model):
     rng = np.random.default_rng(0)
     X = rng.random((40, 3))

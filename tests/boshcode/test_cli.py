@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from boshcode.cli import DEFAULT_BUDGET, main
+from boshcode.cli import DEFAULT_BUDGET, METHODS, MODES, main
 from flexibert import count_parameters, embed, model_hash, sample_architectures
 
 WEIGHTS = ["--alpha", "0.5", "--beta", "0.2", "--gamma", "0.2", "--epsilon", "0.1"]
@@ -180,3 +180,39 @@ def test_default_budget_on_the_public_boards(shared_data, tmp_path):
     out = json.loads(done.stdout)
     assert len(out["history"]) == DEFAULT_BUDGET
     assert out["devices"] == [p.stem for p in profiles]
+
+
+def test_search_progress_is_one_line_per_step_off_a_terminal(files, capsys):
+    assert main(_codesign(files, *WEIGHTS, "--budget", "18", "--json")) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("codesign ")]
+    assert lines and all("ETA" in line and "best P" in line for line in lines)
+    assert lines[-1].startswith("codesign 18/18  elapsed ")
+
+
+def test_measure_was_renamed_measure_on(files, capsys):
+    assert main(_codesign(files, *WEIGHTS, "--measure", "board_fast_b1_r1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--measure-on board_fast_b1_r1" in err
+    assert main(["codesign", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert "--measure-on DEVICE" in help_text and "--measure " not in help_text
+
+
+def test_constraints_take_the_unit_of_their_measure_in_every_command(capsys):
+    from protran.cli import main as protran_main
+    from protran.vocabulary import MEASURES
+
+    wanted = [f"--max-{m.name.replace('_', '-')}-{m.unit.lower()}" for m in MEASURES]
+    assert wanted == ["--max-latency-s", "--max-energy-j", "--max-peak-power-w"]
+    for command_main, command in ((protran_main, "pareto"), (main, "codesign")):
+        assert command_main([command, "--help"]) == 0
+        help_text = capsys.readouterr().out
+        assert all(f"{flag} " in help_text for flag in wanted), command
+        assert "--max-latency-ms" not in help_text
+
+
+def test_choices_are_the_ones_the_search_accepts():
+    from boshcode._baselines import BASELINES
+    from boshcode._search import MODES as SEARCH_MODES
+
+    assert ("boshcode", *BASELINES) == METHODS and SEARCH_MODES == MODES

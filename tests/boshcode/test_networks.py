@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pytest
 import torch
 from torch.nn import functional as F
 
@@ -179,6 +178,7 @@ def test_held_out_rows_never_move_and_are_never_trained_on(monkeypatch):
         surrogates.fit(arch[:n], device[:n], _terms(arch[:n], device[:n]), np.ones(n, dtype=bool))
     assert len(calls) == 9  # f, g and h at each of the three fits
     held = None
+    previous_n = None  # set together with held; read only once held is set
     for n, train, valid in calls:
         assert not train & valid and train | valid == set(range(n))
         if held is not None:

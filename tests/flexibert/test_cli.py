@@ -1,11 +1,14 @@
 import argparse
 import importlib.util
+import io
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
-from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, embed, model_hash
-from flexibert import _cli_common as common
+from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, choices, clitools, embed, model_hash
 from flexibert._sampling import MODEL_TYPES, model_type
 from flexibert.cli import main
 
@@ -274,19 +277,19 @@ def test_export_needs_exactly_one_architecture(capsys, tmp_path):
 
 
 def test_positive_int_and_comma_list():
-    assert common.positive_int("3") == 3
+    assert clitools.positive_int("3") == 3
     for text in ("0", "-2", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
-            common.positive_int(text)
-    parse = common.comma_list(("a", "b"))
+            clitools.positive_int(text)
+    parse = clitools.comma_list(("a", "b"))
     assert parse("b, a,b") == ["b", "a"]
     with pytest.raises(argparse.ArgumentTypeError, match="choose one or more of a, b"):
         parse("a,c")
 
 
 def test_to_json_puts_one_record_per_line():
-    assert common.to_json([{"a": 1}, {"b": [1, 2]}]) == '[\n  {"a": 1},\n  {"b": [1, 2]}\n]'
-    assert json.loads(common.to_json({"x": (1, 2)})) == {"x": [1, 2]}
+    assert clitools.to_json([{"a": 1}, {"b": [1, 2]}]) == '[\n  {"a": 1},\n  {"b": [1, 2]}\n]'
+    assert json.loads(clitools.to_json({"x": (1, 2)})) == {"x": [1, 2]}
 
 
 def test_run_turns_errors_into_messages_and_exit_codes(capsys):
@@ -299,11 +302,103 @@ def test_run_turns_errors_into_messages_and_exit_codes(capsys):
     cases = [
         (InvalidArchitectureError("layer 0, field 'o': bad"), 2, "tool: error: layer 0, field 'o': bad"),
         (FileNotFoundError(2, "No such file or directory", "x.json"), 2, "tool: error: x.json: No such file"),
-        (common.CliError("export failed", common.EXIT_FAILURE), 1, "tool: error: export failed"),
+        (clitools.CliError("export failed", clitools.EXIT_FAILURE), 1, "tool: error: export failed"),
     ]
     for error, expected_status, expected_message in cases:
-        parser = common.make_parser("tool", "A tool.", "tool go")
-        sub = common.add_command(common.add_subcommands(parser), "go", fail_with(error), "go", "tool go")
+        parser = clitools.make_parser("tool", "A tool.", "tool go")
+        sub = clitools.add_command(clitools.add_subcommands(parser), "go", fail_with(error), "go", "tool go")
         assert sub.get_default("handler") is not None
-        assert common.run(parser, ["go"]) == expected_status
+        assert clitools.run(parser, ["go"]) == expected_status
         assert capsys.readouterr().err.startswith(expected_message)
+
+
+def _tool(handler):
+    parser = clitools.make_parser("tool", "A tool.", "tool go")
+    clitools.add_command(clitools.add_subcommands(parser), "go", handler, "go", "tool go")
+    return parser
+
+
+def _fail(args):
+    raise ValueError("bad value; use another")
+
+
+@pytest.mark.parametrize("argv", [["go"], ["--debug", "go"], ["go", "--debug"]])
+def test_debug_adds_the_traceback_to_the_one_line_error(capsys, argv):
+    assert clitools.run(_tool(_fail), argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "tool: error: bad value; use another"
+    assert ("Traceback" in err) == ("--debug" in argv)
+
+
+def test_a_missing_extra_is_one_line_naming_the_pip_command(capsys):
+    from flexibert.lazy import optional_dependency
+
+    def needs_openvino(args):
+        with optional_dependency("exporting to OpenVINO IR"):
+            raise ModuleNotFoundError("No module named 'openvino'", name="openvino")
+
+    assert clitools.run(_tool(needs_openvino), ["go"]) == clitools.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("tool: error: ") and "pip install 'edgetran[openvino]'" in err
+
+
+def test_ctrl_c_exits_130_with_one_line_that_says_how_to_resume(capsys):
+    def resumable_work(args):
+        with clitools.resumable("the results so far are in out/; run the same command with --resume to continue"):
+            raise KeyboardInterrupt
+
+    def plain_work(args):
+        raise KeyboardInterrupt
+
+    assert clitools.run(_tool(resumable_work), ["go"]) == clitools.EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == ("tool: interrupted; the results so far are in out/; run the same command "
+                                       "with --resume to continue\n")
+    assert clitools.run(_tool(plain_work), ["go"]) == 130
+    assert capsys.readouterr().err == f"tool: interrupted; {clitools.NOTHING_KEPT}\n"
+
+
+def test_progress_off_a_terminal_prints_one_line_per_step_with_an_eta():
+    log = io.StringIO()  # like a log file, a pipe or CI: not a terminal
+    with clitools.Progress(4, "measuring", stream=log) as progress:
+        progress.resume_from(1)  # one step done by an earlier run
+        for name in ("a", "b", "c"):
+            progress.step(f"arch {name}")
+            progress.note("between steps: only a bar shows this")
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3
+    pattern = r"measuring (\d)/4  elapsed \d:\d\d:\d\d  ETA (\d:\d\d:\d\d)  arch ([abc])"
+    matches = [re.fullmatch(pattern, line) for line in lines]
+    assert all(matches), lines
+    assert [(m[1], m[3]) for m in matches] == [("2", "a"), ("3", "b"), ("4", "c")]
+    assert matches[-1][2] == "0:00:00"
+
+
+def test_progress_eta_is_the_pace_of_this_process(monkeypatch):
+    now_s = [100.0]
+    monkeypatch.setattr(clitools.time, "monotonic", lambda: now_s[0])
+    progress = clitools.Progress(10, "x", stream=io.StringIO())
+    assert progress.eta_s() is None  # no step yet: no pace
+    progress.resume_from(4)  # steps of an earlier run took no time in this one
+    now_s[0] += 6.0
+    progress.step(done=5)
+    progress.step(done=6)
+    assert progress.eta_s() == pytest.approx(12.0)  # 3 s per step, 4 steps left
+
+
+def test_choices_are_the_ones_the_implementing_modules_accept():
+    from flexibert import _export, _sampling, _transfer
+
+    assert choices.EXPORT_FORMATS == _export.EXPORT_FORMATS
+    assert choices.SAMPLING_METHODS == _sampling.SAMPLING_METHODS
+    assert choices.MODEL_TYPES == _sampling.MODEL_TYPES
+    assert set(choices.TRANSFER_MODES) == set(_transfer._MODES.values())
+
+
+def test_every_command_builds_its_parser_without_torch():
+    code = ("import importlib, sys\n"
+            "for name in ('flexibert', 'protran', 'boshcode', 'gptran'):\n"
+            "    importlib.import_module(name + '.cli').build_parser()\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from flexibert import ArchSpec, ExportError, LayerSpec
-from flexibert import _export
+from flexibert import ArchSpec, ExportError, LayerSpec, _export
 from flexibert._export import (
     EXPORT_FORMATS,
     example_input_ids,

@@ -161,7 +161,11 @@ def trained_parent():
 
 @pytest.mark.parametrize(
     "child_spec",
-    [_tiny(("sa_sdp", "sa_sdp", "sa_sdp")), _tiny(("sa_sdp", "sa_sdp", "c_5")), _tiny(("sa_sdp", "sa_sdp"), (512, 256))],
+    [
+        _tiny(("sa_sdp", "sa_sdp", "sa_sdp")),
+        _tiny(("sa_sdp", "sa_sdp", "c_5")),
+        _tiny(("sa_sdp", "sa_sdp"), (512, 256)),
+    ],
     ids=["added_sdp_head", "added_conv_head", "added_ff_layer"],
 )
 @pytest.mark.parametrize("mode", ["ordered", "random_projection"])

@@ -64,6 +64,8 @@ def test_run_prints_the_json_contract_writes_outputs_and_resumes(model_dict, sma
     assert [row["mode"] for row in result["nodes"][1:]] == ["grow_attn_head", "grow_ffnn"]
     assert result["best"] in {row["id"] for row in result["nodes"]}
     assert "node 0 (root" in captured.err  # progress goes to stderr
+    steps = [line for line in captured.err.splitlines() if line.startswith("grow-and-prune ")]
+    assert [line.split()[1] for line in steps] == ["1/3", "2/3", "3/3"] and all("ETA" in line for line in steps)
 
     tree = json.loads((out / "tree.json").read_text())
     assert [node["hash"] for node in tree["nodes"]] == [row["hash"] for row in result["nodes"]]

@@ -115,20 +115,27 @@ def test_grown_child_keeps_parent_heads_and_fresh_new_heads():
     for j in (0, 1):  # head dim 64 -> 32: the top-left block of each parent head
         torch.testing.assert_close(c_layer.heads[j].query.weight, p_layer.heads[j].query.weight[:32])
         torch.testing.assert_close(
-            c_layer.attention_output.weight[:, 32 * j:32 * (j + 1)], p_layer.attention_output.weight[:, 64 * j:64 * j + 32]
+            c_layer.attention_output.weight[:, 32 * j:32 * (j + 1)],
+            p_layer.attention_output.weight[:, 64 * j:64 * j + 32],
         )
     assert torch.equal(c_layer.heads[2].value.weight, fresh)
-    torch.testing.assert_close(child.encoder.layers[0].heads[1].key.weight, parent.encoder.layers[0].heads[1].key.weight)
+    torch.testing.assert_close(
+        child.encoder.layers[0].heads[1].key.weight, parent.encoder.layers[0].heads[1].key.weight
+    )
 
 
 def test_pruned_heads_are_matched_by_identity_not_position():
-    spec = ArchSpec.from_model_dict({"l": 2, "o": [["sa_sdp_32"] * 2 + ["l_dft_32"] * 2] * 2, "h": [128, 128], "f": [[512], [512]]})
+    spec = ArchSpec.from_model_dict(
+        {"l": 2, "o": [["sa_sdp_32"] * 2 + ["l_dft_32"] * 2] * 2, "h": [128, 128], "f": [[512], [512]]}
+    )
     parent = _model(spec)
     mutation = prune_attention_heads(spec, 0, [0.1, 0.2, 1.0, 1.0], SPACE)
     assert mutation.child.layers[0].ops == ("l_dft", "l_dft")
     child = _model(mutation.child, seed=1)
     inherit_weights(parent, child, mutation)
-    torch.testing.assert_close(child.encoder.layers[0].heads[1].value.weight[:32], parent.encoder.layers[0].heads[3].value.weight)
+    torch.testing.assert_close(
+        child.encoder.layers[0].heads[1].value.weight[:32], parent.encoder.layers[0].heads[3].value.weight
+    )
 
 
 def test_narrowed_feed_forward_keeps_the_chosen_units():
@@ -140,7 +147,9 @@ def test_narrowed_feed_forward_keeps_the_chosen_units():
     child = _model(mutation.child, seed=1)
     inherit_weights(parent, child, mutation)
     keep = torch.tensor(mutation.ff_kept_units)
-    p_linears, c_linears = parent.encoder.layers[layer].feed_forward.linears, child.encoder.layers[layer].feed_forward.linears
+    p_linears, c_linears = (
+        parent.encoder.layers[layer].feed_forward.linears, child.encoder.layers[layer].feed_forward.linears
+    )
     torch.testing.assert_close(c_linears[0].weight, p_linears[0].weight[keep])
     torch.testing.assert_close(c_linears[1].weight, p_linears[1].weight[:, keep])
 

@@ -122,7 +122,9 @@ def test_pruned_child_is_kept_only_within_the_tolerance():
 
 def test_stops_when_the_best_loss_stops_improving():
     losses = [5.0] + [6.0] * 40
-    search = run_search(TINY, FakeTrainer(losses), _config(num_samples=2, max_nodes=40, stop_patience=2, branch_patience=5))
+    search = run_search(
+        TINY, FakeTrainer(losses), _config(num_samples=2, max_nodes=40, stop_patience=2, branch_patience=5)
+    )
     assert search.stop_reason == "no_improvement"
     assert search.best.id == 0
 

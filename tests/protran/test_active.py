@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from protran._active import (
-    MEASURES,
     ActiveLearner,
     TransferPrior,
     random_acquisition,
@@ -14,6 +13,7 @@ from protran._active import (
     uncertainty_acquisition,
 )
 from protran.surrogates import make_surrogate
+from protran.vocabulary import MEASURE_NAMES as MEASURES
 
 N_POOL = 60
 

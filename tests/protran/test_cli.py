@@ -1,11 +1,15 @@
 """The protran command end to end: a real (tiny) profile of this machine, predict, import/export."""
 
+import io
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
-from protran.cli import main
+from flexibert import clitools, model_hash
+from protran._protocol import MeasurementResult
+from protran.cli import _ProfileProgress, build_parser, main
 
 TINY_SPACE = """\
 encoder_layers: [2]
@@ -25,8 +29,12 @@ def test_profile_then_predict_on_this_machine(tmp_path, capsys):
             "--seq-len", "16", "--vocab-size", "500", "--time-cap-s", "2", "--target-rel-ci", "0.2",
             "--meter", "none", "--surrogate", "gbdt", "--out", str(out), "--json"]
     assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert summary["measured_ok"] + summary["failed"] + summary["unstable"] == 3
+    # stderr is not a terminal here, as in a log file: one progress line per measurement
+    progress = [line for line in captured.err.splitlines() if line.startswith("profiling ")]
+    assert [line.split()[1] for line in progress] == ["1/3", "2/3", "3/3"] and all("ETA" in line for line in progress)
     assert summary["measured_ok"] >= 2, summary
     assert summary["measures"] == ["latency_s"] and summary["meter"] is None
     assert summary["stop_reason"] == "max_samples"
@@ -118,3 +126,84 @@ def test_accuracy_import_and_the_mlm_proxy_land_in_one_store(tmp_path, capsys):
     assert record.pretrain_loss == row["proxy_loss"] and record.score == pytest.approx(math.exp(-row["proxy_loss"]))
     assert main(["import", str(tmp_path / "absent.csv"), "--store", str(store), "--accuracy"]) == 2
     assert "absent.csv" in capsys.readouterr().err
+
+
+def _measured(arch_hash: str, status: str, latency_s: float | None, n_attempts: int) -> dict:
+    result = SimpleNamespace(arch_hash=arch_hash, status=status, latency_s=latency_s)
+    return {"event": "measured", "result": result, "n_attempts": n_attempts, "n_ok": n_attempts, "cv_mse": {}}
+
+
+def test_profile_progress_in_a_log_file_is_one_line_per_measurement_with_its_eta():
+    log = io.StringIO()
+    report = _ProfileProgress(clitools.Progress(6, "profiling", stream=log))
+    report({"event": "started", "n_attempts": 2})  # a resumed run: two measured before
+    report({"event": "measuring", "hash": "aaaaaaaa11", "reason": "seed", "spec": None})
+    report(_measured("aaaaaaaa11", "ok", 0.01234, 3))
+    report({"event": "fitted", "cv_mse": {"latency_s": 0.5}, "passes": 0, "n_ok": 3})
+    report(_measured("bbbbbbbb22", "timeout", None, 4))
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("profiling 3/6  elapsed ") and "  ETA " in lines[0]
+    assert lines[0].endswith("aaaaaaaa ok, latency 12.34 ms, 3 ok")
+    assert lines[1].startswith("profiling 4/6  elapsed ") and lines[1].endswith("bbbbbbbb timeout, latency n/a, 4 ok")
+
+
+def _fake_measure(spec, *, runtime, batch_size, seq_len, num_threads, **settings) -> MeasurementResult:
+    """A measurement without a worker process: latency grows with the model_dict's size."""
+    model_dict = spec.to_model_dict()
+    return MeasurementResult(model_hash(spec), model_dict, runtime, batch_size, seq_len, num_threads, "ok",
+                             latency_s=1e-5 * len(json.dumps(model_dict)))
+
+
+def test_ctrl_c_keeps_every_measurement_and_resume_goes_on(tmp_path, capsys, monkeypatch):
+    import protran._profile as profiling
+    from protran._store import RunStore
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    measured = []
+
+    def interrupted_on_the_third(spec, **settings):
+        if len(measured) == 2:
+            raise KeyboardInterrupt
+        measured.append(spec)
+        return _fake_measure(spec, **settings)
+
+    monkeypatch.setattr(profiling, "_default_measure", interrupted_on_the_third)
+    store = tmp_path / "runs" / "ci-cpu.sqlite"
+    args = ["profile", "--device", "ci-cpu", "--space", str(space), "--seed-samples", "4", "--max-samples", "4",
+            "--meter", "none", "--surrogate", "gbdt", "--out", str(tmp_path / "runs")]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (f"protran: interrupted; every finished measurement is in {store}; "
+                                    "run the same command with --resume to continue")
+    with RunStore(store, readonly=True) as runs:
+        assert len(runs.measurements(status=None)) == 2
+        assert runs.get_run(1).status == "interrupted"
+
+    monkeypatch.setattr(profiling, "_default_measure", _fake_measure)
+    assert main(args + ["--resume", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["run_id"] == 1 and summary["measured_ok"] == 4
+    progress = [line.split()[1] for line in captured.err.splitlines() if line.startswith("profiling ")]
+    assert progress == ["3/4", "4/4"]
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["--debug", "import", str(broken), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith("protran: error: ") and "broken.json" in err
+
+
+def test_max_latency_ms_is_a_deprecated_alias_in_seconds(capsys):
+    pareto = ["pareto", "--profile", "board.json", "--accuracy", "scores.csv"]
+    assert build_parser().parse_args(pareto + ["--max-latency-s", "0.05"]).max_latency_s == 0.05
+    assert capsys.readouterr().err == ""
+    assert build_parser().parse_args(pareto + ["--max-latency-ms", "50"]).max_latency_s == pytest.approx(0.05)
+    assert capsys.readouterr().err == "protran: --max-latency-ms is deprecated; use --max-latency-s 0.05\n"
+    assert main(["pareto", "--help"]) == 0
+    assert "--max-latency-ms" not in capsys.readouterr().out  # hidden: new scripts see one unit

@@ -1,4 +1,4 @@
-"""Predicted Pareto frontiers: fast features, moves, search, constraints, the CLI and its JSON."""
+"""Predicted Pareto frontiers: moves, search, constraints, the CLI and its JSON."""
 
 from __future__ import annotations
 
@@ -13,20 +13,15 @@ from flexibert import DesignSpace, count_parameters, decode, embed, is_valid_emb
 from protran._accuracy import load_accuracy
 from protran._pareto import (
     REFERENCE_POINT,
-    Constraints,
     SearchSettings,
-    _AnalyticTable,
     _Moves,
-    fit_models,
     hypervolume,
-    load_profiles,
     non_dominated,
     normalised_objectives,
-    repair_embeddings,
     search_frontier,
 )
 from protran.cli import _SEARCH_DEFAULTS, main
-from protran.surrogates import featurize
+from protran.models import Constraints, fit_models, load_profiles
 
 SPACE = DesignSpace.default()
 SMALL_SEARCH = SearchSettings(pop_size=32, n_generations=5, n_initial_samples=16)
@@ -93,23 +88,6 @@ def test_profiles_from_run_stores_take_device_and_workload_from_the_runs(inputs,
 
 
 # -- building blocks ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("batch_size", "seq_len"), [(1, 128), (32, 64)])
-def test_fast_features_equal_featurize_bit_for_bit(batch_size, seq_len):
-    specs = sample_architectures(80, method="random", seed=batch_size)
-    X = np.array([embed(spec) for spec in specs])
-    table = _AnalyticTable(SPACE, batch_size, seq_len)
-    for features in ("costs", "both"):
-        assert np.array_equal(table.featurize(X, features),
-                              featurize(specs, features=features, batch_size=batch_size, seq_len=seq_len))
-    assert np.array_equal(table.columns(X)["params"], [count_parameters(spec) for spec in specs])
-
-
-def test_repair_turns_any_vector_into_a_valid_embedding():
-    rng = np.random.default_rng(0)
-    X = repair_embeddings(rng.uniform(-5, 30000, size=(200, SPACE.embedding_length)))
-    assert all(is_valid_embedding(row) for row in X)
 
 
 def test_moves_are_small_valid_changes():
@@ -197,7 +175,7 @@ def test_every_frontier_point_meets_the_constraints(models):
 
 def test_search_defaults_match_the_command_line_help():
     defaults = SearchSettings()
-    assert _SEARCH_DEFAULTS == {"pop_size": defaults.pop_size, "n_generations": defaults.n_generations}
+    assert {"pop_size": defaults.pop_size, "n_generations": defaults.n_generations} == _SEARCH_DEFAULTS
 
 
 # -- command line ---------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from flexibert import ArchSpec, count_parameters, model_hash
+from flexibert import count_parameters, model_hash
 from protran._profile import (
     ProfileConfig,
     Profiler,

@@ -192,8 +192,13 @@ def test_worker_gets_the_thread_count():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"batch_size": 0}, "batch_size"), ({"min_repeats": 3, "max_repeats": 5}, "too small"), ({"min_repeats": 50, "max_repeats": 20},
-     "min_repeats"), ({"target_rel_ci": 0.0}, "target_rel_ci"), ({"timeout_s": -1}, "timeout_s")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"min_repeats": 3, "max_repeats": 5}, "too small"),
+        ({"min_repeats": 50, "max_repeats": 20}, "min_repeats"),
+        ({"target_rel_ci": 0.0}, "target_rel_ci"),
+        ({"timeout_s": -1}, "timeout_s"),
+    ],
 )
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):

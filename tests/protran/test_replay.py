@@ -1,13 +1,15 @@
 """Replay of the active-learning loop on recorded rows: the result contract, loading, real data."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from protran._active import MEASURES
-from protran._replay import DatasetRow, load_protran_dataset, replay, replay_files, samples_to_target
+from protran import ProfileRow, load_rows
+from protran._replay import replay, replay_files, samples_to_target
 from protran.surrogates import featurize
+from protran.vocabulary import MEASURE_NAMES as MEASURES
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +23,7 @@ def rows():
     latency = (0.5 + 0.02 * costs[:, 0] + 0.01 * costs[:, 1]) * rng.normal(1.0, 0.01, len(specs))
     energy = 3.0 * latency * rng.normal(1.0, 0.01, len(specs))
     power = 5.0 + 0.001 * costs[:, 0]
-    return [DatasetRow(spec, model_hash(spec), float(a), float(b), float(c))
+    return [ProfileRow(spec, model_hash(spec), float(a), float(b), float(c))
             for spec, a, b, c in zip(specs, latency, energy, power)]
 
 
@@ -43,7 +45,7 @@ def test_result_contract(rows):
             assert set(entry[key]) == set(MEASURES)
         assert all(0.0 <= entry["within_10pct"][m] <= 1.0 for m in MEASURES)
     # seeds are the first 16 rows, measured first; nothing is measured twice
-    assert result["measured"][:16] == [row.hash for row in rows[:16]]
+    assert result["measured"][:16] == [row.arch_hash for row in rows[:16]]
     assert len(set(result["measured"])) == len(result["measured"]) == 24
 
 
@@ -64,7 +66,7 @@ def test_holdout_split_is_never_queried_and_shared_by_strategies(rows):
     a = quick(rows, test_fraction=0.25, acquisition="uncertainty", seed=3)
     b = quick(rows, test_fraction=0.25, acquisition="random", seed=3, seed_samples=4, eval_every=4)
     assert a["n_test"] == b["n_test"] == 6
-    test_hashes = set(row.hash for row in rows) - set(a["measured"])
+    test_hashes = set(row.arch_hash for row in rows) - set(a["measured"])
     assert len(test_hashes) >= 6
     assert [entry["n"] for entry in b["curve"]] == [4, 8, 12, 16, 20, 24]
     assert len(b["measured"]) == 24
@@ -94,7 +96,7 @@ def test_prior_rows_in_every_form(rows):
 
 
 def test_data_without_a_power_meter(rows):
-    latency_only = [row._replace(energy_j=None, peak_power_w=None) for row in rows]
+    latency_only = [dataclasses.replace(row, energy_j=None, peak_power_w=None) for row in rows]
     result = quick(latency_only, max_samples=18)
     json.dumps(result, allow_nan=False)
     last = result["curve"][-1]
@@ -117,7 +119,7 @@ def test_input_errors(rows):
 
 def _write_dataset(path, rows):
     data = {
-        row.hash: {
+        row.arch_hash: {
             "model_dict": row.spec.to_model_dict(),
             "performance": {"latency": row.latency_s, "energy": row.energy_j, "peak_power": row.peak_power_w},
         }
@@ -128,22 +130,22 @@ def _write_dataset(path, rows):
 
 
 def test_load_protran_dataset_round_trip(rows, tmp_path):
-    loaded = load_protran_dataset(_write_dataset(tmp_path / "board.json", rows[:5]))
-    assert [row.hash for row in loaded] == [row.hash for row in rows[:5]]
+    loaded = load_rows(_write_dataset(tmp_path / "board.json", rows[:5]))
+    assert [row.arch_hash for row in loaded] == [row.arch_hash for row in rows[:5]]
     assert loaded[0].spec == rows[0].spec
     assert loaded[0].latency_s == pytest.approx(rows[0].latency_s)
 
 
 def test_load_protran_dataset_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_protran_dataset(tmp_path / "missing.json")
+        load_rows(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not a JSON file"):
-        load_protran_dataset(bad)
+        load_rows(bad)
     bad.write_text(json.dumps({"abc": {"model_dict": {"l": 2}}}))
     with pytest.raises(ValueError, match="row 'abc'"):
-        load_protran_dataset(bad)
+        load_rows(bad)
 
 
 def test_replay_files_uses_the_default_strategy(rows, tmp_path):
@@ -158,9 +160,9 @@ def test_replay_files_uses_the_default_strategy(rows, tmp_path):
 
 
 def test_public_rpi_data_loads_and_replays(shared_data):
-    rows = load_protran_dataset(shared_data / "protran" / "cpu_rpi_b1_r1.json")
+    rows = load_rows(shared_data / "protran" / "cpu_rpi_b1_r1.json")
     assert len(rows) == 81
-    assert rows[0].hash.startswith("f36d5c40")
+    assert rows[0].arch_hash.startswith("f36d5c40")
     assert rows[0].latency_s == pytest.approx(85.87468, rel=1e-5)
     result = replay(rows, max_samples=20, test_fraction=0.25, surrogate_params={"n_members": 3})
     # The additive cost model shrugs off the wild first measurements of this board.

@@ -141,7 +141,9 @@ def test_missing_library_is_reported(monkeypatch):
     )
     runtime = get_runtime("openvino")
     assert not runtime.is_available()
-    with pytest.raises(RuntimeUnavailableError, match=r"runtime 'openvino' needs the Python package\(s\) \['openvino'\]"):
+    with pytest.raises(
+        RuntimeUnavailableError, match=r"runtime 'openvino' needs the Python package\(s\) \['openvino'\]"
+    ):
         runtime.prepare(SPEC)
 
 

@@ -199,9 +199,8 @@ def test_write_to_read_only_store_raises_and_keeps_data(tmp_path):
     with RunStore(path) as store:
         run_id = store.create_run("host", "onnxruntime")
         store.add_measurement(run_id, result())
-    with RunStore(path, readonly=True) as readonly:
-        with pytest.raises(RunStoreError, match=str(path.name)):
-            readonly.add_measurement(run_id, result(MINI))
+    with RunStore(path, readonly=True) as readonly, pytest.raises(RunStoreError, match=str(path.name)):
+        readonly.add_measurement(run_id, result(MINI))
     with RunStore(path) as store:
         assert [m.arch_hash for m in store.measurements(run_id)] == [result().arch_hash]
 

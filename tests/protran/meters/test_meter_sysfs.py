@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.protran.meters.meter_sysfs_tree import link_class, write_tree
 
 from protran.meters import HwmonMeter, INA3221Meter, MeterUnavailableError, RaplMeter, _sysfs
+from tests.protran.meters.meter_sysfs_tree import link_class, write_tree
 
 # -- hwmon --------------------------------------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""Figures of predicted Pareto frontiers.
+
+Every figure has its own Agg canvas, outside pyplot: a caller's backend and open figures are never
+touched, so the functions are safe inside notebooks and GUIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from protran import vocabulary
+from protran._pareto import Frontier
+from protran.vocabulary import MEASURE_NAMES
+
+_ERROR_BARS = 12
+
+
+def plot_frontiers(frontiers: Sequence[Frontier], path: str | Path) -> Path:
+    """One panel per measure, one frontier per device (accuracy against the measure on a log axis),
+    with the predicted standard deviations as error bars on a dozen points of each.
+
+    The figure has its own Agg canvas, outside pyplot: the caller's backend and figures are untouched."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    measures = [m for m in MEASURE_NAMES if any(f.measure == m for f in frontiers)]
+    if not measures:
+        raise ValueError("no frontier to plot")
+    figure = Figure(figsize=(5.2 * len(measures), 4.2))
+    FigureCanvasAgg(figure)  # renders the PNG; attaches itself to the figure
+    axes = figure.subplots(1, len(measures), squeeze=False)
+    colours = colormaps["tab10"]
+    devices = list(dict.fromkeys(f.device for f in frontiers))
+    for axis, measure in zip(axes[0], measures):
+        for frontier in (f for f in frontiers if f.measure == measure and f.points):
+            colour = colours(devices.index(frontier.device) % 10)
+            value = np.array([p.value for p in frontier.points])
+            accuracy = np.array([p.accuracy for p in frontier.points])
+            # error bars (one std) on a dozen points spread along the frontier, so the lines stay readable
+            shown = np.unique(np.linspace(0, len(value) - 1, min(len(value), _ERROR_BARS)).round().astype(int))
+            axis.errorbar(value[shown], accuracy[shown], xerr=[frontier.points[i].value_std for i in shown],
+                          yerr=[frontier.points[i].accuracy_std for i in shown], fmt="none", ecolor=colour,
+                          alpha=0.35, linewidth=0.8, capsize=2)
+            axis.step(value, accuracy, where="post", color=colour, linewidth=1.5,
+                      label=f"{frontier.device} (HV {frontier.hypervolume:.3f})")
+            axis.plot(value, accuracy, "o", color=colour, markersize=2.5)
+        axis.set_xscale("log")
+        axis.set_xlabel(f"predicted {measure.replace('_', ' ')} ({vocabulary.measure(measure).unit})")
+        axis.set_ylabel("predicted accuracy")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    figure.suptitle("Predicted Pareto frontiers")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path

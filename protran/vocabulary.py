@@ -1,0 +1,77 @@
+"""The words every part of edgetran shares: measures, runtimes, meters, statuses, the default surrogate.
+
+A *measure* is one hardware cost of an architecture on a device. It has one short name, used on the
+command line, in frontiers and in replay curves (``latency``), and one row field, used wherever a value
+is stored or reported with its unit (``latency_s`` in a run store, a ProTran export, a prediction or a
+co-design result). :data:`MEASURES` is the one table of them; every module, CLI and benchmark takes
+names, fields, units and the need for a power meter from it, so adding a measure touches this file.
+
+Nothing here imports torch, ONNX Runtime or OpenVINO: command-line parsers build their choice lists
+from this module and ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One hardware measure: its short ``name``, the row ``field`` that holds it, its ``unit``, the
+    axis label of a plot, and whether it needs a power meter (latency needs only a clock)."""
+
+    name: str
+    field: str
+    unit: str
+    label: str
+    needs_meter: bool
+
+
+#: Every measure, in the order frontiers, replays and tables list them.
+MEASURES: tuple[Measure, ...] = (
+    Measure("latency", "latency_s", "s", "latency", needs_meter=False),
+    Measure("energy", "energy_j", "J", "energy", needs_meter=True),
+    Measure("peak_power", "peak_power_w", "W", "peak power", needs_meter=True),
+)
+MEASURE_NAMES: tuple[str, ...] = tuple(m.name for m in MEASURES)
+MEASURE_FIELDS: tuple[str, ...] = tuple(m.field for m in MEASURES)
+_BY_KEY = {**{m.name: m for m in MEASURES}, **{m.field: m for m in MEASURES}}
+
+
+def measure(key: str) -> Measure:
+    """The measure named ``key``, by short name (``latency``) or row field (``latency_s``)."""
+    try:
+        return _BY_KEY[key]
+    except KeyError:
+        raise ValueError(f"unknown measure {key!r}; choose one of {', '.join(MEASURE_NAMES)}") from None
+
+
+def field_of(name: str) -> str:
+    """The row field of a measure (``latency`` -> ``latency_s``); a field is returned as it is."""
+    return measure(name).field
+
+
+def name_of(field: str) -> str:
+    """The short name of a measure (``latency_s`` -> ``latency``); a name is returned as it is."""
+    return measure(field).name
+
+
+#: Inference runtimes an architecture can be measured with.
+RUNTIME_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: Inference precisions OpenVINO is asked for (its ``INFERENCE_PRECISION_HINT``).
+OPENVINO_PRECISIONS: tuple[str, ...] = ("f32", "bf16", "f16")
+#: Power meters by name, in the order ``auto`` tries them (INA219 is never probed: it must be named).
+METERS: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics", "nvidia-smi", "ina219")
+AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics")
+#: What ``--meter`` accepts.
+METER_NAMES: tuple[str, ...] = ("auto", "none", *METERS, "remote:HOST:PORT")
+#: How the profiler picks the next architecture to measure.
+ACQUISITIONS: tuple[str, ...] = ("uncertainty", "random")
+#: What a measurement can end as; only the first two carry values a surrogate may learn from.
+STATUSES: tuple[str, ...] = ("ok", "unstable", "failed", "timeout", "oom")
+USABLE_STATUSES: tuple[str, ...] = ("ok", "unstable")
+
+#: The hardware surrogate and feature set of every fitted model, chosen by ``benchmarks/surrogates.py``
+#: and ``benchmarks/replay_public.py``: a robust additive cost model on cost features.
+DEFAULT_SURROGATE = "additive"
+DEFAULT_FEATURES = "costs"
