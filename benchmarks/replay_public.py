@@ -80,7 +80,7 @@ STRATEGIES = {
     "ours_4seeds": {**OURS, "acquisition": "uncertainty", "seed_samples": 4},
 }
 FLOORS = {
-    "floor_ours_all_rows": {"surrogate": "additive", "features": "costs", "params": {}},
+    "floor_ours_all_rows": {"surrogate": DEFAULT_SURROGATE, "features": DEFAULT_FEATURES, "params": {}},
     "floor_gbdt_all_rows": {"surrogate": "gbdt", "features": "both", "params": {"log_target": True}},
     "constant_mean_all_rows": {"surrogate": None, "features": "costs", "params": {}},
 }

@@ -23,7 +23,14 @@ import numpy as np
 
 from flexibert import ArchSpec, DesignSpace, model_hash, sample_architectures
 from protran._store import Measurement, RunStore
-from protran.vocabulary import ACQUISITIONS, MEASURE_FIELDS, USABLE_STATUSES, name_of
+from protran.vocabulary import (
+    ACQUISITIONS,
+    DEFAULT_FEATURES,
+    DEFAULT_SURROGATE,
+    MEASURE_FIELDS,
+    USABLE_STATUSES,
+    name_of,
+)
 
 # Fewer training rows per fold than this give no meaningful validation error.
 _MIN_TRAINING_ROWS = 3
@@ -47,8 +54,8 @@ class ProfileConfig:
     max_samples: int = 96
     max_hours: float = 4.0
     # The additive cost model on cost features beat every other surrogate in benchmarks/replay_public.py.
-    surrogate: str = "additive"
-    features: str = "costs"
+    surrogate: str = DEFAULT_SURROGATE
+    features: str = DEFAULT_FEATURES
     acquisition: str = "uncertainty"
     target_rel_ci: float = 0.02
     time_cap_s: float = 30.0
