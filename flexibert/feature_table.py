@@ -64,20 +64,26 @@ def feature_names(features: str = "embedding", space: DesignSpace | None = None)
     return names
 
 
+def _needed(columns: Columns | None, features: str) -> Columns:
+    if columns is None:
+        raise ValueError(f"feature set {features!r} needs the analytic columns")
+    return columns
+
+
 def feature_matrix(columns: Columns | None, features: str, embeddings: np.ndarray | None = None) -> np.ndarray:
     """One feature set (rows, ``len(feature_names(features))``) from analytic columns (arrays of
     length rows, from :meth:`FeatureTable.columns` or :func:`spec_columns`) and, for the
     ``embedding`` and ``both`` sets, the embeddings (rows, embedding length)."""
     _check_feature_set(features)
     if features == "costs":
-        return cost_matrix(columns)
+        return cost_matrix(_needed(columns, features))
     blocks = []
     if features in ("embedding", "both"):
         if embeddings is None:
             raise ValueError(f"feature set {features!r} needs the embeddings")
         blocks.append(np.asarray(embeddings, dtype=float))
     if features in ("analytic", "both"):
-        blocks.append(analytic_matrix(columns))
+        blocks.append(analytic_matrix(_needed(columns, features)))
     return np.hstack(blocks)
 
 

@@ -267,7 +267,7 @@ class FittedModels:
                 predicted = {} if self.accuracy_model is None else {
                     "accuracy": {"mean": float(mean[i]), "std": float(std[i])}}
                 predicted.update(copy.deepcopy(cache[spec, name]))
-                row = {"hash": arch_hash, "model_dict": model_dict, "device": name}
+                row: dict[str, Any] = {"hash": arch_hash, "model_dict": model_dict, "device": name}
                 if self.workloads[name].runtime is not None:
                     row["runtime"] = self.workloads[name].runtime
                 rows.append({**row, "predicted": predicted})
@@ -314,7 +314,8 @@ def fit_models(profiles: Sequence[DeviceProfile], accuracy: Sequence[Any] | None
     from protran._accuracy import DEFAULT_TASK, accuracy_features, accuracy_training_set, make_accuracy_surrogate
 
     task = task or DEFAULT_TASK
-    accuracy_model, specs, scores = None, [], np.zeros(0)
+    accuracy_model, scores = None, np.zeros(0)
+    specs: list[ArchSpec] = []
     if accuracy is not None:
         specs, scores = accuracy_training_set(accuracy, task)
         if len(specs) < 3:
@@ -413,7 +414,10 @@ class Constraints:
 
     def violated(self, means: dict[str, np.ndarray | None]) -> np.ndarray:
         """Which rows break a measure bound; ``means`` is keyed by row field and holds ``accuracy``."""
-        broken = np.zeros(len(means["accuracy"]), dtype=bool)
+        accuracy = means["accuracy"]
+        if accuracy is None:
+            raise ValueError("the means hold no accuracy; every prediction of a pair has one")
+        broken = np.zeros(len(accuracy), dtype=np.bool_)
         for measure, limit in self.limits().items():
             values = means.get(measure)
             if values is None:
