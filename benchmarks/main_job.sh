@@ -33,15 +33,13 @@ echo "== 4. predict the sampled architectures with the fitted surrogates"
 protran predict --surrogates "$out/runs" "$out/archs"
 
 # Hardware profiles: this machine, the profiles committed under datasets/profiles/, and the public
-# boards when ../shared/data is beside the repository. Accuracy: the public GLUE scores when present,
-# else the MLM-loss proxy measured on the shipped corpus (datasets/accuracy/).
+# boards when ../shared/data is beside the repository. Accuracy: the GLUE average of the 250
+# NAS-Bench-BERT architectures shipped in datasets/accuracy/ (0-100 scale).
 profiles=("$out/runs/local-cpu.sqlite" datasets/profiles/*.sqlite)
-accuracy=datasets/accuracy/mlm_proxy_lhs16.csv
-task=mlm_proxy
+accuracy=datasets/accuracy/nasbench_bert_250.json
+task=glue
 if [ -d ../shared/data/protran ]; then
     profiles+=(../shared/data/protran/*.json)
-    accuracy=../shared/data/flexibert/glue_pretrain_16.json
-    task=glue
 fi
 echo "== 5. predicted Pareto frontiers of accuracy ($task, $accuracy) against latency, every device"
 protran pareto --profile "${profiles[@]}" --accuracy "$accuracy" --task "$task" --measure latency \

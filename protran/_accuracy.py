@@ -43,6 +43,8 @@ from protran._files import FileKind, file_kind, read_hash_keyed_json
 from protran._store import AccuracyRecord, RunStore
 
 DEFAULT_TASK = "glue"
+#: The source name of NAS-Bench-BERT records (Serianni and Kalita, ACL 2023; CC BY 4.0).
+NASBENCH_BERT_SOURCE = "nasbench_bert"
 # The accuracy model sees the embedding and the analytic features of one 128-token sequence.
 ACCURACY_FEATURES = "both"
 ACCURACY_BATCH_SIZE = 1
@@ -100,6 +102,77 @@ def _reference_record(path: Path, key: str, value: Any) -> AccuracyRecord:
         pretrain_steps=_parse_steps(pretrain.get("steps"), f"{where}, field 'pretrain.steps'"),
         source=path.name,
     )
+
+
+def read_nasbench_bert(path: str | Path) -> list[AccuracyRecord]:
+    """Records of NAS-Bench-BERT's upstream ``BERT_benchmark.json``, in file order.
+
+    Every completed run gives one record per GLUE task and one for their mean (task ``glue``), on the
+    upstream 0-100 scale, with source ``nasbench_bert`` and the run's recipe (upstream id, pre-training
+    steps, batch size, learning rate, training time): an architecture trained twice is two
+    observations. Runs that did not complete are skipped.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AccuracyFormatError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AccuracyFormatError(f"{path}: not a JSON file ({error})") from None
+    if not isinstance(data, list):
+        raise AccuracyFormatError(f"{path}: expected a JSON list of NAS-Bench-BERT runs")
+    records = []
+    for number, run in enumerate(data):
+        where = f"{path}: run {number}"
+        if not isinstance(run, dict):
+            raise AccuracyFormatError(f"{where}: expected an object, got {type(run).__name__}")
+        if run.get("completed") is False:
+            continue
+        records += _nasbench_records(run, where)
+    return records
+
+
+def _nasbench_records(run: dict, where: str) -> list[AccuracyRecord]:
+    hparams, scores = run.get("hparams"), run.get("scores")
+    if not isinstance(hparams, dict) or not isinstance(scores, dict) or not scores:
+        raise AccuracyFormatError(f"{where}: needs 'hparams' and 'scores' objects")
+    spec = _nasbench_spec(hparams.get("model_hparam_overrides"), f"{where}, field 'hparams.model_hparam_overrides'")
+    steps = _parse_steps(hparams.get("num_train_steps"), f"{where}, field 'hparams.num_train_steps'")
+    recipe = json.dumps({
+        "upstream_id": run.get("id"), "pretraining": "ELECTRA-Small-style discriminative, OpenWebText",
+        "num_train_steps": steps, "train_batch_size": hparams.get("train_batch_size"),
+        "learning_rate": hparams.get("learning_rate"), "time_to_train_s": run.get("time_to_train"),
+    }, sort_keys=True)
+    arch_hash = model_hash(spec)
+    return [
+        AccuracyRecord(spec=spec, arch_hash=arch_hash, task=task,
+                       score=_parse_number(value, f"{where}, field 'scores.{task}'"), pretrain_steps=steps,
+                       source=NASBENCH_BERT_SOURCE, recipe=recipe)
+        for task, value in scores.items() if value is not None
+    ]
+
+
+# NAS-Bench-BERT names operations by type and parameter; FlexiBERT 2.0 by one name.
+_NASBENCH_OPERATIONS = {("SA", "SDP"): "sa_sdp", ("SA", "WMA"): "sa_wma", ("LT", "DFT"): "l_dft",
+                        ("LT", "DCT"): "l_dct", ("DSC", "5"): "c_5", ("DSC", "9"): "c_9", ("DSC", "13"): "c_13"}
+
+
+def _nasbench_spec(overrides: Any, where: str) -> ArchSpec:
+    """The FlexiBERT 2.0 spec of a NAS-Bench-BERT architecture: one width for every layer, each layer
+    with ``num_operation_heads`` heads of one operation of head size ``hidden_size // heads`` and a
+    feed-forward stack of ``num_feed_forward`` layers of ``feed_forward_dimension``."""
+    try:
+        hidden = int(overrides["hidden_size"])
+        layers = overrides["nas_config"]["encoder_layers"]
+        ops, ffs = [], []
+        for layer in layers:
+            name = _NASBENCH_OPERATIONS[(str(layer["operation_type"]), str(layer["operation_parameter"]))]
+            heads = int(layer["num_operation_heads"])
+            ops.append([f"{name}_{hidden // heads}"] * heads)
+            ffs.append([int(layer["feed_forward_dimension"])] * int(layer["num_feed_forward"]))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise AccuracyFormatError(f"{where}: not a NAS-Bench-BERT architecture ({error!r})") from None
+    return _parse_model_dict({"l": len(layers), "o": ops, "h": [hidden] * len(layers), "f": ffs}, where)
 
 
 def read_accuracy_csv(path: str | Path) -> list[AccuracyRecord]:
@@ -237,6 +310,8 @@ def load_accuracy(path: str | Path, task: str | None = None) -> list[AccuracyRec
             records = store.accuracy()
     elif kind is FileKind.ACCURACY_CSV:
         records = read_accuracy_csv(path)
+    elif kind is FileKind.NASBENCH_BERT_JSON:
+        records = read_nasbench_bert(path)
     else:  # a hash-keyed JSON object: the reference format's reader names what a profile lacks
         records = read_reference_accuracy(path)
     return [record for record in records if task is None or record.task == task]

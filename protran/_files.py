@@ -4,6 +4,7 @@ and accuracy files apart, by content rather than by name (users rename files).
 - a run store starts with SQLite's 16-byte header;
 - a JSON object keyed by model hash is a hardware profile when its rows carry ``performance`` and
   an accuracy file (the reference format) otherwise;
+- a JSON list is NAS-Bench-BERT's upstream format (trained architectures with GLUE scores);
 - anything else is read as an accuracy CSV, whose reader names what is wrong with it.
 """
 
@@ -20,6 +21,7 @@ class FileKind(enum.Enum):
     RUN_STORE = "run store"
     PROTRAN_JSON = "ProTran dataset.json"
     ACCURACY_JSON = "reference accuracy JSON"
+    NASBENCH_BERT_JSON = "NAS-Bench-BERT JSON"
     ACCURACY_CSV = "accuracy CSV"
 
 
@@ -38,6 +40,8 @@ def file_kind(path: str | Path) -> FileKind:
         return FileKind.RUN_STORE
     with open(path, "rb") as handle:
         head = handle.read(64).lstrip()
+    if head[:1] == b"[":
+        return FileKind.NASBENCH_BERT_JSON
     if head[:1] != b"{":
         return FileKind.ACCURACY_CSV
     return FileKind.PROTRAN_JSON if _first_row_has(path, "performance") else FileKind.ACCURACY_JSON

@@ -11,8 +11,9 @@ sequence length, threads, meter, host, software versions, configuration, status)
 fitted surrogates saved beside the store) and ``accuracy`` (task scores and pre-training losses of
 architectures, for accuracy surrogates and Pareto frontiers).
 
-Schema versions: 1 had no ``accuracy`` table; opening a version-1 store for writing adds it (version
-2), and a version-1 store opened read-only reads as one without accuracy rows.
+Schema versions: 1 had no ``accuracy`` table, 2 no ``accuracy.recipe`` column; opening an older store
+for writing adds them (version 3), and one opened read-only reads as it is (a version-1 store as one
+without accuracy rows, a version-2 one with no recipes).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from protran._files import SQLITE_MAGIC as _SQLITE_MAGIC
 from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
 
 _SCHEMA = """
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS accuracy (
     pretrain_steps INTEGER,
     source TEXT,
     created_at TEXT NOT NULL,
+    recipe TEXT,
     CHECK (score IS NOT NULL OR pretrain_loss IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS accuracy_by_hash_task ON accuracy (arch_hash, task);
@@ -205,7 +207,10 @@ class AccuracyRecord:
 
     ``score`` is the task score as given (higher is better; None where only pre-training finished),
     ``pretrain_loss`` the final masked-language-model loss and ``pretrain_steps`` how many steps it
-    reached. ``source`` names the file the record came from.
+    reached. ``source`` names where the record came from (a file, or a benchmark such as
+    ``nasbench_bert``) and ``recipe`` how the score was obtained (JSON text: pre-training and
+    fine-tuning settings, the upstream run id), so that two trainings of one architecture stay two
+    observations.
     """
 
     spec: ArchSpec
@@ -215,6 +220,7 @@ class AccuracyRecord:
     pretrain_loss: float | None = None
     pretrain_steps: int | None = None
     source: str | None = None
+    recipe: str | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +385,8 @@ class RunStore:
         with self._transaction("upgrade") as conn:
             if version < 2:
                 _execute_script(conn, _ACCURACY_SCHEMA)
+            elif version < 3:
+                conn.execute("ALTER TABLE accuracy ADD COLUMN recipe TEXT")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create_schema(self) -> None:
@@ -545,8 +553,8 @@ class RunStore:
     def add_accuracy(self, records: Sequence[AccuracyRecord]) -> int:
         """Store accuracy records in one transaction and return how many were new.
 
-        A record equal in every field (architecture, task, score, loss, steps, source) to a stored one
-        is skipped, so importing the same file twice changes nothing. Several different scores of one
+        A record equal in every field (architecture, task, score, loss, steps, source, recipe) to a
+        stored one is skipped, so importing the same file twice changes nothing. Several different scores of one
         architecture and task (repeated fine-tuning runs, say) are all kept.
         """
         rows = [_accuracy_row(record) for record in records]
@@ -555,16 +563,16 @@ class RunStore:
             for row in rows:
                 duplicate = conn.execute(
                     "SELECT 1 FROM accuracy WHERE arch_hash = ? AND task = ? AND score IS ? AND pretrain_loss IS ?"
-                    " AND pretrain_steps IS ? AND source IS ?",
+                    " AND pretrain_steps IS ? AND source IS ? AND recipe IS ?",
                     (row["arch_hash"], row["task"], row["score"], row["pretrain_loss"], row["pretrain_steps"],
-                     row["source"]),
+                     row["source"], row["recipe"]),
                 ).fetchone()
                 if duplicate is None:
                     conn.execute(
                         "INSERT INTO accuracy (arch_hash, model_dict, embedding, task, score, pretrain_loss,"
-                        " pretrain_steps, source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " pretrain_steps, source, created_at, recipe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (row["arch_hash"], row["model_dict"], row["embedding"], row["task"], row["score"],
-                         row["pretrain_loss"], row["pretrain_steps"], row["source"], _now()),
+                         row["pretrain_loss"], row["pretrain_steps"], row["source"], _now(), row["recipe"]),
                     )
                     added += 1
         return added
@@ -583,6 +591,8 @@ class RunStore:
                 spec=ArchSpec.from_model_dict(json.loads(row["model_dict"]), space=False),
                 arch_hash=row["arch_hash"], task=row["task"], score=row["score"],
                 pretrain_loss=row["pretrain_loss"], pretrain_steps=row["pretrain_steps"], source=row["source"],
+                # a version-2 store opened read-only has no recipe; sqlite3.Row's `in` looks at values
+                recipe=row["recipe"] if "recipe" in row.keys() else None,  # noqa: SIM118
             )
             for row in rows
         ]
@@ -816,6 +826,7 @@ def _accuracy_row(record: AccuracyRecord) -> dict[str, Any]:
     return {
         "arch_hash": record.arch_hash, "model_dict": json.dumps(record.spec.to_model_dict()), "embedding": embedding,
         "task": record.task, "score": score, "pretrain_loss": loss, "pretrain_steps": steps, "source": record.source,
+        "recipe": record.recipe,
     }
 
 

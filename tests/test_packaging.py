@@ -35,7 +35,8 @@ def test_the_data_package_is_the_datasets_folder_and_ships_every_data_file():
     # Everything but the corpus build script (and any SQLite side file a reader left behind).
     assert set(files) - shipped <= {"corpus/make_corpus.py"} | {f for f in files if f.endswith(("-wal", "-shm"))}
     for needed in ("corpus/tokenizer.json", "corpus/train.txt", "corpus/validation.txt", "glue_sample/train.tsv",
-                   "glue_sample/dev.tsv", "accuracy/mlm_proxy_lhs16.csv", "profiles/epyc-cpu-onnxruntime.sqlite",
+                   "glue_sample/dev.tsv", "accuracy/mlm_proxy_lhs16.csv", "accuracy/nasbench_bert_250.json",
+                   "accuracy/LICENSE-CC-BY-4.0.txt", "profiles/epyc-cpu-onnxruntime.sqlite",
                    "profiles/epyc-cpu-openvino.sqlite"):
         assert needed in shipped
 
