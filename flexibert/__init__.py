@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         analytic_feature_vector,
         analytic_features,
         count_parameters,
+        embedding_parameters,
         estimate_flops,
     )
     from flexibert._model import (
@@ -129,6 +130,7 @@ __getattr__, __dir__, __all__ = attach(
             "analytic_feature_vector",
             "analytic_features",
             "count_parameters",
+            "embedding_parameters",
             "estimate_flops",
         ],
         "flexibert._model": [

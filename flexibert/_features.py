@@ -90,11 +90,17 @@ def _projection_pairs(spec) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(widths[:-1], widths[1:]) if a != b]
 
 
+def embedding_parameters(spec, vocab_size: int = DEFAULT_VOCAB_SIZE,
+                         max_positions: int = DEFAULT_MAX_POSITIONS) -> int:
+    """Parameters of the token, position and segment embeddings (width of the first layer)."""
+    h0 = as_spec(spec).hidden_sizes[0]
+    return vocab_size * h0 + max_positions * h0 + 2 * h0
+
+
 def count_parameters(spec, vocab_size: int = DEFAULT_VOCAB_SIZE, max_positions: int = DEFAULT_MAX_POSITIONS) -> int:
     """Exact parameter count of ``build_model(spec, vocab_size=..., max_positions=...)``."""
     spec = as_spec(spec)
-    h0 = spec.hidden_sizes[0]
-    embeddings = vocab_size * h0 + max_positions * h0 + 2 * h0
+    embeddings = embedding_parameters(spec, vocab_size, max_positions)
     projections = sum(a * b + b for a, b in _projection_pairs(spec))
     return embeddings + sum(_layer_parameters(layer) for layer in spec.layers) + projections
 

@@ -49,7 +49,12 @@ if TYPE_CHECKING:
         median_confidence_interval,
         software_versions,
     )
-    from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
+    from protran._proxy import (
+        ProxyConfig,
+        measure_proxies,
+        rank_correlation,
+        training_free_scores,
+    )
     from protran._replay import held_out_split, measure_matrix, replay, replay_files
     from protran._runtimes import (
         OPENVINO_PRECISIONS,
@@ -148,7 +153,12 @@ __getattr__, __dir__, __all__ = attach(
             "make_accuracy_surrogate",
             "ranking_metrics",
         ],
-        "protran._proxy": ["ProxyConfig", "measure_proxies", "rank_correlation"],
+        "protran._proxy": [
+            "ProxyConfig",
+            "measure_proxies",
+            "rank_correlation",
+            "training_free_scores",
+        ],
         # fitted models and frontiers
         "protran.models": [
             "Constraints",

@@ -15,10 +15,12 @@ from protran.vocabulary import (
     ACQUISITIONS,
     DEFAULT_FEATURES,
     DEFAULT_SURROGATE,
+    DEFAULT_TRAINING_FREE_METRIC,
     MEASURE_NAMES,
     MEASURES,
     METER_NAMES,
     RUNTIME_NAMES,
+    TRAINING_FREE_METRICS,
     name_of,
 )
 
@@ -319,7 +321,25 @@ def _import_accuracy(args: argparse.Namespace) -> int:
 # -- proxy --------------------------------------------------------------------------------------------
 
 
+def _training_free(args: argparse.Namespace) -> int:
+    from flexibert import DesignSpace
+    from flexibert.cli import read_architectures
+    from protran._proxy import training_free_scores
+
+    specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
+    rows = training_free_scores(specs, args.metric)
+    if args.json:
+        clitools.print_json({"scores": [{"hash": row["hash"], "score": row["score"]} for row in rows]})
+    else:
+        clitools.print_table([[row["hash"][:8], f"{row['score']:.6g}"] for row in rows], ["hash", args.metric])
+    return 0
+
+
 def _proxy(args: argparse.Namespace) -> int:
+    if args.training_free:
+        return _training_free(args)
+    if args.store is None:
+        raise clitools.CliError("--store is required (the run store to keep the losses in), unless --training-free")
     import torch
 
     from flexibert import DesignSpace
@@ -577,7 +597,12 @@ def _add_proxy_parser(sub: argparse._SubParsersAction) -> None:
                     "with score exp(-loss) (the geometric-mean probability of the masked token: higher is better).",
     )
     p.add_argument("model_dicts", nargs="+", help="model_dict JSON files (or folders of them)")
-    p.add_argument("--store", required=True, help="run store to keep the results in")
+    p.add_argument("--store", help="run store to keep the results in (needed unless --training-free)")
+    p.add_argument("--training-free", action="store_true",
+                   help="score without training or labels, by an analytic size measure (see --metric); prints "
+                        "{\"scores\": [{\"hash\", \"score\"}]} with --json, higher meaning predicted more accurate")
+    p.add_argument("--metric", default=DEFAULT_TRAINING_FREE_METRIC, choices=TRAINING_FREE_METRICS,
+                   help="with --training-free: the measure scored (default flops, the benchmarked best)")
     p.add_argument("--steps", type=clitools.positive_int, default=200, help="pre-training steps (default 200)")
     p.add_argument("--batch-size", type=clitools.positive_int, default=16, help="blocks per step (default 16)")
     p.add_argument("--seq-len", type=clitools.positive_int, default=64, help="tokens per block (default 64)")

@@ -67,6 +67,12 @@ AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats",
 METER_NAMES: tuple[str, ...] = ("auto", "none", *METERS, "remote:HOST:PORT")
 #: How the profiler picks the next architecture to measure.
 ACQUISITIONS: tuple[str, ...] = ("uncertainty", "random")
+#: Size measures that rank architectures with no training and no labels, higher predicting more
+#: accurate: FLOPs of one 128-token sequence, parameters, and parameters without the embeddings.
+TRAINING_FREE_METRICS: tuple[str, ...] = ("flops", "params", "params_no_embeddings")
+#: What ``protran proxy --training-free`` scores by: the best Kendall tau with the GLUE average of the
+#: 250 shipped NAS-Bench-BERT records (``benchmarks/training_free.py``).
+DEFAULT_TRAINING_FREE_METRIC = "flops"
 #: What a measurement can end as; only the first two carry values a surrogate may learn from.
 STATUSES: tuple[str, ...] = ("ok", "unstable", "failed", "timeout", "oom")
 USABLE_STATUSES: tuple[str, ...] = ("ok", "unstable")

@@ -101,3 +101,37 @@ def load_accuracy_first(tmp_path):
     path = tmp_path / "one.json"
     path.write_text(json.dumps([_run(5)]))
     return read_nasbench_bert(path)
+
+
+def test_training_free_scores_need_no_store_and_rank_bigger_models_higher(tmp_path, capsys):
+    small = {"l": 2, "o": [["sa_sdp_64", "sa_sdp_64"]] * 2, "h": [128, 128], "f": [[512]] * 2}
+    large = {"l": 4, "o": [["sa_sdp_64"] * 4] * 4, "h": [256] * 4, "f": [[1024, 1024, 1024]] * 4}
+    paths = []
+    for name, model_dict in (("small", small), ("large", large)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(model_dict))
+    assert main(["proxy", *map(str, paths), "--training-free", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["scores"]
+    assert [row["hash"] for row in scores] == [model_hash(ArchSpec.from_model_dict(m)) for m in (small, large)]
+    assert set(scores[0]) == {"hash", "score"} and scores[1]["score"] > scores[0]["score"] > 0
+    assert main(["proxy", str(paths[0])]) == 2  # a trained proxy keeps its losses in a store
+    assert "--store is required" in capsys.readouterr().err
+
+
+def test_the_training_free_benchmark_reports_every_metric_on_the_shipped_records(tmp_path):
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "training_free.py"
+    spec = importlib.util.spec_from_file_location("benchmark_training_free", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["architectures"] == 246
+    assert set(result["metrics"]) == {"flops", "params", "params_no_embeddings"}
+    assert set(result["metrics"]["flops"]) == TASKS
+    # size ranks these architectures far better than chance (published: parameters, tau about 0.45)
+    assert result["metrics"][result["best_by_kendall_glue"]]["glue"]["kendall_tau"] > 0.3
+    assert (tmp_path / "README.md").read_text().startswith("# Training-free proxies")
