@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed, model_hash
-from protran._files import FileKind, file_kind, read_hash_keyed_json
+from protran._files import FileKind, file_kind, read_hash_keyed_json, read_json
 from protran._store import AccuracyRecord, RunStore
 
 DEFAULT_TASK = "glue"
@@ -113,12 +113,7 @@ def read_nasbench_bert(path: str | Path) -> list[AccuracyRecord]:
     observations. Runs that did not complete are skipped.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AccuracyFormatError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise AccuracyFormatError(f"{path}: not a JSON file ({error})") from None
+    data = read_json(path, AccuracyFormatError)
     if not isinstance(data, list):
         raise AccuracyFormatError(f"{path}: expected a JSON list of NAS-Bench-BERT runs")
     records = []

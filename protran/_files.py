@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
+from typing import Any
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -59,16 +60,21 @@ def _first_row_has(path: Path, key: str) -> bool:
     return not isinstance(first, dict) or key in first or "pretrain" not in first
 
 
-def read_hash_keyed_json(path: str | Path, error: type[ValueError] = ValueError) -> dict:
-    """The top-level object of a JSON file keyed by model hash (ProTran profiles, reference accuracy);
-    ``error`` names the file and what is wrong: missing, not JSON, not an object."""
+def read_json(path: str | Path, error: type[ValueError] = ValueError) -> Any:
+    """The content of a JSON data file; ``error`` names the file and what is wrong (missing, not JSON)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{path}: not a JSON file ({problem})") from None
+
+
+def read_hash_keyed_json(path: str | Path, error: type[ValueError] = ValueError) -> dict:
+    """The top-level object of a JSON file keyed by model hash (ProTran profiles, reference accuracy);
+    ``error`` names the file and what is wrong: missing, not JSON, not an object."""
+    data = read_json(path, error)
     if not isinstance(data, dict):
         raise error(f"{path}: expected a JSON object keyed by model hash, got {type(data).__name__}")
     return data

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from flexibert import ArchSpec, InvalidArchitectureError, embed, model_hash
-from protran._files import SQLITE_MAGIC as _SQLITE_MAGIC
 from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
@@ -328,10 +327,8 @@ class RunStore:
 
     def _guard_foreign_file(self) -> None:
         """Refuse to turn an unrelated non-empty file (a JSON dataset, say) into a database."""
-        if self.path.is_file() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as handle:
-                if handle.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
-                    raise RunStoreError(f"{self.path} exists and is not a SQLite run store")
+        if self.path.is_file() and self.path.stat().st_size > 0 and not is_run_store(self.path):
+            raise RunStoreError(f"{self.path} exists and is not a SQLite run store")
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
