@@ -83,15 +83,20 @@ class SurrogateOracle:
         self._maxima = _union_maxima(models)
 
     @classmethod
-    def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path, seed: int = 0,
-                   task: str | None = None) -> SurrogateOracle:
-        """Fit the surrogates on ProTran ``dataset.json`` files or run stores and an accuracy file."""
-        from protran import load_accuracy
+    def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path | Sequence[str | Path], seed: int = 0,
+                   task: str | None = None, accuracy_source: str | None = None) -> SurrogateOracle:
+        """Fit the surrogates on ProTran ``dataset.json`` files or run stores and one or more accuracy
+        files (learnt from together; accuracy on ``accuracy_source``'s scale)."""
+        from protran import load_accuracy_files
         from protran.models import fit_models, load_profiles
 
         loaded = load_profiles(list(profiles))
-        records = load_accuracy(accuracy)
-        return cls(fit_models(loaded, records, task=task, seed=seed))
+        records = load_accuracy_files(accuracy)
+        return cls(fit_models(loaded, records, task=task, seed=seed, accuracy_source=accuracy_source))
+
+    def extrapolated(self, spec: ArchSpec) -> bool:
+        """True when the accuracy of ``spec`` is an extrapolation (outside the scored architectures)."""
+        return bool(self.models.accuracy_model.extrapolated([spec])[0])
 
     @property
     def devices(self) -> list[str]:
@@ -159,6 +164,9 @@ class MeasuringOracle:
 
     def workload(self, device: str) -> tuple[int, int]:
         return self.base.workload(device)
+
+    def extrapolated(self, spec: ArchSpec) -> bool:
+        return self.base.extrapolated(spec)
 
     def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
         if device != self.device:

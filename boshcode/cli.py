@@ -42,7 +42,8 @@ def _oracle(args: argparse.Namespace):
     from boshcode._oracle import MeasuringOracle, SurrogateOracle
 
     # The oracle is fitted with a fixed seed, so that every --seed searches the same problem.
-    oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=ORACLE_SEED, task=args.task)
+    oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=ORACLE_SEED, task=args.task,
+                                        accuracy_source=args.accuracy_source)
     if args.measure_on is None:
         return oracle
     from protran.meters import detect_meter
@@ -76,6 +77,7 @@ def _codesign(args: argparse.Namespace) -> int:
         "predicted": best["predicted"],
         "predicted_std": best["predicted_std"],
         "performance": best["performance"],
+        "extrapolated": _extrapolated(oracle, problem, result.best),
         "elapsed_s": 0.0,
         "search_s": result.elapsed_s,
         "history": result.history,
@@ -96,6 +98,12 @@ def _codesign(args: argparse.Namespace) -> int:
     else:
         _print_summary(output)
     return 0
+
+
+def _extrapolated(oracle, problem, evaluation) -> bool | None:
+    """Whether the winner's accuracy is an extrapolation (None for an oracle that cannot say)."""
+    check = getattr(oracle, "extrapolated", None)
+    return None if check is None else check(problem.spec(evaluation.embedding))
 
 
 def _search(args: argparse.Namespace, oracle, weights, constraints):
@@ -135,6 +143,8 @@ def _print_summary(output: dict[str, Any]) -> None:
     print(f"  hash         {output['hash']}")
     print(f"  model_dict   {output['model_dict']}")
     print(f"  performance  {output['performance']:.4f}")
+    if output.get("extrapolated"):
+        print("  note         its accuracy is an extrapolation: the architecture lies outside the scored ones")
     units = {"accuracy": "", "latency_s": "s/seq", "energy_j": "J/seq", "peak_power_w": "W"}
     for name, value in output["predicted"].items():
         std = output["predicted_std"][name]
@@ -177,8 +187,11 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", nargs="+", action="extend", required=True, metavar="FILE",
                    help="a ProTran dataset.json (device = file name) or a run store (device = its runs' device); "
                         "repeat, or list several, for every device")
-    p.add_argument("--accuracy", required=True, metavar="FILE",
-                   help="accuracy data: glue_pretrain JSON, CSV or run store")
+    p.add_argument("--accuracy", required=True, metavar="FILE", nargs="+", action="extend",
+                   help="accuracy data, one or more files learnt from together: NAS-Bench-BERT JSON, glue_pretrain "
+                        "JSON, CSV or run store")
+    p.add_argument("--accuracy-source", metavar="SOURCE",
+                   help="accuracy on this source's scale (default: the source with the most scored architectures)")
     for name, help_text in (("alpha", "weight of accuracy"), ("beta", "weight of 1 - energy"),
                             ("gamma", "weight of 1 - peak power"), ("epsilon", "weight of 1 - latency")):
         p.add_argument(f"--{name}", type=_probability, required=True, help=f"{help_text} (weights: >= 0, sum 1)")

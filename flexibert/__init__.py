@@ -31,6 +31,8 @@ from flexibert.lazy import attach
 
 if TYPE_CHECKING:
     from flexibert._data import (
+        CORPUS_DIR,
+        DATASETS_DIR,
         GLUE_TASKS,
         IGNORE_INDEX,
         GlueExamples,
@@ -38,12 +40,14 @@ if TYPE_CHECKING:
         GlueTaskData,
         SpecialTokens,
         TextCorpus,
+        derive_seed,
         load_corpus,
         load_glue_task,
         load_glue_tsv,
         load_tokenizer,
         mask_tokens,
         mlm_batches,
+        pack_blocks,
         read_documents,
         train_tokenizer,
     )
@@ -76,6 +80,7 @@ if TYPE_CHECKING:
         build_mlm_model,
         build_model,
     )
+    from flexibert._ops import DynamicConvHead, dynamic_conv_weights, self_attention_weights
     from flexibert._training import (
         FinetuneConfig,
         PretrainConfig,
@@ -97,6 +102,8 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "flexibert._data": [
+            "CORPUS_DIR",
+            "DATASETS_DIR",
             "GLUE_TASKS",
             "IGNORE_INDEX",
             "GlueExamples",
@@ -104,12 +111,14 @@ __getattr__, __dir__, __all__ = attach(
             "GlueTaskData",
             "SpecialTokens",
             "TextCorpus",
+            "derive_seed",
             "load_corpus",
             "load_glue_task",
             "load_glue_tsv",
             "load_tokenizer",
             "mask_tokens",
             "mlm_batches",
+            "pack_blocks",
             "read_documents",
             "train_tokenizer",
         ],
@@ -133,6 +142,7 @@ __getattr__, __dir__, __all__ = attach(
             "embedding_parameters",
             "estimate_flops",
         ],
+        "flexibert._ops": ["DynamicConvHead", "dynamic_conv_weights", "self_attention_weights"],
         "flexibert._model": [
             "EncoderLayer",
             "FlexiBertEncoder",

@@ -11,7 +11,9 @@ Every head maps hidden states ``[batch, seq, hidden]`` to ``[batch, seq, head_di
 The transforms are fixed matrix products built from the runtime sequence length rather than
 ``torch.fft``: matrix products export to every runtime, while ONNX ``DFT`` is mishandled by some.
 Heads of one kind inside a layer can run fused (see :func:`run_head_group`); the result equals
-running each head on its own.
+running each head on its own. The weights of the heads that attend (self-attention over the sequence,
+dynamic convolution over a window) are also available alone, for analyses of a model
+(:func:`self_attention_weights`, :func:`dynamic_conv_weights`).
 """
 
 from __future__ import annotations
@@ -199,11 +201,12 @@ def _merge_heads(context: torch.Tensor) -> torch.Tensor:
     return context.transpose(1, 2).flatten(2)
 
 
-def _self_attention(heads, hidden, attention_mask) -> torch.Tensor:
+def self_attention_weights(heads, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The attention weights of self-attention heads (sdp before wma, as in a layer), before dropout:
+    ``[B, heads, S_query, S_key]``, each row a distribution over the keys."""
     # Canonical order puts every sdp head before every wma head.
     query = _fused_linear(heads, "query", hidden)
     key = _fused_linear(heads, "key", hidden)
-    value = _fused_linear(heads, "value", hidden)
     mixes = [head.mix for head in heads if head.op_type == "sa_wma"]
     if mixes:
         n_sdp = len(heads) - len(mixes)
@@ -213,7 +216,12 @@ def _self_attention(heads, hidden, attention_mask) -> torch.Tensor:
     if attention_mask is not None:
         blocked = attention_mask[:, None, None, :] == 0
         scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1)
+    return torch.softmax(scores, dim=-1)
+
+
+def _self_attention(heads, hidden, attention_mask) -> torch.Tensor:
+    probs = self_attention_weights(heads, hidden, attention_mask)
+    value = _fused_linear(heads, "value", hidden)
     probs = F.dropout(probs, heads[0].attention_dropout, heads[0].training)
     return _merge_heads(probs @ value)
 
@@ -225,10 +233,16 @@ def _masked_values(heads, hidden, attention_mask) -> torch.Tensor:
     return value
 
 
-def _dynamic_conv(head: DynamicConvHead, hidden, attention_mask) -> torch.Tensor:
+def dynamic_conv_weights(head: DynamicConvHead, hidden: torch.Tensor) -> torch.Tensor:
+    """The convolution weights of a dynamic-convolution head: ``[B, S, kernel_size]``, per position a
+    distribution over the ``kernel_size`` positions centred on it."""
     query = head.query(hidden)
     span_key = head.key_pointwise(head.key_depthwise(hidden.transpose(1, 2))).transpose(1, 2)
-    weights = torch.softmax(head.kernel_generator(query * span_key), dim=-1)  # [B, S, k]
+    return torch.softmax(head.kernel_generator(query * span_key), dim=-1)
+
+
+def _dynamic_conv(head: DynamicConvHead, hidden, attention_mask) -> torch.Tensor:
+    weights = dynamic_conv_weights(head, hidden)  # [B, S, k]
     value = head.value(hidden)
     if attention_mask is not None:
         value = value * attention_mask[:, :, None].to(value.dtype)

@@ -26,8 +26,18 @@ if TYPE_CHECKING:
         leave_some_out,
         leave_some_out_splits,
         load_accuracy,
+        load_accuracy_files,
         make_accuracy_surrogate,
         ranking_metrics,
+    )
+    from protran._accuracy_model import (
+        STRUCTURE_FEATURE_NAMES,
+        AccuracyModel,
+        MeanModel,
+        SourceFit,
+        fit_accuracy_model,
+        structure_features,
+        structure_features_of_embeddings,
     )
     from protran._active import ActiveLearner, ActiveStep, TransferPrior, run_active_learning
     from protran._files import FileKind, file_kind
@@ -49,12 +59,7 @@ if TYPE_CHECKING:
         median_confidence_interval,
         software_versions,
     )
-    from protran._proxy import (
-        ProxyConfig,
-        measure_proxies,
-        rank_correlation,
-        training_free_scores,
-    )
+    from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
     from protran._replay import held_out_split, measure_matrix, replay, replay_files
     from protran._runtimes import (
         OPENVINO_PRECISIONS,
@@ -79,6 +84,17 @@ if TYPE_CHECKING:
         RunStoreError,
         load_rows,
         read_protran_json,
+    )
+    from protran._suggest import TrainingSuggestion, suggest_training
+    from protran._training_free import (
+        TrainingFreeCombination,
+        load_training_free_combination,
+        metric_features,
+        training_free_combination_path,
+        training_free_metrics,
+        training_free_probe,
+        training_free_probe_settings,
+        training_free_scores,
     )
     from protran.meters import (
         MeterError,
@@ -150,13 +166,32 @@ __getattr__, __dir__, __all__ = attach(
             "leave_some_out",
             "leave_some_out_splits",
             "load_accuracy",
+            "load_accuracy_files",
             "make_accuracy_surrogate",
             "ranking_metrics",
+        ],
+        "protran._accuracy_model": [
+            "STRUCTURE_FEATURE_NAMES",
+            "AccuracyModel",
+            "MeanModel",
+            "SourceFit",
+            "fit_accuracy_model",
+            "structure_features",
+            "structure_features_of_embeddings",
         ],
         "protran._proxy": [
             "ProxyConfig",
             "measure_proxies",
             "rank_correlation",
+        ],
+        "protran._training_free": [
+            "TrainingFreeCombination",
+            "load_training_free_combination",
+            "metric_features",
+            "training_free_combination_path",
+            "training_free_metrics",
+            "training_free_probe",
+            "training_free_probe_settings",
             "training_free_scores",
         ],
         # fitted models and frontiers
@@ -177,6 +212,7 @@ __getattr__, __dir__, __all__ = attach(
             "search_frontier",
             "search_frontiers",
         ],
+        "protran._suggest": ["TrainingSuggestion", "suggest_training"],
         "protran._plots": ["plot_frontiers"],
         "protran._files": ["FileKind", "file_kind"],
         # meters

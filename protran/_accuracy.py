@@ -312,6 +312,13 @@ def load_accuracy(path: str | Path, task: str | None = None) -> list[AccuracyRec
     return [record for record in records if task is None or record.task == task]
 
 
+def load_accuracy_files(paths: str | Path | Sequence[str | Path], task: str | None = None) -> list[AccuracyRecord]:
+    """:func:`load_accuracy` of every file, in order: the records of several sources at once."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return [record for path in paths for record in load_accuracy(path, task)]
+
+
 def import_accuracy(store: RunStore | str | Path, path: str | Path) -> int:
     """Import an accuracy file (reference JSON or CSV) into a run store; returns the new records."""
     records = load_accuracy(path)

@@ -5,6 +5,7 @@ and accuracy files apart, by content rather than by name (users rename files).
 - a JSON object keyed by model hash is a hardware profile when its rows carry ``performance`` and
   an accuracy file (the reference format) otherwise;
 - a JSON list is NAS-Bench-BERT's upstream format (trained architectures with GLUE scores);
+- a JSON object with the keys ``l`` and ``o`` is one architecture (a model_dict);
 - anything else is read as an accuracy CSV, whose reader names what is wrong with it.
 """
 
@@ -24,6 +25,7 @@ class FileKind(enum.Enum):
     ACCURACY_JSON = "reference accuracy JSON"
     NASBENCH_BERT_JSON = "NAS-Bench-BERT JSON"
     ACCURACY_CSV = "accuracy CSV"
+    MODEL_DICT = "model_dict JSON"
 
 
 def is_run_store(path: str | Path) -> bool:
@@ -45,15 +47,16 @@ def file_kind(path: str | Path) -> FileKind:
         return FileKind.NASBENCH_BERT_JSON
     if head[:1] != b"{":
         return FileKind.ACCURACY_CSV
-    return FileKind.PROTRAN_JSON if _first_row_has(path, "performance") else FileKind.ACCURACY_JSON
-
-
-def _first_row_has(path: Path, key: str) -> bool:
-    # A malformed file is left to the profile reader, whose errors name the row and field at fault.
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return True
+        data = None  # left to the profile reader, whose errors name the row and field at fault
+    if isinstance(data, dict) and "l" in data and "o" in data:
+        return FileKind.MODEL_DICT
+    return FileKind.PROTRAN_JSON if _first_row_has(data, "performance") else FileKind.ACCURACY_JSON
+
+
+def _first_row_has(data: Any, key: str) -> bool:
     if not isinstance(data, dict) or not data:
         return True
     first = next(iter(data.values()))

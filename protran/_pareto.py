@@ -46,6 +46,7 @@ import numpy as np
 from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed
 from flexibert.embeddings import random_embeddings, repair_embeddings
 from flexibert.feature_table import feature_table
+from protran._accuracy_model import structure_features_of_embeddings
 from protran.models import MIN_ROWS_PER_MEASURE, Constraints, FittedModels
 from protran.vocabulary import field_of
 
@@ -67,10 +68,13 @@ class FrontierPoint:
     accuracy_std: float
     value: float
     value_std: float
+    #: True when the architecture lies outside the range of the scored ones (its accuracy is an extrapolation).
+    extrapolated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_dict": self.spec.to_model_dict(), "hash": self.arch_hash, "accuracy": self.accuracy,
-                "accuracy_std": self.accuracy_std, "value": self.value, "value_std": self.value_std}
+                "accuracy_std": self.accuracy_std, "extrapolated": self.extrapolated, "value": self.value,
+                "value_std": self.value_std}
 
 
 @dataclass(frozen=True)
@@ -156,12 +160,12 @@ class _Evaluator:
 
     def evaluate(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(accuracy, params, layers, {measure: mean}) for each row of ``X``."""
-        from protran._accuracy import ACCURACY_FEATURES
         from protran.vocabulary import DEFAULT_FEATURES
 
         X = np.asarray(X, dtype=np.int64)
         columns = self.accuracy_table.columns(X)
-        accuracy = self.models.accuracy_model.predict(self.accuracy_table.featurize(X, ACCURACY_FEATURES, columns))
+        accuracy = self.models.accuracy_model.predict_features(
+            structure_features_of_embeddings(X, self.space, columns))
         features = self.device_table.featurize(X, DEFAULT_FEATURES)
         measures = {m: self.models.hardware[self.device][m].predict(features) for m in self.measures}
         return accuracy, columns["params"], columns["num_layers"], measures
@@ -193,7 +197,7 @@ def _size_frontier(models: FittedModels, space: DesignSpace, settings: SearchSet
     settings (one population each, sharing evaluations) and shared by every device and measure,
     start each device's search close to its own frontiers.
     """
-    from protran._accuracy import ACCURACY_BATCH_SIZE, ACCURACY_FEATURES, ACCURACY_SEQ_LEN
+    from protran._accuracy import ACCURACY_BATCH_SIZE, ACCURACY_SEQ_LEN
 
     cache = models.__dict__.setdefault("_size_frontiers", {})
     key = (space, settings)
@@ -204,7 +208,7 @@ def _size_frontier(models: FittedModels, space: DesignSpace, settings: SearchSet
 
     def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         columns = table.columns(X)
-        accuracy = models.accuracy_model.predict(table.featurize(X, ACCURACY_FEATURES, columns))
+        accuracy = models.accuracy_model.predict_features(structure_features_of_embeddings(X, space, columns))
         sizes = np.column_stack([np.log(columns[name].astype(float)) for name in _SIZE_MEASURES])
         archive.append((X, np.column_stack([accuracy, sizes])))
         # one population per size, and one that seeks accuracy alone: the frontiers' costly end
@@ -586,7 +590,8 @@ def _frontier_points(models: FittedModels, device: str, measure: str, constraint
     kept = np.flatnonzero(feasible)[non_dominated(accuracy[feasible], predicted[measure][feasible])]
     return [
         FrontierPoint(specs[i], rows[i]["hash"], float(accuracy[i]), rows[i]["predicted"]["accuracy"]["std"],
-                      rows[i]["predicted"][field_name]["mean"], rows[i]["predicted"][field_name]["std"])
+                      rows[i]["predicted"][field_name]["mean"], rows[i]["predicted"][field_name]["std"],
+                      rows[i]["predicted"]["accuracy"]["extrapolated"])
         for i in kept
     ]
 

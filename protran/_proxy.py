@@ -27,7 +27,6 @@ import numpy as np
 
 from flexibert import ArchSpec, model_hash
 from protran._store import AccuracyRecord
-from protran.vocabulary import DEFAULT_TRAINING_FREE_METRIC, TRAINING_FREE_METRICS
 
 PROXY_TASK = "mlm_proxy"
 
@@ -135,23 +134,3 @@ def rank_correlation(proxy_loss: Sequence[float], accuracy: Sequence[float]) -> 
     tau = kendalltau(score, reference)
     return {"n": int(score.size), "spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),
             "kendall": float(tau.statistic), "kendall_p": float(tau.pvalue)}
-
-
-# -- training-free proxies ------------------------------------------------------------------------------
-
-
-
-def training_free_scores(specs: Sequence[ArchSpec], metric: str = DEFAULT_TRAINING_FREE_METRIC) -> list[dict]:
-    """``{"hash", "score", "flops", "params", "params_no_embeddings"}`` per architecture; ``score`` is
-    the value of ``metric``. Analytic, so milliseconds per architecture and no model is built."""
-    from flexibert import analytic_features, count_parameters, embedding_parameters
-
-    if metric not in TRAINING_FREE_METRICS:
-        raise ValueError(f"unknown training-free metric {metric!r}; choose one of {', '.join(TRAINING_FREE_METRICS)}")
-    rows = []
-    for spec in specs:
-        params = count_parameters(spec)
-        values = {"flops": analytic_features(spec, batch_size=1, seq_len=128)["flops"], "params": params,
-                  "params_no_embeddings": params - embedding_parameters(spec)}
-        rows.append({"hash": model_hash(spec), "score": float(values[metric]), **values})
-    return rows

@@ -10,7 +10,9 @@ It is the one prediction path behind ``protran predict``, ``protran pareto`` and
 - Hardware models: the benchmarked default surrogate and features (``protran.vocabulary``), fitted
   in the profile's units (seconds or joules per sequence, watts) on a log target; deterministic for
   a seed.
-- Accuracy model: ``protran.make_accuracy_surrogate`` on the scored architectures of one task.
+- Accuracy model: ``protran.AccuracyModel``, learnt from every source of accuracy records at once
+  and predicting on the scale of one source and task, with a std that grows away from the scored
+  architectures and a flag for extrapolated ones.
 - Saved models: :meth:`FittedModels.save` writes one manifest per device (``<device>.surrogates.json``:
   workload, runtime, feature set, surrogate file per measure) beside the surrogates, as
   ``protran profile`` does; :func:`load_models` reads such a folder back (no pickle anywhere).
@@ -205,9 +207,18 @@ class FittedModels:
         return hardware_features(specs, workload.batch_size, workload.seq_len, workload.features)
 
     def accuracy_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
-        from protran._accuracy import accuracy_features
+        from protran._accuracy_model import structure_features
 
-        return accuracy_features(specs)
+        return structure_features(specs)
+
+    def _accuracy(self, specs: Sequence[ArchSpec]) -> dict[str, np.ndarray]:
+        model = self.accuracy_model
+        if model is None:
+            raise ValueError("no accuracy model: fit the models with accuracy data")
+        features = self.accuracy_features(specs)
+        mean, std = model.predict_features(features, return_std=True)
+        return {"mean": np.asarray(mean, float), "std": np.asarray(std, float),
+                "extrapolated": model.extrapolated_features(features)}
 
     def accuracy_bounds(self) -> tuple[float, float]:
         if self.accuracy_model is None:
@@ -222,13 +233,13 @@ class FittedModels:
     def predict_arrays(self, specs: Sequence[ArchSpec], device: str) -> dict[str, dict[str, np.ndarray] | None]:
         """Mean and std, shape ``(len(specs),)``, of accuracy and every measure for many architectures of
         one device at once: ``{"accuracy" | field: {"mean", "std"} | None}``, None for a measure the
-        device has no model of (and for accuracy without an accuracy model)."""
+        device has no model of (and for accuracy without an accuracy model); accuracy also holds
+        ``"extrapolated"`` (bool), true outside the range of the scored architectures."""
         specs = list(specs)
         models = self._device_models(device)
         result: dict[str, dict[str, np.ndarray] | None] = {"accuracy": None}
         if self.accuracy_model is not None:
-            mean, std = self.accuracy_model.predict(self.accuracy_features(specs), return_std=True)
-            result["accuracy"] = {"mean": np.asarray(mean, float), "std": np.asarray(std, float)}
+            result["accuracy"] = self._accuracy(specs)
         features = self.hardware_features(specs, device)
         for m in MEASURES:
             model = models.get(m.name)
@@ -243,7 +254,7 @@ class FittedModels:
         """Predicted mean and std of accuracy and every modelled measure.
 
         One row per (architecture, device) (every device unless ``device`` is given), each
-        ``{"hash", "model_dict", "device", "predicted": {"accuracy": {"mean", "std"},
+        ``{"hash", "model_dict", "device", "predicted": {"accuracy": {"mean", "std", "extrapolated"},
         "latency_s": {...}, "energy_j": {...}, "peak_power_w": {...}}}`` (plus ``"runtime"`` where it
         is known). Every value depends on its own architecture only, never on what else is predicted
         with it: hardware models are asked one architecture at a time (a matrix product over several
@@ -253,8 +264,7 @@ class FittedModels:
         devices = [device] if device is not None else self.devices
         if not specs:
             return []
-        if self.accuracy_model is not None:
-            mean, std = self.accuracy_model.predict(self.accuracy_features(specs), return_std=True)
+        accuracy = self._accuracy(specs) if self.accuracy_model is not None else None
         cache = self.__dict__.setdefault("_hardware_predictions", {})  # frontiers of a device share points
         rows = []
         for i, spec in enumerate(specs):
@@ -264,8 +274,9 @@ class FittedModels:
                     features = self.hardware_features([spec], name)
                     cache[spec, name] = {field_of(measure): _one(model, features)
                                          for measure, model in self._device_models(name).items()}
-                predicted = {} if self.accuracy_model is None else {
-                    "accuracy": {"mean": float(mean[i]), "std": float(std[i])}}
+                predicted = {} if accuracy is None else {"accuracy": {
+                    "mean": float(accuracy["mean"][i]), "std": float(accuracy["std"][i]),
+                    "extrapolated": bool(accuracy["extrapolated"][i])}}
                 predicted.update(copy.deepcopy(cache[spec, name]))
                 row: dict[str, Any] = {"hash": arch_hash, "model_dict": model_dict, "device": name}
                 if self.workloads[name].runtime is not None:
@@ -307,24 +318,20 @@ def _hash(spec: ArchSpec) -> str:
 
 
 def fit_models(profiles: Sequence[DeviceProfile], accuracy: Sequence[Any] | None, task: str | None = None,
-               seed: int = 0) -> FittedModels:
-    """Fit the accuracy model on the scored architectures of ``task`` (skipped when ``accuracy`` is
-    None) and one hardware model per device and measure; the same inputs and seed always give the
-    same models."""
-    from protran._accuracy import DEFAULT_TASK, accuracy_features, accuracy_training_set, make_accuracy_surrogate
+               seed: int = 0, accuracy_source: str | None = None) -> FittedModels:
+    """Fit the multi-source accuracy model on the scored architectures of ``task`` (skipped when
+    ``accuracy`` is None; predictions on the scale of ``accuracy_source``, default the source with
+    the most scored architectures) and one hardware model per device and measure; the same inputs and
+    seed always give the same models."""
+    from protran._accuracy import DEFAULT_TASK
+    from protran._accuracy_model import fit_accuracy_model
 
     task = task or DEFAULT_TASK
     accuracy_model, scores = None, np.zeros(0)
     specs: list[ArchSpec] = []
     if accuracy is not None:
-        specs, scores = accuracy_training_set(accuracy, task)
-        if len(specs) < 3:
-            tasks = sorted({record.task for record in accuracy if record.score is not None})
-            raise ValueError(f"the accuracy data holds {len(specs)} scored architecture(s) for task '{task}' (tasks "
-                             f"with scores: {', '.join(tasks) or 'none'}); an accuracy model needs at least 3")
-        if np.ptp(scores) == 0:
-            raise ValueError(f"every scored architecture of task '{task}' has the same score; nothing to rank")
-        accuracy_model = make_accuracy_surrogate(seed).fit(accuracy_features(specs), scores)
+        accuracy_model = fit_accuracy_model(accuracy, task, accuracy_source, seed)
+        specs, scores = accuracy_model.target_specs_, accuracy_model.target_scores_
     hardware: dict[str, dict[str, Any]] = {}
     for profile in profiles:
         hardware[profile.device] = {}

@@ -123,3 +123,21 @@ def test_sampler_benchmark_end_to_end(tmp_path):
     split = next(row for row in summary if row["method"] == "lhs_split")
     assert [split[kind] for kind in ("shallow_narrow", "shallow_wide", "deep_narrow", "deep_wide")] == [4, 4, 4, 4]
     assert (tmp_path / "distances.png").is_file() and (tmp_path / "model_types.png").is_file()
+
+
+def test_accuracy_learning_benchmark_quick(tmp_path):
+    accuracy_learning = load_script("accuracy_learning")
+    code = accuracy_learning.main(["--quick", "--tasks", "glue", "--sizes", "8", "--no-ten-fold", "--workers", "1",
+                                   "--out", str(tmp_path)])
+    assert code == 0
+    for name in ("README.md", "results.json", "learning_curves.png"):
+        assert (tmp_path / name).is_file(), name
+    results = json.loads((tmp_path / "results.json").read_text())
+    cells = {(row["n"], row["model"]) for row in results["summary"] if row["task"] == "glue"}
+    assert {("0", "flops"), ("0", "combined_refit"), ("8", "accuracy_model"), ("all", "accuracy_model"),
+            ("8", "xgboost_embedding"), ("all", "accuracy_model+tf")} <= cells
+    assert all(row["splits"] == 5 for row in results["summary"])
+    assert {row["n"] for row in results["calibration"]} == {"8", "all"}
+    assert len(results["goals"]) == 4
+    assert any(row["extrapolated"] for row in results["extrapolation"]["architectures"])
+    assert "## Goals" in (tmp_path / "README.md").read_text()

@@ -13,6 +13,7 @@ from flexibert import ArchSpec, embed, model_hash
 from protran import FileKind, RunStore, file_kind, load_accuracy
 from protran._accuracy import NASBENCH_BERT_SOURCE, read_nasbench_bert
 from protran.cli import main
+from protran.vocabulary import DEFAULT_TRAINING_FREE_METRIC, TRAINING_FREE_METRICS
 
 SHIPPED = Path(__file__).resolve().parents[2] / "datasets" / "accuracy" / "nasbench_bert_250.json"
 TASKS = {"cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst", "sts", "glue"}
@@ -110,7 +111,7 @@ def test_training_free_scores_need_no_store_and_rank_bigger_models_higher(tmp_pa
     for name, model_dict in (("small", small), ("large", large)):
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(model_dict))
-    assert main(["proxy", *map(str, paths), "--training-free", "--json"]) == 0
+    assert main(["proxy", *map(str, paths), "--training-free", "--metric", "flops", "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)["scores"]
     assert [row["hash"] for row in scores] == [model_hash(ArchSpec.from_model_dict(m)) for m in (small, large)]
     assert set(scores[0]) == {"hash", "score"} and scores[1]["score"] > scores[0]["score"] > 0
@@ -127,11 +128,18 @@ def test_the_training_free_benchmark_reports_every_metric_on_the_shipped_records
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path)]) == 0
+    # the model metrics of the 246 architectures come from the cache shipped with the results
+    combination = tmp_path / "combination.json"
+    assert module.main(["--out", str(tmp_path), "--combination", str(combination)]) == 0
     result = json.loads((tmp_path / "results.json").read_text())
     assert result["architectures"] == 246
-    assert set(result["metrics"]) == {"flops", "params", "params_no_embeddings"}
+    assert set(result["metrics"]) == set(TRAINING_FREE_METRICS)
     assert set(result["metrics"]["flops"]) == TASKS
     # size ranks these architectures far better than chance (published: parameters, tau about 0.45)
     assert result["metrics"][result["best_by_kendall_glue"]]["glue"]["kendall_tau"] > 0.3
+    assert result["best_by_kendall_glue"] == DEFAULT_TRAINING_FREE_METRIC
     assert (tmp_path / "README.md").read_text().startswith("# Training-free proxies")
+    # the shipped combination is the one the benchmark fits
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "datasets" / "accuracy" /
+                          "training_free_combination.json").read_text())
+    assert json.loads(combination.read_text())["weights"] == pytest.approx(shipped["weights"])

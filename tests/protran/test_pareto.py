@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 
 import numpy as np
 import pytest
@@ -22,40 +20,17 @@ from protran._pareto import (
 )
 from protran.cli import _SEARCH_DEFAULTS, main
 from protran.models import Constraints, fit_models, load_profiles
+from tests.protran.frontier_inputs import write_accuracy, write_profile
 
 SPACE = DesignSpace.default()
 SMALL_SEARCH = SearchSettings(pop_size=32, n_generations=5, n_initial_samples=16)
 
 
-def _write_profile(path, specs):
-    """A ProTran dataset.json whose costs grow with size, like a real board's."""
-    rows = {}
-    for spec in specs:
-        millions = count_parameters(spec) / 1e6
-        latency = 2e-3 + 4e-4 * millions + 1e-3 * spec.num_layers
-        rows[model_hash(spec)] = {
-            "model_dict": spec.to_model_dict(), "model_type": "x", "embedding": str(embed(spec)),
-            "performance": {"latency": latency, "energy": 4.0 * latency, "peak_power": 3.0 + math.log(millions)},
-        }
-    path.write_text(json.dumps(rows))
-    return path
-
-
-def _write_accuracy(path, specs):
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["model_dict", "task", "score", "pretrain_loss"])
-        for i, spec in enumerate(specs):
-            score = 0.6 + 0.01 * spec.num_layers + 0.02 * math.log10(count_parameters(spec)) + 0.003 * (i % 3)
-            writer.writerow([json.dumps(spec.to_model_dict()), "glue", f"{score:.4f}", "3.0"])
-    return path
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pareto")
-    profile = _write_profile(folder / "board_b1_r1.json", sample_architectures(40, method="random", seed=1))
-    accuracy = _write_accuracy(folder / "scores.csv", sample_architectures(14, method="lhs_split", seed=2))
+    profile = write_profile(folder / "board_b1_r1.json", sample_architectures(40, method="random", seed=1))
+    accuracy = write_accuracy(folder / "scores.csv", sample_architectures(14, method="lhs_split", seed=2))
     return profile, accuracy
 
 
@@ -194,7 +169,8 @@ def test_pareto_json_contract_and_predict_reproduces_every_point(inputs, tmp_pat
     for frontier in result["frontiers"]:
         assert set(frontier) == {"device", "measure", "hypervolume", "points"}
         for point in frontier["points"]:
-            assert set(point) == {"model_dict", "hash", "accuracy", "accuracy_std", "value", "value_std"}
+            assert set(point) == {"model_dict", "hash", "accuracy", "accuracy_std", "extrapolated", "value",
+                                      "value_std"}
             assert point["model_dict"]["l"] <= 8
     assert plot.stat().st_size > 0
 
@@ -202,14 +178,19 @@ def test_pareto_json_contract_and_predict_reproduces_every_point(inputs, tmp_pat
     archs = tmp_path / "points.json"
     archs.write_text(json.dumps(points[::-1]))  # another order and batch than the search saw
     assert main(["predict", str(archs), "--profile", str(profile), "--accuracy", str(accuracy), "--json"]) == 0
-    rows = {row["hash"]: row["predicted"] for row in json.loads(capsys.readouterr().out)}
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    rows = {row["hash"]: row["predicted"] for row in predictions}
+    for row in predictions:  # the accuracy contract's fields beside the hardware rows'
+        assert (row["accuracy"], row["accuracy_std"], row["extrapolated"]) == tuple(
+            row["predicted"]["accuracy"][key] for key in ("mean", "std", "extrapolated"))
     assert main(["predict", str(archs), "--profile", str(profile), "--json"]) == 0  # hardware only
     hardware_only = json.loads(capsys.readouterr().out)[0]["predicted"]
     assert set(hardware_only) == {"latency_s", "energy_j", "peak_power_w"}
     for point in points:
         predicted = rows[point["hash"]]
         accuracy, value = predicted["accuracy"], predicted["peak_power_w"]
-        assert (accuracy["mean"], accuracy["std"]) == (point["accuracy"], point["accuracy_std"])
+        assert (accuracy["mean"], accuracy["std"], accuracy["extrapolated"]) == (
+            point["accuracy"], point["accuracy_std"], point["extrapolated"])
         assert (value["mean"], value["std"]) == (point["value"], point["value_std"])
 
 
