@@ -71,5 +71,7 @@ print(f"chosen pair: {result['hash']} on {result['device']} (P = {result['perfor
 print("  model_dict:", json.dumps(result["model_dict"]))
 for name, value in result["predicted"].items():
     print(f"  predicted {name}: {'not available' if value is None else f'{value:.6g}'}")
+if result.get("extrapolated"):
+    print("  its accuracy is an extrapolation: the architecture lies outside the scored ones")
 print("  ONNX:", result.get("onnx"))
 PY
