@@ -105,6 +105,7 @@ from protran import (
     load_training_free_combination,
     make_accuracy_surrogate,
     metric_features,
+    noise_weights,
     ranking_metrics,
     software_versions,
     structure_features,
@@ -266,9 +267,7 @@ def scores_of(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 def row_weights(model: AccuracyModel, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """The weights the accuracy model gives its rows (one source: the noise of repeats)."""
     noise_std = model.target_.noise_std
-    noise = (noise_std**2 / counts) if noise_std else np.zeros_like(y)
-    misfit = max(float(np.var(y)) * 0.1, 1e-12)
-    return 1.0 / (1.0 + noise / misfit)
+    return noise_weights(y, (noise_std**2 / counts) if noise_std else np.zeros_like(y))
 
 
 _DATA: Data | None = None

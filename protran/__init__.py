@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         MeanModel,
         SourceFit,
         fit_accuracy_model,
+        noise_weights,
         structure_features,
         structure_features_of_embeddings,
     )
@@ -176,6 +177,7 @@ __getattr__, __dir__, __all__ = attach(
             "MeanModel",
             "SourceFit",
             "fit_accuracy_model",
+            "noise_weights",
             "structure_features",
             "structure_features_of_embeddings",
         ],

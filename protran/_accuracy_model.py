@@ -302,9 +302,23 @@ def _groups(records: Sequence[Any], tasks: Sequence[str]) -> dict[tuple[str, str
 # -- the learners -------------------------------------------------------------------------------------
 
 
+def noise_weights(targets: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
+    """Row weights from each row's known noise variance: a row loses weight only when it is noisier
+    than a tenth of the targets' variance (the misfit any model of them keeps)."""
+    misfit = max(float(np.var(targets)) * 0.1, 1e-12)
+    return 1.0 / (1.0 + np.asarray(noise_var, dtype=float) / misfit)
+
+
+def _column_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column (1 where a column is constant)."""
+    width = X.std(axis=0)
+    width[width == 0] = 1.0
+    return X.mean(axis=0), width
+
+
 class MeanModel:
-    """The average of extremely randomised trees and an RBF support-vector regressor (standardised
-    inputs and targets), with per-row weights."""
+    """A weighted average of extremely randomised trees and an RBF support-vector regressor
+    (``svr_weight`` for the regressor; standardised inputs and targets), with per-row weights."""
 
     def __init__(self, seed: int, n_trees: int = 200, svr_weight: float = 0.5) -> None:
         self.seed = seed
@@ -315,8 +329,7 @@ class MeanModel:
         from sklearn.ensemble import ExtraTreesRegressor
         from sklearn.svm import SVR
 
-        self.center_, self.width_ = X.mean(axis=0), X.std(axis=0)
-        self.width_[self.width_ == 0] = 1.0
+        self.center_, self.width_ = _column_scale(X)
         self.y_center_, self.y_width_ = float(y.mean()), float(y.std()) or 1.0
         Z, t = self._scaled(X), (y - self.y_center_) / self.y_width_
         self.trees_ = ExtraTreesRegressor(n_estimators=self.n_trees, min_samples_leaf=4, max_features=0.6,
@@ -360,8 +373,7 @@ class _SpreadModel:
         from sklearn.gaussian_process.kernels import ConstantKernel as Constant
 
         X = X[:, _SPREAD_COLUMNS]
-        self.center_, self.width_ = X.mean(axis=0), X.std(axis=0)
-        self.width_[self.width_ == 0] = 1.0
+        self.center_, self.width_ = _column_scale(X)
         self.y_width_ = float(y.std()) or 1.0
         # white noise of at least a tenth of the scores' variance: a dozen rows must not convince the
         # process that it knows every architecture to the last decimal
@@ -479,7 +491,7 @@ class AccuracyModel:
                        exclude: np.ndarray | None = None, anchor_key: tuple[str, str] | None = None):
         """Features, anchor-scale targets, row weights and noise variances of every linked source (the
         anchor's rows at ``exclude`` left out)."""
-        X, y, noise = [], [], []
+        X, y, noise = [], [], []  # noise: each row's noise variance on the anchor's scale
         for key, fit in fits.items():
             if not fit.linked:
                 continue
@@ -491,12 +503,12 @@ class AccuracyModel:
             X.append(features[key][keep])
             y.append((group.means[keep] - fit.offset) / fit.scale)
             noise.append(variance / group.counts[keep])
-        return np.vstack(X), np.concatenate(y), np.concatenate(noise)
+        targets, noise_var = np.concatenate(y), np.concatenate(noise)
+        return np.vstack(X), targets, noise_weights(targets, noise_var), noise_var
 
     def _fit_linked(self, groups: dict, features: dict, fits: dict) -> None:
-        X, y, noise = self._training_rows(groups, features, fits)
-        misfit = max(float(np.var(y)) * 0.1, 1e-12)  # weights fall only when a row is noisier than this
-        self.mean_ = MeanModel(self.seed).fit(X, y, 1.0 / (1.0 + noise / misfit))
+        X, y, weight, noise = self._training_rows(groups, features, fits)
+        self.mean_ = MeanModel(self.seed).fit(X, y, weight)
         self.spread_ = _SpreadModel(self.seed).fit(X, y, noise)
         self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
 
@@ -514,10 +526,9 @@ class AccuracyModel:
         order = np.random.default_rng(self.seed).permutation(n)
         held_out, trees, svr, std = [], [], [], []
         for held in np.array_split(order, folds):
-            X, y, noise = self._training_rows(groups, features, fits, exclude=held, anchor_key=key)
-            misfit = max(float(np.var(y)) * 0.1, 1e-12)
+            X, y, weight, noise = self._training_rows(groups, features, fits, exclude=held, anchor_key=key)
             # fewer trees than the final model: a fold's residuals need the mean, not its last decimal
-            learner = MeanModel(self.seed, n_trees=CALIBRATION_TREES).fit(X, y, 1.0 / (1.0 + noise / misfit))
+            learner = MeanModel(self.seed, n_trees=CALIBRATION_TREES).fit(X, y, weight)
             parts = learner.parts(features[key][held])
             held_out.append(held)
             trees.append(parts[0])
