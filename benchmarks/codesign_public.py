@@ -232,8 +232,8 @@ def write_readme(report: dict, path: Path) -> None:
         f"{', '.join(f'{w:g}' for w in report['weights'])}). Oracle: ProTran surrogates fitted on "
         f"{', '.join(report['devices_profiled'])} and the accuracy surrogate ({report['oracle_fit_s']:.1f} s).",
         "",
-        "Normalisation maxima (identical for every method): " + ", ".join(
-            f"{name} {value:.6g}" for name, value in report["maxima"].items() if value is not None) + ".",
+        "Normalisation bounds (identical for every method): " + ", ".join(
+            f"{name} {pair}" for name, pair in report["bounds"].items() if pair is not None) + ".",
         "",
     ]
     if report["devices_left_out"]:
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         "command": command, "seeds": seeds, "budget": args.budget, "n_initial": SearchSettings().n_initial,
         "weights": list(args.weights), "profiles": [shown(p) for p in profiles],
         "devices_profiled": oracle.devices, "devices_searched": usable, "devices_left_out": left_out,
-        "maxima": oracle.maxima.as_dict(), "oracle_fit_s": oracle_fit_s, "hw_nas_device": hw_nas_device,
+        "bounds": oracle.bounds.to_json(), "oracle_fit_s": oracle_fit_s, "hw_nas_device": hw_nas_device,
         "summary": {name: summarise(runs) for name, runs in results.items()},
         "cli": cli, "machine": machine(), "runs": results,
     }

@@ -66,12 +66,18 @@ fi
 python - "$out/codesign.json" <<'PY'
 import json, sys
 result = json.load(open(sys.argv[1]))
-print(f"chosen pair: {result['hash']} on {result['device']} (P = {result['performance']:.4f}, "
+print(f"recommended pair: {result['hash']} on {result['device']} "
+      f"(P = {result['performance']:.4f} ± {result['performance_std']:.4f}, lower bound "
+      f"{result['performance_lcb']:.4f} at risk {result['risk']:g}; {result['normalise']} normalisation; "
       f"{len(result['history'])} evaluations in {result['elapsed_s']:.1f} s)")
 print("  model_dict:", json.dumps(result["model_dict"]))
 for name, value in result["predicted"].items():
-    print(f"  predicted {name}: {'not available' if value is None else f'{value:.6g}'}")
-if result.get("extrapolated"):
-    print("  its accuracy is an extrapolation: the architecture lies outside the scored ones")
+    std = result["predicted_std"][name]
+    print(f"  predicted {name}: {'not available' if value is None else f'{value:.6g} ± {std or 0:.3g}'}")
+for reason in result.get("extrapolation", []):
+    print(f"  an extrapolation: {reason}")
+for other in result.get("alternatives", []):
+    print(f"  alternative: P = {other['performance']:.4f} ± {other['performance_std']:.4f} on {other['device']} "
+          f"({other['hash']})")
 print("  ONNX:", result.get("onnx"))
 PY

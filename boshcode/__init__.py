@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from boshcode._baselines import BASELINES, BaselineSettings, run_baseline
     from boshcode._gobi import GobiSettings, gobi
     from boshcode._networks import NPNRegressor, Student, SurrogateSet, Teacher, TrainSettings
-    from boshcode._objective import P_MIN, Maxima, Weights, normalised_terms, performance
-    from boshcode._oracle import MeasuringOracle, Oracle, SurrogateOracle, usable_devices
+    from boshcode._objective import (
+        NORMALISATIONS,
+        P_MIN,
+        Bounds,
+        Weights,
+        normalised_terms,
+        performance,
+        performance_std,
+    )
+    from boshcode._oracle import MeasuringOracle, Oracle, OracleError, SurrogateOracle, usable_devices
     from boshcode._problem import CodesignProblem, Constraints, Evaluation
     from boshcode._search import MODES, BoshcodeSearch, SearchResult, SearchSettings, codesign, make_problem
 
@@ -30,9 +38,10 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         # objective
-        "boshcode._objective": ["P_MIN", "Maxima", "Weights", "normalised_terms", "performance"],
+        "boshcode._objective": ["NORMALISATIONS", "P_MIN", "Bounds", "Weights", "normalised_terms", "performance",
+                                "performance_std"],
         # oracles and the problem
-        "boshcode._oracle": ["MeasuringOracle", "Oracle", "SurrogateOracle", "usable_devices"],
+        "boshcode._oracle": ["MeasuringOracle", "Oracle", "OracleError", "SurrogateOracle", "usable_devices"],
         "boshcode._problem": ["CodesignProblem", "Constraints", "Evaluation"],
         # surrogates and GOBI
         "boshcode._networks": ["NPNRegressor", "Student", "SurrogateSet", "Teacher", "TrainSettings"],

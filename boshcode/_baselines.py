@@ -11,6 +11,9 @@
   valid pairs like GOBI's optima.
 
 kappa defaults to 1.96, scikit-optimize's default for its confidence-bound acquisition.
+
+The ``"optuna-..."`` methods run Optuna's samplers (TPE, Gaussian process, NSGA-II; on P or on its terms
+as several objectives) on the same problem: see :mod:`boshcode._optuna`, imported only when one runs.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from boshcode._optuna import OPTUNA_BASELINES, run_optuna  # imports optuna only when one runs
 from boshcode._problem import CodesignProblem
 from boshcode._search import DEFAULT_BUDGET, SearchResult, best_of, candidate_pool
 
-BASELINES = ("random", "gbrt", "gpr", "rf")
+BASELINES = ("random", "gbrt", "gpr", "rf", *OPTUNA_BASELINES)
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ def run_baseline(method: str, problem: CodesignProblem, settings: BaselineSettin
     if method not in BASELINES:
         raise ValueError(f"unknown baseline {method!r}; choose one of {BASELINES}")
     settings = settings or BaselineSettings()
+    if method in OPTUNA_BASELINES:
+        return run_optuna(method, problem, settings, initial)
     started = time.perf_counter()
     rng = np.random.default_rng(settings.seed)
     X, d = initial if initial is not None else problem.initial_pairs(min(settings.n_initial, settings.budget),

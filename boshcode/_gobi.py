@@ -28,7 +28,7 @@ GOBI_METHODS = ("adahessian", "lbfgs")
 @dataclass(frozen=True)
 class GobiSettings:
     method: str = "adahessian"
-    max_steps: int = 25
+    max_steps: int = 15
     lr: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-4

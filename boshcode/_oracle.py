@@ -1,14 +1,19 @@
 """What a co-design search queries to EVALUATE an (architecture, device) pair.
 
-An oracle knows the devices, the normalisation maxima of P, and predicts (or measures) accuracy,
-latency, energy and peak power with a standard deviation. :class:`SurrogateOracle` answers from the
-ProTran hardware surrogates (one per device and measure) and the accuracy surrogate, fitted by
-``protran.models.fit_models``; :class:`MeasuringOracle` measures one device for real instead.
+An oracle knows the devices, the bounds of every measure (which normalise P), and predicts (or
+measures) accuracy, latency, energy and peak power with a standard deviation. :class:`SurrogateOracle`
+answers from the ProTran hardware surrogates (one per device and measure) and the accuracy model,
+fitted by ``protran.models.fit_models``; :class:`MeasuringOracle` measures one device for real instead;
+``boshcode._external`` drives a user's own evaluation (a process speaking JSON lines, or a Python
+object).
 
-Normalisation maxima (the same for every method compared on one oracle): for latency, energy and
-peak power, the largest value measured on *any* device of the profiles (the union of all measured
-rows); for accuracy, the largest score in the accuracy data. Predictions beyond a maximum count as
-the maximum (P clips each normalised measure to [0, 1]).
+Bounds (the same for every method compared on one oracle): for latency, energy and peak power, the
+smallest and largest value measured on *any* device of the profiles (the union of all measured rows);
+for accuracy, the smallest and largest score in the accuracy data. Predictions beyond them count as
+the bound (P clips each normalised measure to [0, 1]).
+
+An oracle that cannot answer at all (a crashed or hung process, an answer that is no answer) raises
+:class:`OracleError`; the search stops and what it has evaluated so far can be saved and resumed.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from boshcode._objective import HARDWARE_TERMS, Maxima, Weights
+from boshcode._objective import HARDWARE_TERMS, Bounds, Weights
 from flexibert import ArchSpec
 from protran.vocabulary import MEASURE_FIELDS, USABLE_STATUSES, field_of, name_of
 
@@ -31,14 +36,27 @@ MEASURES = ("accuracy", *MEASURE_FIELDS)
 Prediction = dict[str, "dict[str, np.ndarray] | None"]
 
 
+#: A device profiled on fewer rows than this is flagged: its hardware predictions are extrapolations.
+FEW_ROWS = 30
+
+
+class OracleError(RuntimeError):
+    """The oracle could not answer (crashed, hung, or answered something that is no answer)."""
+
+
 class Oracle(Protocol):
-    """The contract of an oracle: ``devices``, ``maxima`` and ``predict(specs, device)``."""
+    """The contract of an oracle: ``devices``, ``bounds`` and ``predict(specs, device)``.
+
+    Optional: ``measures(device)`` (the hardware measures it gives for a device; default all),
+    ``extrapolated(spec)`` (accuracy outside the scored architectures), ``n_rows(device)`` (how many
+    measured rows a device's predictions rest on) and ``close()``.
+    """
 
     @property
     def devices(self) -> list[str]: ...
 
     @property
-    def maxima(self) -> Maxima: ...
+    def bounds(self) -> Bounds: ...
 
     def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction: ...
 
@@ -49,7 +67,7 @@ def usable_devices(oracle: Oracle, weights: Weights) -> list[str]:
     A device without a power meter has no energy or peak-power model: it is excluded when beta or
     gamma is positive (rather than scoring it on fewer terms, which would make P incomparable).
     """
-    oracle.maxima.check(weights)
+    oracle.bounds.check(weights)
     needed = weights.needed_measures()
     kept, dropped = [], {}
     for device in oracle.devices:
@@ -80,7 +98,7 @@ class SurrogateOracle:
 
     def __init__(self, models: Any) -> None:
         self.models = models
-        self._maxima = _union_maxima(models)
+        self._bounds = _union_bounds(models)
 
     @classmethod
     def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path | Sequence[str | Path], seed: int = 0,
@@ -103,11 +121,16 @@ class SurrogateOracle:
         return list(self.models.devices)
 
     @property
-    def maxima(self) -> Maxima:
-        return self._maxima
+    def bounds(self) -> Bounds:
+        return self._bounds
 
     def measures(self, device: str) -> list[str]:
         return [field_of(name) for name in self.models.measures(device)]
+
+    def n_rows(self, device: str) -> int:
+        """Measured rows of ``device`` (the most of any of its measures)."""
+        profile = self.models.profiles[device]
+        return max(len(profile.values(name)[1]) for name in profile.measures)
 
     def workload(self, device: str) -> tuple[int, int]:
         """(batch size, sequence length) the device was profiled with."""
@@ -120,20 +143,23 @@ class SurrogateOracle:
         return self.models.predict_arrays(specs, device)
 
 
-def _union_maxima(models: Any) -> Maxima:
-    values: dict[str, float | None] = {}
+def _union_bounds(models: Any) -> Bounds:
+    pairs: dict[str, tuple[float, float] | None] = {}
     for name in MEASURE_FIELDS:
         measured = [profile.values(name_of(name))[1] for profile in models.profiles.values()]
+        measured = [v[np.isfinite(v) & (v > 0)] for v in measured]
         measured = [v for v in measured if v.size]
-        values[name] = float(max(v.max() for v in measured)) if measured else None
-    return Maxima(accuracy=float(np.max(models.accuracy_scores)), **values)
+        pairs[name] = ((float(min(v.min() for v in measured)), float(max(v.max() for v in measured)))
+                       if measured else None)
+    scores = np.asarray(models.accuracy_scores, dtype=float)
+    return Bounds(accuracy=(float(scores.min()), float(scores.max())), **pairs)
 
 
 class MeasuringOracle:
     """Measures ``device`` for real on this machine (``protran.measure_architecture``) and asks
     ``base`` for accuracy and for every other device.
 
-    ``device`` must be one of the base oracle's profiles, so that its maxima and workload are known.
+    ``device`` must be one of the base oracle's profiles, so that its bounds and workload are known.
     A failed measurement gives NaN, which the search scores as :data:`boshcode._objective.P_MIN`.
     """
 
@@ -154,8 +180,11 @@ class MeasuringOracle:
         return self.base.devices
 
     @property
-    def maxima(self) -> Maxima:
-        return self.base.maxima
+    def bounds(self) -> Bounds:
+        return self.base.bounds
+
+    def n_rows(self, device: str) -> int:
+        return self.base.n_rows(device)
 
     def measures(self, device: str) -> list[str]:
         if device != self.device:

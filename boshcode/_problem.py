@@ -11,13 +11,23 @@ the device is the arg-max.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from boshcode._objective import P_MIN, Maxima, Weights, normalised_terms, term_names, term_weights
+from boshcode._objective import (
+    DEFAULT_NORMALISATION,
+    P_MIN,
+    Bounds,
+    Weights,
+    check_normalisation,
+    normalised_terms,
+    term_names,
+    term_stds,
+    term_weights,
+)
 from boshcode._oracle import MEASURES, Oracle, usable_devices
 from flexibert import ArchSpec, DesignSpace, decode, embed, embedding_bounds
 from flexibert.embeddings import repair_embeddings
@@ -26,9 +36,9 @@ from protran.models import Constraints
 
 @dataclass
 class Evaluation:
-    """One EVALUATE call: the pair, its P, the terms of P (``term_names`` order) and the oracle's
-    means and stds of every measure. ``feasible`` is False for a pair that broke a constraint or
-    whose measurement failed (its P is then P_MIN)."""
+    """One EVALUATE call: the pair, its P and the std of P, the terms of P (``term_names`` order) and
+    the oracle's means and stds of every measure. ``feasible`` is False for a pair that broke a
+    constraint or whose evaluation failed (its P is then P_MIN, its std 0)."""
 
     embedding: tuple[int, ...]
     device: int
@@ -37,6 +47,11 @@ class Evaluation:
     means: dict[str, float | None]
     stds: dict[str, float | None]
     feasible: bool = True
+    performance_std: float = 0.0
+
+    def lower_bound(self, risk: float) -> float:
+        """P - risk * std of P: what the pair is worth when its uncertainty is held against it."""
+        return self.performance - risk * self.performance_std
 
 
 @dataclass
@@ -48,8 +63,10 @@ class CodesignProblem:
     devices: list[str] | None = None
     space: DesignSpace | None = None
     constraints: Constraints = field(default_factory=Constraints)
+    normalise: str = DEFAULT_NORMALISATION
 
     def __post_init__(self) -> None:
+        check_normalisation(self.normalise)
         self.space = self.space or DesignSpace.default()
         if self.constraints.max_params is not None or self.constraints.max_layers is not None:
             raise ValueError("co-design bounds predicted latency, energy and peak power only; "
@@ -61,14 +78,18 @@ class CodesignProblem:
             raise ValueError(f"unknown device(s) {unknown}; the profiles hold {self.oracle.devices}")
         if not self.devices:
             raise ValueError("no device to search over")
-        self.oracle.maxima.check(self.weights)
+        self.oracle.bounds.check(self.weights)
         bounds = np.array(embedding_bounds(self.space), dtype=np.int64)
         self.upper = bounds[:, 1]
         self._scale = np.where(self.upper > 0, self.upper, 1).astype(float)
         self._depths = np.array(self.space.encoder_layers, dtype=np.int64)
         self._head_blocks = _head_blocks(self.space)
         self._cache: dict[tuple[bytes, int], Evaluation] = {}
+        # The order pairs were first asked for (the cache fills device by device).
+        self._asked: dict[tuple[bytes, int], int] = {}
         self.n_oracle_calls = 0
+        #: Called with every batch of new evaluations (e.g. to save the search state as it grows).
+        self.on_evaluated: Callable[[list[Evaluation]], None] | None = None
 
     # -- sizes and encoding -------------------------------------------------------------------------
 
@@ -81,8 +102,8 @@ class CodesignProblem:
         return len(self.devices)
 
     @property
-    def maxima(self) -> Maxima:
-        return self.oracle.maxima
+    def bounds(self) -> Bounds:
+        return self.oracle.bounds
 
     @property
     def n_terms(self) -> int:
@@ -174,6 +195,7 @@ class CodesignProblem:
         for i, key in enumerate(keys):
             if key not in self._cache:
                 pending.setdefault(key, i)
+                self._asked.setdefault(key, len(self._asked))
         for d in sorted({key[1] for key in pending}):
             rows = [i for key, i in pending.items() if key[1] == d]
             self._evaluate_device(X[rows], d, [keys[i] for i in rows])
@@ -188,18 +210,37 @@ class CodesignProblem:
         needed = ["accuracy", *self.weights.needed_measures()]
         finite = np.all([np.isfinite(means[m]) for m in needed], axis=0)
         safe = {m: (None if v is None else np.where(np.isfinite(v), v, 0.0)) for m, v in means.items()}
-        terms = normalised_terms(safe, self.weights, self.maxima)
+        terms = normalised_terms(safe, self.weights, self.bounds, self.normalise)
+        term_spread = term_stds(safe, stds, self.weights, self.bounds, self.normalise)
+        spreads = term_spread ** 2 @ term_weights(self.weights) ** 2
         scores = terms @ term_weights(self.weights)
         feasible = finite & ~self.constraints.violated(safe)
         scores = np.where(feasible, scores, P_MIN)
+        spreads = np.where(feasible, np.sqrt(spreads), 0.0)
+        new = []
         for i, key in enumerate(keys):
             self._cache[key] = Evaluation(
                 embedding=tuple(int(v) for v in X[i]), device=device, performance=float(scores[i]),
                 terms=tuple(float(t) for t in terms[i]),
                 means={m: None if v is None else float(v[i]) for m, v in means.items()},
                 stds={m: None if v is None else float(v[i]) for m, v in stds.items()},
-                feasible=bool(feasible[i]),
+                feasible=bool(feasible[i]), performance_std=float(spreads[i]),
             )
+            new.append(self._cache[key])
+        if self.on_evaluated is not None:
+            self.on_evaluated(new)
+
+    def preload(self, evaluations: Sequence[Evaluation]) -> None:
+        """Take earlier evaluations of this problem (a resumed search) as known: asking for them again
+        costs no oracle call."""
+        for e in evaluations:
+            key = (np.asarray(e.embedding, dtype=np.int64).tobytes(), int(e.device))
+            self._cache[key] = e
+            self._asked.setdefault(key, len(self._asked))
+
+    def evaluated(self) -> list[Evaluation]:
+        """Every evaluation so far (preloaded ones included), in the order they were made."""
+        return [self._cache[key] for key in sorted(self._cache, key=self._asked.__getitem__)]
 
     def seen(self, X: np.ndarray, device: np.ndarray) -> np.ndarray:
         """True for pairs already evaluated on this problem."""
@@ -219,6 +260,7 @@ class CodesignProblem:
             "predicted": {m: evaluation.means[m] for m in MEASURES},
             "predicted_std": {m: evaluation.stds[m] for m in MEASURES},
             "performance": evaluation.performance,
+            "performance_std": evaluation.performance_std,
         }
 
 

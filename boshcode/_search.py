@@ -33,13 +33,15 @@ import numpy as np
 
 from boshcode._gobi import GobiSettings, gobi
 from boshcode._networks import SurrogateSet, TrainSettings
-from boshcode._objective import P_MIN, Weights, term_names, term_weights
+from boshcode._objective import DEFAULT_NORMALISATION, P_MIN, Weights, term_names, term_weights
 from boshcode._oracle import Oracle
 from boshcode._problem import CodesignProblem, Constraints, Evaluation
 
 MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
 #: Evaluations (the initial sample included) of every method unless told otherwise.
 DEFAULT_BUDGET = 100
+#: How many stds of P the recommended pair's lower bound holds against it (``benchmarks/codesign_oracle.py``).
+DEFAULT_RISK = 1.0
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
@@ -56,7 +58,8 @@ class SearchSettings:
     patience: int | None = None
     tol: float = 1e-9
     queries_per_iteration: int = 2
-    n_starts: int = 8
+    # GOBI climbs from the best few pool points; 4 starts of 15 steps find what 8 of 25 did (benchmarked).
+    n_starts: int = 4
     pool_size: int = 1024
     n_parents: int = 4
     mutants_per_parent: int = 128
@@ -102,6 +105,20 @@ class SearchResult:
 def best_of(evaluations: list[Evaluation]) -> Evaluation:
     """The first evaluation with the highest P."""
     return max(evaluations, key=lambda e: e.performance)
+
+
+def recommend(evaluations: list[Evaluation], risk: float = DEFAULT_RISK, top: int = 0) -> list[Evaluation]:
+    """The pair to recommend and ``top`` alternatives: the evaluated pairs with the highest lower bound
+    P - risk * std of P, best first, feasible ones before any that broke a constraint or failed.
+
+    The pair with the highest *predicted* P is, among many candidates, the one whose prediction most
+    likely errs upwards (the winner's curse); holding each pair's uncertainty against it prefers a pair
+    nearly as good that the models are sure of. ``risk`` 0 gives the highest P.
+    """
+    if risk < 0:
+        raise ValueError(f"risk must not be negative, got {risk}")
+    ranked = sorted(evaluations, key=lambda e: (not e.feasible, -e.lower_bound(risk)))
+    return ranked[: 1 + max(top, 0)]
 
 
 # -- the data the surrogates learn from ----------------------------------------------------------------
@@ -193,7 +210,8 @@ class BoshcodeSearch:
         self.surrogates = SurrogateSet(problem.arch_dim, problem.n_devices, term_weights(problem.weights),
                                        seed=self.settings.seed, settings=self.settings.train,
                                        n_arch_only=int(problem.weights.alpha > 0),
-                                       log_terms=np.array([name != "accuracy" for name in term_names(problem.weights)]))
+                                       log_terms=np.array([name != "accuracy" and problem.normalise == "max"
+                                                           for name in term_names(problem.weights)]))
         self.data = _TrainingData(problem)
         self.evaluations: list[Evaluation] = []
         self.kinds: list[str] = []
@@ -313,26 +331,33 @@ class BoshcodeSearch:
 
 
 def make_problem(oracle: Oracle, weights: Weights, mode: str = "codesign", device: str | None = None,
-                 constraints: Constraints | None = None) -> CodesignProblem:
+                 constraints: Constraints | None = None, normalise: str = DEFAULT_NORMALISATION) -> CodesignProblem:
     """The problem a mode searches: every usable device, or only ``device`` for ``"hw_nas"``."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     if mode == "hw_nas" and device is None:
         raise ValueError("mode 'hw_nas' searches one fixed device: give device=")
     devices = [device] if device is not None else None
-    return CodesignProblem(oracle, weights, devices=devices, constraints=constraints or Constraints())
+    return CodesignProblem(oracle, weights, devices=devices, constraints=constraints or Constraints(),
+                           normalise=normalise)
 
 
 def codesign(oracle: Oracle, weights: Weights, mode: str = "codesign", device: str | None = None,
              settings: SearchSettings | None = None, constraints: Constraints | None = None,
-             progress: ProgressCallback | None = None) -> tuple[SearchResult, CodesignProblem]:
-    """Run BOSHCODE in one of :data:`MODES`; returns the result and the problem it was scored on."""
+             progress: ProgressCallback | None = None, normalise: str = DEFAULT_NORMALISATION,
+             problem: CodesignProblem | None = None,
+             initial: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[SearchResult, CodesignProblem]:
+    """Run BOSHCODE in one of :data:`MODES`; returns the result and the problem it was scored on.
+
+    ``problem`` (made by :func:`make_problem` for this mode) and ``initial`` (the pairs to start from
+    in place of the seeded sample) let a caller resume a search: see ``boshcode._state``.
+    """
     settings = settings or SearchSettings()
-    problem = make_problem(oracle, weights, mode, device, constraints)
+    problem = problem or make_problem(oracle, weights, mode, device, constraints, normalise)
     if mode == "no_aleatoric":
         settings = replace(settings, k2=0.0)
     if mode != "nas":
-        result = BoshcodeSearch(problem, settings, progress).run()
+        result = BoshcodeSearch(problem, settings, progress).run(initial)
         result.method = "boshcode" if mode == "codesign" else f"boshcode-{mode}"
         return result, problem
     return _vanilla_nas(oracle, problem, settings, progress), problem
@@ -344,7 +369,7 @@ def _vanilla_nas(oracle: Oracle, problem: CodesignProblem, settings: SearchSetti
     most accurate architecture on every device and keep the pair with the highest P."""
     started = time.perf_counter()
     accuracy_only = CodesignProblem(oracle, Weights(1.0, 0.0, 0.0, 0.0), devices=problem.devices[:1],
-                                    space=problem.space)
+                                    space=problem.space, normalise=problem.normalise)
     other_devices = np.arange(1, problem.n_devices)
     search_budget = max(1, settings.budget - other_devices.size)
     found = BoshcodeSearch(accuracy_only, replace(settings, budget=search_budget), progress).run()

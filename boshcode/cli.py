@@ -14,12 +14,19 @@ from flexibert import clitools
 from protran.vocabulary import METER_NAMES, RUNTIME_NAMES
 
 PROG = "boshcode"
-# As boshcode._baselines.BASELINES, boshcode._search.MODES and DEFAULT_BUDGET (tested), spelled out here:
+# As boshcode's BASELINES, MODES, NORMALISATIONS and the defaults (tested), spelled out here:
 # importing them would load torch for --help.
-METHODS = ("boshcode", "random", "gbrt", "gpr", "rf")
+METHODS = ("boshcode", "random", "gbrt", "gpr", "rf", "optuna-tpe", "optuna-gp", "optuna-nsga2", "optuna-tpe-mo",
+           "optuna-nsga2-mo")
 MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
+NORMALISATIONS = ("max", "log")
+DEFAULT_NORMALISATION = "log"
 DEFAULT_BUDGET = 100
+DEFAULT_RISK = 1.0
+DEFAULT_TOP = 3
 ORACLE_SEED = 0
+# A real evaluation (a training, a measurement) may take long; one that takes longer than this is hung.
+DEFAULT_ORACLE_TIMEOUT_S = 3600.0
 
 
 def _weights(args: argparse.Namespace):
@@ -39,6 +46,12 @@ def _constraints(args: argparse.Namespace):
 
 
 def _oracle(args: argparse.Namespace):
+    """The oracle the options name: the user's own (a command or a Python object) or ours."""
+    if args.oracle_command is not None or args.oracle is not None:
+        return _external_oracle(args)
+    if not args.profile or not args.accuracy:
+        raise clitools.CliError("give --profile FILE... and --accuracy FILE... (our surrogates), or your own "
+                                "evaluation with --oracle-command CMD or --oracle module:factory")
     from boshcode._oracle import MeasuringOracle, SurrogateOracle
 
     # The oracle is fitted with a fixed seed, so that every --seed searches the same problem.
@@ -55,41 +68,51 @@ def _oracle(args: argparse.Namespace):
     return MeasuringOracle(oracle, args.measure_on, runtime=args.runtime, meter=meter)
 
 
+def _external_oracle(args: argparse.Namespace):
+    ours = [flag for flag, value in (("--profile", args.profile), ("--accuracy", args.accuracy),
+                                     ("--measure-on", args.measure_on), ("--task", args.task),
+                                     ("--accuracy-source", args.accuracy_source)) if value]
+    if args.oracle_command is not None and args.oracle is not None:
+        raise clitools.CliError("give one of --oracle-command and --oracle, not both")
+    if ours:
+        raise clitools.CliError(f"{', '.join(ours)} configure our own oracle; with --oracle-command or --oracle "
+                                "your oracle answers every evaluation: drop them")
+    from boshcode._external import CommandOracle, load_oracle_object
+    from boshcode._oracle import OracleError
+
+    if args.oracle is not None:
+        return load_oracle_object(args.oracle)
+    try:
+        # The oracle's own log lines (its stderr) are shown as they come: they are the user's training.
+        return CommandOracle(args.oracle_command, timeout_s=args.oracle_timeout_s, echo_stderr=True)
+    except OracleError as problem:
+        raise clitools.CliError(f"--oracle-command: {problem}", exit_code=clitools.EXIT_FAILURE) from None
+
+
 def _codesign(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     weights = _weights(args)
     constraints = _constraints(args)
     if args.mode == "hw_nas" and args.device is None:
-        raise clitools.CliError("--mode hw_nas searches one device: give --device NAME")
+        raise clitools.CliError("--mode hw_nas searches one --device: give --device NAME")
     if args.method != "boshcode" and args.mode != "codesign":
         raise clitools.CliError(f"--mode {args.mode} is a BOSHCODE mode; the baselines run --mode codesign")
+    if args.mode == "nas" and (args.resume or args.state):
+        raise clitools.CliError("--mode nas searches accuracy alone first and keeps no search state: drop "
+                                "--state/--resume, or use --mode codesign")
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise clitools.CliError(f"--resume {args.resume}: no such file; give the state file a stopped search saved")
     oracle = _oracle(args)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result, problem = _search(args, oracle, weights, constraints)
-    for warning in caught:
-        print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
-    best = problem.describe(result.best)
-    output: dict[str, Any] = {
-        "device": best["device"],
-        "model_dict": best["model_dict"],
-        "hash": best["hash"],
-        "predicted": best["predicted"],
-        "predicted_std": best["predicted_std"],
-        "performance": best["performance"],
-        "extrapolated": _extrapolated(oracle, problem, result.best),
-        "elapsed_s": 0.0,
-        "search_s": result.elapsed_s,
-        "history": result.history,
-        "method": result.method,
-        "mode": args.mode,
-        "embedding": best["embedding"],
-        "weights": weights.as_dict(),
-        "maxima": problem.maxima.as_dict(),
-        "devices": problem.devices,
-        "evaluations": len(result.evaluations),
-        "stopped": result.stopped,
-    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning  # as they happen: a failed evaluation is news now
+            result, problem = _search(args, oracle, weights, constraints)
+    finally:
+        close = getattr(oracle, "close", None)
+        if close is not None:
+            close()
+    output = _result_json(args, oracle, problem, result, weights)
     if args.export is not None:
         output["onnx"] = str(_export(args.export, problem, result.best, oracle))
     output["elapsed_s"] = time.perf_counter() - started
@@ -100,29 +123,121 @@ def _codesign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _extrapolated(oracle, problem, evaluation) -> bool | None:
-    """Whether the winner's accuracy is an extrapolation (None for an oracle that cannot say)."""
-    check = getattr(oracle, "extrapolated", None)
-    return None if check is None else check(problem.spec(evaluation.embedding))
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _result_json(args: argparse.Namespace, oracle, problem, result, weights) -> dict[str, Any]:
+    from boshcode._search import recommend
+
+    chosen, *alternatives = recommend(result.evaluations, args.risk, args.top)
+    result.best = chosen
+    return {
+        **_pair_json(oracle, problem, chosen, args.risk),
+        "elapsed_s": 0.0,
+        "search_s": result.elapsed_s,
+        "history": result.history,
+        "method": result.method,
+        "mode": args.mode,
+        "risk": args.risk,
+        "alternatives": [_pair_json(oracle, problem, e, args.risk) for e in alternatives],
+        "weights": weights.as_dict(),
+        "normalise": problem.normalise,
+        "bounds": problem.bounds.to_json(),
+        "devices": problem.devices,
+        "evaluations": len(result.evaluations),
+        "oracle_calls": problem.n_oracle_calls,
+        "stopped": result.stopped,
+    }
+
+
+def _pair_json(oracle, problem, evaluation, risk: float) -> dict[str, Any]:
+    described = problem.describe(evaluation)
+    reasons = _extrapolation(oracle, problem, evaluation)
+    return {
+        "device": described["device"], "model_dict": described["model_dict"], "hash": described["hash"],
+        "embedding": described["embedding"], "predicted": described["predicted"],
+        "predicted_std": described["predicted_std"], "performance": evaluation.performance,
+        "performance_std": evaluation.performance_std, "performance_lcb": evaluation.lower_bound(risk),
+        "feasible": evaluation.feasible,
+        "extrapolated": None if reasons is None else bool(reasons), "extrapolation": reasons or [],
+    }
+
+
+def _extrapolation(oracle, problem, evaluation) -> list[str] | None:
+    """Why the pair's values are extrapolations: its accuracy lies outside the scored architectures, its
+    device has few measured rows (None for an oracle that can say neither)."""
+    from boshcode._oracle import FEW_ROWS
+
+    accuracy, rows = getattr(oracle, "extrapolated", None), getattr(oracle, "n_rows", None)
+    if accuracy is None and rows is None:
+        return None
+    reasons = []
+    if accuracy is not None and accuracy(problem.spec(evaluation.embedding)):
+        reasons.append("accuracy outside the scored architectures")
+    device = problem.devices[evaluation.device]
+    if rows is not None and rows(device) < FEW_ROWS:
+        reasons.append(f"{device} profiled on {rows(device)} rows (< {FEW_ROWS})")
+    return reasons
 
 
 def _search(args: argparse.Namespace, oracle, weights, constraints):
     from boshcode._baselines import BaselineSettings, run_baseline
+    from boshcode._oracle import OracleError
     from boshcode._search import SearchSettings, codesign, make_problem
+    from boshcode._state import initial_with, resume, save_state, state_header
 
-    if args.method == "boshcode":
-        settings = SearchSettings(budget=args.budget, seed=args.seed, patience=args.patience)
+    problem = make_problem(oracle, weights, mode=args.mode, device=args.device, constraints=constraints,
+                           normalise=args.normalise)
+    header = state_header(problem, f"{args.method}/{args.mode}")
+    done = resume(args.resume, problem, header["method"]) if args.resume is not None else []
+    n_initial = 16
+    initial = initial_with(problem, done, min(n_initial, args.budget), args.seed) if done else None
+    state_path = args.state or args.resume
+    if state_path is not None:
+        problem.on_evaluated = lambda _: save_state(state_path, header, problem.evaluated())
+    try:
         with clitools.Progress(args.budget, "codesign", "eval") as bar:
+            bar.resume_from(len(done))
+            if args.method == "boshcode":
+                settings = SearchSettings(budget=args.budget, seed=args.seed, patience=args.patience,
+                                          n_initial=n_initial)
 
-            def progress(info: dict[str, Any]) -> None:
-                bar.step(f"best P {info['best']:.4f}", done=info["evaluations"])
+                def progress(info: dict[str, Any]) -> None:
+                    bar.step(f"best P {info['best']:.4f}", done=info["evaluations"])
 
-            return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
-                            constraints=constraints, progress=progress)
-    problem = make_problem(oracle, weights, device=args.device, constraints=constraints)
-    return run_baseline(args.method, problem, BaselineSettings(budget=args.budget, seed=args.seed)), problem
+                return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
+                                constraints=constraints, progress=progress, problem=problem, initial=initial)
+            problem.on_evaluated = _also(problem.on_evaluated, lambda new: bar.step(done=len(problem.evaluated())))
+            settings = BaselineSettings(budget=args.budget, seed=args.seed, n_initial=n_initial)
+            return run_baseline(args.method, problem, settings, initial=initial), problem
+    except (OracleError, KeyboardInterrupt) as stop:
+        raise _stopped(stop, header, problem, state_path) from None
 
 
+def _stopped(stop: BaseException, header: dict[str, Any], problem, state_path: str | None) -> BaseException:
+    """Save what was evaluated (nothing an oracle answered is lost) and say how to go on."""
+    from boshcode._state import save_state
+
+    evaluations = problem.evaluated()
+    if evaluations:
+        state_path = state_path or f"boshcode-state-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        save_state(state_path, header, evaluations)
+        kept = (f"the {len(evaluations)} evaluations so far are saved in {state_path}; rerun the same command "
+                f"with --resume {state_path} to continue")
+    else:
+        kept = "nothing was evaluated yet; run the same command again"
+    if isinstance(stop, KeyboardInterrupt):
+        return clitools.Interrupted(kept)
+    return clitools.CliError(f"the oracle failed: {stop}; {kept}", exit_code=clitools.EXIT_FAILURE)
+
+
+def _also(first, second):
+    def both(new):
+        if first is not None:
+            first(new)
+        second(new)
+    return both
 def _export(path: str, problem, evaluation, oracle) -> Path:
     """The winner as ONNX with the batch size and sequence length its device was profiled with."""
     from flexibert import export_onnx
@@ -138,20 +253,28 @@ def _export(path: str, problem, evaluation, oracle) -> Path:
 
 
 def _print_summary(output: dict[str, Any]) -> None:
-    print(f"best pair ({output['method']}, {output['evaluations']} evaluations, {output['elapsed_s']:.1f} s):")
+    print(f"recommended pair ({output['method']}, {output['evaluations']} evaluations, {output['elapsed_s']:.1f} s; "
+          f"highest P - {output['risk']:g} std, {output['normalise']} normalisation):")
     print(f"  device       {output['device']}")
     print(f"  hash         {output['hash']}")
     print(f"  model_dict   {output['model_dict']}")
-    print(f"  performance  {output['performance']:.4f}")
-    if output.get("extrapolated"):
-        print("  note         its accuracy is an extrapolation: the architecture lies outside the scored ones")
+    print(f"  performance  {output['performance']:.4f} ± {output['performance_std']:.4f} "
+          f"(lower bound {output['performance_lcb']:.4f})")
+    for reason in output["extrapolation"]:
+        print(f"  note         an extrapolation: {reason}")
     units = {"accuracy": "", "latency_s": "s/seq", "energy_j": "J/seq", "peak_power_w": "W"}
     for name, value in output["predicted"].items():
         std = output["predicted_std"][name]
-        shown = "n/a" if value is None else f"{value:.6g} ± {std:.3g} {units[name]}".rstrip()
+        shown = "n/a" if value is None else f"{value:.6g} ± {std or 0:.3g} {units[name]}".rstrip()
         print(f"  {name:<12} {shown}")
     if "onnx" in output:
         print(f"  onnx         {output['onnx']}")
+    if output["alternatives"]:
+        print("alternatives:")
+        for other in output["alternatives"]:
+            flag = "  (extrapolated)" if other["extrapolated"] else ""
+            print(f"  P {other['performance']:.4f} ± {other['performance_std']:.4f}  {other['device']:<24} "
+                  f"{other['hash']}{flag}")
 
 
 def _probability(text: str) -> float:
@@ -179,15 +302,16 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
         "--accuracy ../shared/data/flexibert/glue_pretrain_16.json --alpha 0.5 --beta 0.2 --gamma 0.2 --epsilon 0.1\n"
         "boshcode codesign --profile runs/my-board.sqlite --profile ../shared/data/protran/cpu_rpi_b1_r1.json "
         "--accuracy scores.csv --alpha 0.4 --beta 0.3 --gamma 0.2 --epsilon 0.1 --method rf --json",
-        description="P = alpha * accuracy + beta * (1 - energy) + gamma * (1 - peak power) + epsilon * (1 - latency), "
-                    "each measure divided by its largest value in the data (the largest measured on any profiled "
-                    "device; the largest score) and clipped to [0, 1]. Measures come from the ProTran surrogates "
-                    "fitted on the profiles and the accuracy surrogate fitted on the accuracy file.",
+        description="P = alpha * accuracy + beta * energy + gamma * peak power + epsilon * latency, each measure "
+                    "mapped to [0, 1] (1 best) with the bounds of the data (--normalise) and clipped. Measures come "
+                    "from the ProTran surrogates fitted on the profiles and the accuracy model fitted on the accuracy "
+                    "files, or from your own evaluation (--oracle-command, --oracle). The recommended pair has the "
+                    "highest P - risk * std of P among those evaluated.",
     )
-    p.add_argument("--profile", nargs="+", action="extend", required=True, metavar="FILE",
+    p.add_argument("--profile", nargs="+", action="extend", metavar="FILE",
                    help="a ProTran dataset.json (device = file name) or a run store (device = its runs' device); "
                         "repeat, or list several, for every device")
-    p.add_argument("--accuracy", required=True, metavar="FILE", nargs="+", action="extend",
+    p.add_argument("--accuracy", metavar="FILE", nargs="+", action="extend",
                    help="accuracy data, one or more files learnt from together: NAS-Bench-BERT JSON, glue_pretrain "
                         "JSON, CSV or run store")
     p.add_argument("--accuracy-source", metavar="SOURCE",
@@ -195,6 +319,26 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
     for name, help_text in (("alpha", "weight of accuracy"), ("beta", "weight of 1 - energy"),
                             ("gamma", "weight of 1 - peak power"), ("epsilon", "weight of 1 - latency")):
         p.add_argument(f"--{name}", type=_probability, required=True, help=f"{help_text} (weights: >= 0, sum 1)")
+    p.add_argument("--oracle-command", metavar="CMD",
+                   help="your own evaluation: a command started once that speaks JSON lines (header "
+                        "{\"devices\", \"bounds\"}, then one answer line per {\"device\", \"model_dict\"} line)")
+    p.add_argument("--oracle", metavar="MODULE:FACTORY",
+                   help="your own evaluation as a Python object with devices, bounds and predict(specs, device)")
+    p.add_argument("--oracle-timeout-s", type=clitools.positive_float, default=DEFAULT_ORACLE_TIMEOUT_S,
+                   help=f"an --oracle-command evaluation taking longer is a hung oracle "
+                        f"(default {DEFAULT_ORACLE_TIMEOUT_S:g} s)")
+    p.add_argument("--normalise", choices=NORMALISATIONS, default=DEFAULT_NORMALISATION,
+                   help="how measures map to [0, 1]: log (default; costs on a log scale between their smallest and "
+                        "largest value, accuracy between its bounds) or max (the paper's: value / largest)")
+    p.add_argument("--risk", type=clitools.non_negative_float, default=DEFAULT_RISK,
+                   help=f"recommend the pair with the highest P - RISK * std of P (default {DEFAULT_RISK:g}; "
+                        "0: the highest predicted P)")
+    p.add_argument("--top", type=clitools.non_negative_int, default=DEFAULT_TOP,
+                   help=f"also list this many alternatives (default {DEFAULT_TOP})")
+    p.add_argument("--state", metavar="FILE",
+                   help="keep the search state in FILE after every evaluation (a stopped search saves it anyway)")
+    p.add_argument("--resume", metavar="FILE",
+                   help="continue the search saved in FILE (same options; its evaluations count towards the budget)")
     p.add_argument("--method", choices=METHODS, default="boshcode", help="search method (default boshcode)")
     p.add_argument("--budget", type=clitools.positive_int, default=DEFAULT_BUDGET,
                    help=f"evaluations, the initial sample included (default {DEFAULT_BUDGET})")

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         FrontierPoint,
         SearchSettings,
         hypervolume,
+        is_non_dominated,
         search_frontier,
         search_frontiers,
     )
@@ -211,6 +212,7 @@ __getattr__, __dir__, __all__ = attach(
             "FrontierPoint",
             "SearchSettings",
             "hypervolume",
+            "is_non_dominated",
             "search_frontier",
             "search_frontiers",
         ],

@@ -345,12 +345,22 @@ class MeanModel:
     def parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The trees' and the regressor's predictions, on the targets' scale."""
         Z = self._scaled(X)
-        return (self.y_center_ + self.y_width_ * self.trees_.predict(Z),
+        return (self.y_center_ + self.y_width_ * _forest_mean(self.trees_, Z),
                 self.y_center_ + self.y_width_ * self.svr_.predict(Z))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         trees, svr = self.parts(X)
         return (1.0 - self.svr_weight) * trees + self.svr_weight * svr
+
+
+def _forest_mean(forest, Z: np.ndarray) -> np.ndarray:
+    """The forest's prediction from its trees' arrays: what ``forest.predict`` computes, without its
+    per-tree dispatch, which costs ~70 ms a call for 200 trees; a search asks for a few rows at a time."""
+    rows = np.ascontiguousarray(Z, dtype=np.float32)
+    total = np.zeros(len(rows))
+    for tree in forest.estimators_:
+        total += tree.tree_.predict(rows).reshape(len(rows), -1)[:, 0]  # one output: (n, 1) or (n, 1, 1)
+    return total / len(forest.estimators_)
 
 
 _SPREAD_COLUMNS = [STRUCTURE_FEATURE_NAMES.index(name) for name in SPREAD_FEATURE_NAMES]

@@ -93,9 +93,20 @@ class Frontier:
                 "points": [point.to_dict() for point in self.points]}
 
 
+def is_non_dominated(Y: np.ndarray) -> np.ndarray:
+    """True for the rows of ``Y`` (n, k), higher better in every column, that no other row dominates
+    (at least as good everywhere, better somewhere); equal rows are all kept. O(n^2 k) memory-light
+    enough for the few hundred points of a search; :func:`non_dominated` is the sorted 2-D case."""
+    Y = np.asarray(Y, dtype=float).reshape(len(Y), -1)
+    at_least = np.all(Y[:, None, :] >= Y[None, :, :], axis=2)
+    better = np.any(Y[:, None, :] > Y[None, :, :], axis=2)
+    return ~np.any(at_least & better, axis=0)  # [j, i]: row j dominates row i
+
+
 def non_dominated(accuracy: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Indices of the points that no other point beats (higher accuracy, lower value), one per
-    distinct (accuracy, value) pair, sorted by increasing value."""
+    distinct (accuracy, value) pair, sorted by increasing value: :func:`is_non_dominated` for two
+    objectives in O(n log n), as the frontier searches call it on every generation."""
     accuracy, value = np.asarray(accuracy, dtype=float), np.asarray(value, dtype=float)
     order = np.lexsort((-accuracy, value))  # by value, then best accuracy first
     ordered = accuracy[order]

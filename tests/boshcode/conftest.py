@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from boshcode._objective import Maxima
+from boshcode._objective import Bounds
 from flexibert import embed
 
 
@@ -28,8 +28,8 @@ class FakeOracle:
         return self._devices
 
     @property
-    def maxima(self) -> Maxima:
-        return Maxima(accuracy=0.9, latency_s=40.0, energy_j=400.0, peak_power_w=20.0)
+    def bounds(self) -> Bounds:
+        return Bounds(accuracy=(0.6, 0.9), latency_s=(0.05, 40.0), energy_j=(0.1, 400.0), peak_power_w=(1.0, 20.0))
 
     def measures(self, device: str) -> list[str]:
         return ["latency_s"] if device in self.no_meter else ["latency_s", "energy_j", "peak_power_w"]

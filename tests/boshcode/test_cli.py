@@ -73,14 +73,21 @@ def _run_json(capsys, args: list[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("method", ["boshcode", "random", "gbrt", "gpr", "rf"])
+@pytest.mark.parametrize("method", ["boshcode", "random", "gbrt", "gpr", "rf", "optuna-tpe"])
 def test_json_contract(files, capsys, method):
     out = _run_json(capsys, _codesign(files, *WEIGHTS, "--method", method, "--budget", "21", "--seed", "1", "--json"))
-    assert {"device", "model_dict", "hash", "predicted", "performance", "elapsed_s", "history"} <= set(out)
+    assert {"device", "model_dict", "hash", "predicted", "performance", "performance_std", "performance_lcb",
+            "alternatives", "extrapolated", "normalise", "bounds", "elapsed_s", "history"} <= set(out)
     assert out["device"] in {"board_fast_b1_r1", "board_slow_b4_r1"}
     assert set(out["predicted"]) == PREDICTED and all(v > 0 for v in out["predicted"].values())
     assert len(out["history"]) == 21 and out["evaluations"] == 21
-    assert out["performance"] == max(out["history"]) and 0 < out["performance"] <= 1
+    assert out["performance"] in out["history"] and 0 < out["performance"] <= 1 and out["performance_std"] > 0
+    assert out["performance_lcb"] == pytest.approx(out["performance"] - out["risk"] * out["performance_std"])
+    assert out["normalise"] == "log" and out["risk"] == 1.0 and out["oracle_calls"] == 21
+    alternatives = out["alternatives"]
+    assert len(alternatives) == 3 and len({(a["hash"], a["device"]) for a in alternatives}) == 3
+    lower_bounds = [out["performance_lcb"]] + [a["performance_lcb"] for a in alternatives]
+    assert lower_bounds == sorted(lower_bounds, reverse=True)
     assert out["method"] == method and out["elapsed_s"] > 0
     assert len(out["hash"]) == 32 and out["model_dict"]["l"] == len(out["model_dict"]["h"])
     assert out["weights"] == {"alpha": 0.5, "beta": 0.2, "gamma": 0.2, "epsilon": 0.1}
@@ -165,7 +172,8 @@ def test_export_writes_the_winner_as_onnx(files, capsys, tmp_path):
 def test_text_output(files, capsys):
     assert main(_codesign(files, *WEIGHTS, "--method", "gbrt", "--budget", "17")) == 0
     text = capsys.readouterr().out
-    assert "best pair (gbrt, 17 evaluations" in text and "performance" in text and "peak_power_w" in text
+    assert "recommended pair (gbrt, 17 evaluations" in text and "performance" in text and "peak_power_w" in text
+    assert "alternatives:" in text
 
 
 def test_default_budget_on_the_public_boards(shared_data, tmp_path):
@@ -212,7 +220,51 @@ def test_constraints_take_the_unit_of_their_measure_in_every_command(capsys):
 
 
 def test_choices_are_the_ones_the_search_accepts():
+    from boshcode import _objective, _search
+    from boshcode import cli as command
     from boshcode._baselines import BASELINES
-    from boshcode._search import MODES as SEARCH_MODES
 
-    assert ("boshcode", *BASELINES) == METHODS and SEARCH_MODES == MODES
+    assert ("boshcode", *BASELINES) == METHODS and _search.MODES == MODES
+    assert command.NORMALISATIONS == _objective.NORMALISATIONS
+    assert command.DEFAULT_NORMALISATION == _objective.DEFAULT_NORMALISATION
+    assert command.DEFAULT_RISK == _search.DEFAULT_RISK and command.DEFAULT_BUDGET == _search.DEFAULT_BUDGET
+
+
+def test_risk_picks_the_pair_with_the_highest_lower_bound(files, capsys):
+    common = (*WEIGHTS, "--method", "random", "--budget", "30", "--top", "29", "--json")
+    sure = _run_json(capsys, _codesign(files, *common, "--risk", "3"))
+    greedy = _run_json(capsys, _codesign(files, *common, "--risk", "0"))
+    assert greedy["history"] == sure["history"]
+    assert greedy["performance"] == max(greedy["history"])
+    everything = [sure] + sure["alternatives"]
+    assert sure["performance_lcb"] == max(e["performance"] - 3 * e["performance_std"] for e in everything)
+    assert main(_codesign(files, *WEIGHTS, "--risk", "-1")) == 2
+    assert "--risk" in capsys.readouterr().err
+
+
+def test_normalisation_changes_p_not_the_pairs(files, capsys):
+    common = (*WEIGHTS, "--method", "random", "--budget", "20", "--risk", "0", "--json")
+    log = _run_json(capsys, _codesign(files, *common, "--normalise", "log"))
+    top = _run_json(capsys, _codesign(files, *common, "--normalise", "max"))
+    assert log["normalise"] == "log" and top["normalise"] == "max" and log["history"] != top["history"]
+    assert log["bounds"] == top["bounds"] and log["bounds"]["latency_s"][0] < log["bounds"]["latency_s"][1]
+
+
+def test_resume_continues_a_saved_search(files, capsys, tmp_path):
+    state = tmp_path / "state.json"
+    first = _run_json(capsys, _codesign(files, *WEIGHTS, "--method", "random", "--budget", "18", "--state",
+                                        str(state), "--json"))
+    saved = json.loads(state.read_text())
+    assert saved["format"] == "boshcode-search-state" and len(saved["evaluations"]) == 18
+    more = _run_json(capsys, _codesign(files, *WEIGHTS, "--method", "random", "--budget", "25", "--resume",
+                                       str(state), "--json"))
+    assert more["history"][:18] == first["history"] and len(more["history"]) == 25
+    assert more["oracle_calls"] == 7 and len(json.loads(state.read_text())["evaluations"]) == 25
+    # another search's state is refused with the difference
+    other = ["--alpha", "0.4", "--beta", "0.3", "--gamma", "0.2", "--epsilon", "0.1"]
+    assert main(_codesign(files, *other, "--method", "random", "--budget", "25", "--resume", str(state))) == 2
+    err = capsys.readouterr().err
+    assert "weights" in err and "--resume" in err and err.count("\n") == 1
+    state.write_text("{not json")
+    assert main(_codesign(files, *WEIGHTS, "--method", "random", "--resume", str(state))) == 2
+    assert "not a search state" in capsys.readouterr().err

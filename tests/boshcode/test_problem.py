@@ -95,12 +95,19 @@ def test_evaluate_scores_p_and_asks_each_pair_once(oracle, problem):
     again = problem.evaluate(X[::-1], d[::-1])
     assert oracle.calls == 4 and [e.performance for e in again] == [e.performance for e in first][::-1]
     predicted = oracle.predict(specs[:1], "fast")
-    maxima = oracle.maxima
-    expected = (0.5 * predicted["accuracy"]["mean"][0] / maxima.accuracy
-                + 0.2 * (1 - predicted["energy_j"]["mean"][0] / maxima.energy_j)
-                + 0.2 * (1 - predicted["peak_power_w"]["mean"][0] / maxima.peak_power_w)
-                + 0.1 * (1 - predicted["latency_s"]["mean"][0] / maxima.latency_s))
+    bounds = oracle.bounds
+
+    def log_term(measure):
+        low, high = getattr(bounds, measure)
+        value = np.clip(predicted[measure]["mean"][0], low, high)
+        return 1 - (np.log(value) - np.log(low)) / (np.log(high) - np.log(low))
+
+    low, high = bounds.accuracy
+    expected = (0.5 * np.clip((predicted["accuracy"]["mean"][0] - low) / (high - low), 0, 1)
+                + 0.2 * log_term("energy_j") + 0.2 * log_term("peak_power_w") + 0.1 * log_term("latency_s"))
+    assert problem.normalise == "log"
     assert first[0].performance == pytest.approx(expected)
+    assert 0 < first[0].performance_std < 0.5
     assert problem.seen(X, d).all() and not problem.seen(X, 1 - d).any()
 
 

@@ -221,3 +221,15 @@ def test_public_boards_give_a_frontier_per_measure(shared_data):
     assert models.measures("gpu_a100_b128_r3") == ["latency", "energy", "peak_power"]
     frontier = search_frontier(models, "gpu_a100_b128_r3", "latency", settings=SMALL_SEARCH)
     _check_frontier(frontier, models)
+
+
+def test_is_non_dominated_agrees_with_the_two_objective_frontier():
+    from protran import is_non_dominated
+    from protran._pareto import non_dominated
+
+    rng = np.random.default_rng(3)
+    accuracy, value = rng.integers(0, 20, 200).astype(float), rng.integers(1, 20, 200).astype(float)
+    mask = is_non_dominated(np.column_stack([accuracy, -value]))
+    kept = {(a, v) for a, v in zip(accuracy[mask], value[mask])}
+    front = non_dominated(accuracy, value)
+    assert kept == {(accuracy[i], value[i]) for i in front}  # the same points (the 2-D one keeps one per tie)
