@@ -300,8 +300,7 @@ def _key(evaluation) -> tuple[bytes, int]:
 
 
 def run_search(job: dict) -> dict:
-    from boshcode import BaselineSettings, SearchSettings, Weights, codesign, make_problem, run_baseline
-    from boshcode._external import CommandOracle
+    from boshcode import BaselineSettings, CommandOracle, SearchSettings, Weights, codesign, make_problem, run_baseline
 
     weights = Weights(*job["weights"])
     oracle = TimedOracle(CommandOracle(job["command"], timeout_s=ANSWER_TIMEOUT_S, startup_timeout_s=120))
@@ -349,11 +348,13 @@ def describe_search(job: dict, result, problem, stamps: dict) -> dict:
 # -- job: the long search on the truth model -----------------------------------------------------------
 
 
+def _best_of(evaluations):
+    return max(evaluations, key=lambda e: e.performance)
+
+
 def long_search(problem, n_random: int, n_climb: int, seed: int = LONG_SEED) -> dict:
     """``n_random`` random pairs, then rounds of one- and two-gene mutations of the top pairs (a fifth moved
     to a random device) and the top architectures on every device, until ``n_climb`` more evaluations."""
-    from boshcode._search import best_of
-
     rng = np.random.default_rng(seed)
     problem.evaluate(*problem.random_pairs(n_random, rng))
     spent, rounds, idle = 0, 0, 0
@@ -365,7 +366,7 @@ def long_search(problem, n_random: int, n_climb: int, seed: int = LONG_SEED) -> 
             problem.evaluate(X, d)
         spent, rounds = spent + len(X), rounds + 1
     evaluated = problem.evaluated()
-    return {"best": best_of(evaluated), "evaluations": len(evaluated), "rounds": rounds}
+    return {"best": _best_of(evaluated), "evaluations": len(evaluated), "rounds": rounds}
 
 
 def _climb_candidates(problem, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -488,8 +489,7 @@ def run_own(job: dict) -> dict:
 
 def score_recommendations(evaluations, problem, scorer, weights, bounds, job: dict) -> dict:
     """Per risk K: the recommended pair, P the searched surrogate believes (full-data bounds) and held-out P."""
-    from boshcode import performance
-    from boshcode._search import recommend
+    from boshcode import performance, recommend
     from flexibert import model_hash
 
     scored = {}
@@ -570,15 +570,27 @@ def run_timing(job: dict) -> dict:
         oracle = SurrogateOracle.from_files(seven_boards(job["profiles"], Path(folder)), resolve(job["accuracy"]),
                                             seed=TRUTH_SEED)
         fit_s = time.perf_counter() - started
-    runs = []
+    runs, previous = [], []
     for seed in range(job["runs"]):
-        result, problem = codesign(oracle, weights, settings=SearchSettings(budget=job["budget"], seed=seed),
-                                   normalise=job["normalise"])
-        runs.append({"seed": seed, "elapsed_s": result.elapsed_s, "performance": result.best.performance,
-                     "device": problem.devices[result.best.device], "evaluations": len(result.evaluations)})
-        print(f"  timing run {seed}: {result.elapsed_s:.1f} s", file=sys.stderr, flush=True)
-    return {**job, "devices": oracle.devices, "fit_s": fit_s, "runs": runs,
-            "median_elapsed_s": float(np.median([r["elapsed_s"] for r in runs])), "machine": machine()}
+        for kept, settings, label in ((runs, SearchSettings(budget=job["budget"], seed=seed), "timing"),
+                                      (previous, previous_settings(job["budget"], seed), "previous settings")):
+            result, problem = codesign(oracle, weights, settings=settings, normalise=job["normalise"])
+            kept.append({"seed": seed, "elapsed_s": result.elapsed_s, "performance": result.best.performance,
+                         "device": problem.devices[result.best.device], "evaluations": len(result.evaluations)})
+            print(f"  {label} run {seed}: {result.elapsed_s:.1f} s", file=sys.stderr, flush=True)
+    return {**job, "devices": oracle.devices, "fit_s": fit_s, "runs": runs, "previous_runs": previous,
+            "median_elapsed_s": float(np.median([r["elapsed_s"] for r in runs])),
+            "previous_median_elapsed_s": float(np.median([r["elapsed_s"] for r in previous])), "machine": machine()}
+
+
+def previous_settings(budget: int, seed: int):
+    """The search's defaults before the speed-up (longer refits, 8 GOBI starts of 25 steps), to compare
+    time and the best P found (the oracle is exact here, so the best P is what was found)."""
+    from boshcode import GobiSettings, SearchSettings, TrainSettings
+
+    train = TrainSettings(min_steps=50, max_steps=200, first_min_steps=200, first_max_steps=600, patience=10,
+                          batch_size=64)
+    return SearchSettings(budget=budget, seed=seed, n_starts=8, gobi=GobiSettings(max_steps=25), train=train)
 
 
 # -- jobs: planning, running, caching ------------------------------------------------------------------
@@ -1013,7 +1025,21 @@ def timing_lines(timing: dict | None) -> list[str]:
             f"renamed copies), in the driver's process: median **{timing['median_elapsed_s']:.1f} s** "
             f"(`SearchResult.elapsed_s` of seeds 0-{len(timing['runs']) - 1}: {runs} s); fitting the oracle took "
             f"{timing['fit_s']:.1f} s. CPU affinity {timing['machine']['affinity']}, load average "
-            f"{', '.join(f'{v:.1f}' for v in timing['machine']['load_average'] or [])} at the end.", ""]
+            f"{', '.join(f'{v:.1f}' for v in timing['machine']['load_average'] or [])} at the end.", "",
+            *previous_lines(timing)]
+
+
+def previous_lines(timing: dict) -> list[str]:
+    previous = timing.get("previous_runs")
+    if not previous:
+        return []
+    rows = ["| settings | median s | best P per seed |", "|---|---|---|"]
+    for label, runs in (("current defaults", timing["runs"]), ("previous defaults", previous)):
+        found = ", ".join(f"{r['performance']:.4f}" for r in runs)
+        rows.append(f"| {label} | {np.median([r['elapsed_s'] for r in runs]):.1f} | {found} |")
+    return ["The same searches with the defaults before the speed-up (refits of 50-200 steps with patience 10, "
+            "8 GOBI starts of 25 steps); the oracle is exact here, so the best P is what each search found:", "",
+            *rows, ""]
 
 
 def epsilon_lines(study: dict | None) -> list[str]:

@@ -1,9 +1,10 @@
 """boshcode: co-design of a FlexiBERT 2.0 architecture and the device that runs it.
 
 :func:`codesign` runs BOSHCODE (Algorithm 1 of the EdgeTran paper) on an oracle
-(:class:`SurrogateOracle`: ProTran hardware surrogates and an accuracy surrogate) for weights of the
-performance P (:class:`Weights`); :func:`run_baseline` runs random search or GBRT-, GP- or
-random-forest-based Bayesian optimisation on the same problem.
+(:class:`SurrogateOracle`: ProTran hardware surrogates and the accuracy model; :class:`CommandOracle`:
+the user's own evaluation over JSON lines) for weights of the performance P (:class:`Weights`, log or
+max normalisation); :func:`run_baseline` runs random search, scikit-learn Bayesian optimisation or
+Optuna's samplers on the same problem; :func:`recommend` picks the pair with the highest P - risk * std.
 
 >>> oracle = SurrogateOracle.from_files(["rpi.json", "a100.json"], "glue_pretrain_16.json")  # doctest: +SKIP
 >>> result, problem = codesign(oracle, Weights(0.5, 0.2, 0.2, 0.1))                         # doctest: +SKIP
@@ -19,6 +20,7 @@ from flexibert.lazy import attach
 
 if TYPE_CHECKING:
     from boshcode._baselines import BASELINES, BaselineSettings, run_baseline
+    from boshcode._external import CommandOracle, ObjectOracle, load_oracle_object
     from boshcode._gobi import GobiSettings, gobi
     from boshcode._networks import NPNRegressor, Student, SurrogateSet, Teacher, TrainSettings
     from boshcode._objective import (
@@ -32,7 +34,16 @@ if TYPE_CHECKING:
     )
     from boshcode._oracle import MeasuringOracle, Oracle, OracleError, SurrogateOracle, usable_devices
     from boshcode._problem import CodesignProblem, Constraints, Evaluation
-    from boshcode._search import MODES, BoshcodeSearch, SearchResult, SearchSettings, codesign, make_problem
+    from boshcode._search import (
+        MODES,
+        BoshcodeSearch,
+        SearchResult,
+        SearchSettings,
+        codesign,
+        make_problem,
+        recommend,
+    )
+    from boshcode._state import resume, save_state, state_header
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
@@ -47,7 +58,11 @@ __getattr__, __dir__, __all__ = attach(
         "boshcode._networks": ["NPNRegressor", "Student", "SurrogateSet", "Teacher", "TrainSettings"],
         "boshcode._gobi": ["GobiSettings", "gobi"],
         # searches
-        "boshcode._search": ["MODES", "BoshcodeSearch", "SearchResult", "SearchSettings", "codesign", "make_problem"],
+        "boshcode._search": ["MODES", "BoshcodeSearch", "SearchResult", "SearchSettings", "codesign", "make_problem",
+                             "recommend"],
+        # the user's own evaluation, and a search's state on disk
+        "boshcode._external": ["CommandOracle", "ObjectOracle", "load_oracle_object"],
+        "boshcode._state": ["resume", "save_state", "state_header"],
         "boshcode._baselines": ["BASELINES", "BaselineSettings", "run_baseline"],
     },
 )

@@ -58,7 +58,8 @@ class SearchSettings:
     patience: int | None = None
     tol: float = 1e-9
     queries_per_iteration: int = 2
-    # GOBI climbs from the best few pool points; 4 starts of 15 steps find what 8 of 25 did (benchmarked).
+    # GOBI climbs from the best few pool points; 4 starts (of 15 steps, GobiSettings) instead of 8 of 25 halve
+    # its cost (compared in benchmarks/codesign_oracle.py --parts timing).
     n_starts: int = 4
     pool_size: int = 1024
     n_parents: int = 4

@@ -141,3 +141,37 @@ def test_accuracy_learning_benchmark_quick(tmp_path):
     assert len(results["goals"]) == 4
     assert any(row["extrapolated"] for row in results["extrapolation"]["architectures"])
     assert "## Goals" in (tmp_path / "README.md").read_text()
+
+
+def test_the_truth_oracle_serves_its_model_through_the_protocol(shared_data, tmp_path):
+    """benchmarks/codesign_oracle.py trusts that a search through the relay sees the fitted model's
+    means and the bounds of its rows: one rpi profile keeps the fit short."""
+    import subprocess
+    import time
+
+    from boshcode import CommandOracle, SurrogateOracle
+    from flexibert import sample_architectures
+
+    profile = shared_data / "protran" / "cpu_rpi_b1_r1.json"
+    accuracy = Path(__file__).resolve().parents[1] / "datasets" / "accuracy" / "nasbench_bert_250.json"
+    socket_path, ready = tmp_path / "truth.sock", tmp_path / "ready.json"
+    script = str(BENCHMARKS / "truth_oracle.py")
+    server = subprocess.Popen([sys.executable, script, "serve", "--socket", str(socket_path), "--profile",
+                               str(profile), "--accuracy", str(accuracy), "--ready-file", str(ready)])
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready.exists(), "the truth server did not come up"
+        specs = sample_architectures(3, method="random", seed=4)
+        with CommandOracle([sys.executable, script, "connect", str(socket_path)], timeout_s=60) as relayed:
+            answered = relayed.predict(specs, "cpu_rpi_b1_r1")
+            bounds = relayed.bounds
+        truth = SurrogateOracle.from_files([profile], accuracy, seed=0)
+        expected = truth.predict(specs, "cpu_rpi_b1_r1")
+        assert bounds == truth.bounds
+        for measure in ("accuracy", "latency_s", "energy_j", "peak_power_w"):
+            np.testing.assert_allclose(answered[measure]["mean"], expected[measure]["mean"], rtol=1e-12)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
