@@ -339,7 +339,9 @@ def describe_search(job: dict, result, problem, stamps: dict) -> dict:
             best_at[str(budget)] = {"performance": e.performance, "device": problem.devices[e.device],
                                     "hash": model_hash(problem.spec(e.embedding)), "embedding": list(e.embedding),
                                     "means": e.means}
-    return {**job, "history": history, "times_s": [round(float(t), 4) for t in times],
+    # The command as a user would type it: the interpreter and the script of this machine are not worth keeping.
+    command = ["python", shown(job["command"][1]), *job["command"][2:]]
+    return {**job, "command": command, "history": history, "times_s": [round(float(t), 4) for t in times],
             "oracle_s": [round(float(t), 4) for t in oracle_s], "kinds": dict(Counter(result.kinds)),
             "n_oracle_calls": problem.n_oracle_calls, "stopped": result.stopped, "elapsed_s": result.elapsed_s,
             "best_at": best_at}
