@@ -3,8 +3,9 @@
 What is compared. One world (``benchmarks/truth_oracle.py``): a ProTran surrogate fitted once on every
 public row (the four boards and the 250 NAS-Bench-BERT records, seed 0), whose predicted MEANS are
 taken as the true accuracy, latency, energy and peak power of any (architecture, device) pair. Every
-method (``boshcode`` with its default settings, and every entry of ``boshcode.BASELINES``: random
-search, GBRT / GP / random-forest BO and the Optuna samplers) searches it for the weights (0.5, 0.2,
+method (``boshcode`` with its default settings, every entry of ``boshcode.BASELINES``: random search,
+GBRT / GP / random-forest BO and the Optuna samplers, and the ``VARIANTS`` that tell what BOSHCODE's
+choices do: ``boshcode-embedding``, ``boshcode-gobi``, ``gbrt-structure``) searches it for the weights (0.5, 0.2,
 0.2, 0.1) by default, with budgets 50, 100 and 200 evaluations, ten seeds (0-9), under both
 normalisations of P (``max`` and ``log``).
 
@@ -106,9 +107,17 @@ ANSWER_TIMEOUT_S = 600.0
 SERVER_START_S = 900.0
 #: Rough seconds per evaluation (world's answer included; measured at budget 50-100 on a loaded 2-core EPYC),
 #: to start the longest jobs first and estimate the ETA.
-COST_PER_EVAL = {"boshcode": 0.6, "optuna-gp": 1.5, "optuna-gp-mo": 2.0, "gpr": 0.4, "gbrt": 0.3, "rf": 0.25,
+COST_PER_EVAL = {"boshcode": 0.45, "boshcode-embedding": 0.45, "boshcode-gobi": 0.6, "gbrt-structure": 0.35,
+                 "optuna-gp": 1.5, "optuna-gp-mo": 2.0, "gpr": 0.4, "gbrt": 0.3, "rf": 0.25,
                  "optuna-tpe-mo": 0.2, "optuna-tpe": 0.12}
 DEFAULT_COST_PER_EVAL = 0.03
+#: Methods beside the ones users know, to tell what BOSHCODE's choices do: BOSHCODE reading the embedding
+#: (the paper's inputs, not the default's structure features), BOSHCODE with GOBI from 4 pool points (off
+#: by default), and GBRT-BO reading the structure features BOSHCODE reads by default (the baselines read
+#: the embedding, as scikit-optimize users would).
+VARIANTS = {"boshcode-embedding": ("boshcode", {"inputs": "embedding"}),
+            "boshcode-gobi": ("boshcode", {"n_starts": 4}),
+            "gbrt-structure": ("gbrt", {"inputs": "structure"})}
 
 
 # -- paths and the machine -----------------------------------------------------------------------------
@@ -315,11 +324,12 @@ def run_search(job: dict) -> dict:
                 stamps[_key(e)] = (now, oracle.seconds)
 
         problem.on_evaluated = stamp
-        if job["method"] == "boshcode":
-            settings = SearchSettings(budget=job["budget"], seed=job["seed"])
+        method, extra = VARIANTS.get(job["method"], (job["method"], {}))
+        if method == "boshcode":
+            settings = SearchSettings(budget=job["budget"], seed=job["seed"], **extra)
             result, _ = codesign(oracle, weights, settings=settings, normalise=job["normalise"], problem=problem)
         else:
-            result = run_baseline(job["method"], problem, BaselineSettings(budget=job["budget"], seed=job["seed"]))
+            result = run_baseline(method, problem, BaselineSettings(budget=job["budget"], seed=job["seed"], **extra))
     finally:
         oracle.base.close()
     return describe_search(job, result, problem, stamps)
@@ -586,13 +596,15 @@ def run_timing(job: dict) -> dict:
 
 
 def previous_settings(budget: int, seed: int):
-    """The search's defaults before the speed-up (longer refits, 8 GOBI starts of 25 steps), to compare
-    time and the best P found (the oracle is exact here, so the best P is what was found)."""
+    """The search's earlier defaults (the embedding as inputs, two queries per refit, longer refits, 8 GOBI
+    starts of 25 steps), to compare time and the best P found (the oracle is exact here, so the best P is
+    what was found)."""
     from boshcode import GobiSettings, SearchSettings, TrainSettings
 
     train = TrainSettings(min_steps=50, max_steps=200, first_min_steps=200, first_max_steps=600, patience=10,
                           batch_size=64)
-    return SearchSettings(budget=budget, seed=seed, n_starts=8, gobi=GobiSettings(max_steps=25), train=train)
+    return SearchSettings(budget=budget, seed=seed, n_starts=8, gobi=GobiSettings(max_steps=25), train=train,
+                          inputs="embedding", queries_per_iteration=2)
 
 
 # -- jobs: planning, running, caching ------------------------------------------------------------------
@@ -831,7 +843,7 @@ def references(runs: list[dict], normalise: str, size: int) -> dict[int, float]:
 def method_order(names) -> list[str]:
     from boshcode import BASELINES
 
-    order = ["boshcode", *BASELINES]
+    order = ["boshcode", "boshcode-embedding", "boshcode-gobi", *BASELINES, *VARIANTS]
     return sorted(set(names), key=lambda name: order.index(name) if name in order else len(order))
 
 
@@ -1039,8 +1051,9 @@ def previous_lines(timing: dict) -> list[str]:
     for label, runs in (("current defaults", timing["runs"]), ("previous defaults", previous)):
         found = ", ".join(f"{r['performance']:.4f}" for r in runs)
         rows.append(f"| {label} | {np.median([r['elapsed_s'] for r in runs]):.1f} | {found} |")
-    return ["The same searches with the defaults before the speed-up (refits of 50-200 steps with patience 10, "
-            "8 GOBI starts of 25 steps); the oracle is exact here, so the best P is what each search found:", "",
+    return ["The same searches with earlier defaults (the embedding as the networks' inputs, two queries per "
+            "refit, refits of 50-200 steps with patience 10, 8 GOBI starts of 25 steps); the oracle is exact here, "
+            "so the best P is what each search found:", "",
             *rows, ""]
 
 
@@ -1082,6 +1095,10 @@ def write_readme(report: dict, path: Path) -> None:
         "match': the first evaluation count at which the best-so-far reaches the best of random search with "
         "the reference budget, same seed (median over seeds; '>B' when most seeds never did within B). Wall time: "
         "to the B-th evaluation, the world's answers included (in brackets).", "",
+        "Variants beside the methods users know: `boshcode-embedding` (BOSHCODE's networks read the embedding, "
+        "the paper's inputs, instead of the default structure features), `boshcode-gobi` (GOBI from the pool's "
+        "4 best points, off by default) and `gbrt-structure` (GBRT-BO reading the structure features BOSHCODE "
+        "reads; every baseline reads the embedding).", "",
     ]
     if truth is not None:
         bounds = ", ".join(f"{name} [{pair[0]:.4g}, {pair[1]:.4g}]" for name, pair in truth["bounds"].items() if pair)
@@ -1150,8 +1167,8 @@ def parse_args(argv):
     parser.add_argument("--own", action="store_true", help="the own-surrogate part (with --parts: added)")
     parser.add_argument("--timing", action="store_true", help="the seven-board timing part (in this process)")
     parser.add_argument("--epsilon-study", action="store_true", help="the normalisation study")
-    parser.add_argument("--methods", type=parse_list(str), default=["boshcode", *BASELINES],
-                        help="comma list (default: boshcode and every baseline)")
+    parser.add_argument("--methods", type=parse_list(str), default=["boshcode", *BASELINES, *VARIANTS],
+                        help="comma list (default: boshcode, every baseline and the variants)")
     parser.add_argument("--seeds", type=int, default=N_SEEDS, help="seeds 0..N-1 (default 10)")
     parser.add_argument("--budgets", type=parse_list(int), default=list(BUDGETS), help="default 50,100,200")
     parser.add_argument("--normalise", type=parse_list(str), default=list(NORMALISATIONS), help="default log,max")
@@ -1173,12 +1190,13 @@ def parse_args(argv):
     parser.add_argument("--redo", action="store_true", help="recompute the jobs asked for even if cached")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    unknown = sorted({*args.methods} - {"boshcode", *BASELINES}) + sorted(set(args.normalise) - set(NORMALISATIONS))
+    methods = ("boshcode", *BASELINES, *VARIANTS)
+    unknown = sorted({*args.methods} - set(methods)) + sorted(set(args.normalise) - set(NORMALISATIONS))
     chosen = {*(args.parts or []), *(["own"] if args.own else []), *(["timing"] if args.timing else []),
               *(["epsilon"] if args.epsilon_study else [])}
     unknown += sorted(chosen - set(PARTS))
     if unknown:
-        parser.error(f"unknown {unknown}; methods: boshcode, {', '.join(BASELINES)}; parts: {', '.join(PARTS)}")
+        parser.error(f"unknown {unknown}; methods: {', '.join(methods)}; parts: {', '.join(PARTS)}")
     args.parts = chosen or set(PARTS)
     args.own_seeds = args.seeds if args.own_seeds is None else args.own_seeds
     return args

@@ -10,7 +10,10 @@
   pool's best points are refined further by L-BFGS-B on the continuous encoding, then projected to
   valid pairs like GOBI's optima.
 
-kappa defaults to 1.96, scikit-optimize's default for its confidence-bound acquisition.
+kappa defaults to 1.96, scikit-optimize's default for its confidence-bound acquisition. With
+``inputs="structure"`` the models read the architecture's structure features (as BOSHCODE's networks
+do by default, ``CodesignProblem.arch_inputs``) instead of its embedding; the Gaussian process then
+keeps to the pool (no rounding maps features back to an architecture).
 
 The ``"optuna-..."`` methods run Optuna's samplers (TPE, Gaussian process, NSGA-II; on P or on its terms
 as several objectives) on the same problem: see :mod:`boshcode._optuna`, imported only when one runs.
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from boshcode._optuna import OPTUNA_BASELINES, run_optuna  # imports optuna only when one runs
-from boshcode._problem import CodesignProblem
+from boshcode._problem import CodesignProblem, check_arch_inputs
 from boshcode._search import DEFAULT_BUDGET, SearchResult, best_of, candidate_pool
 
 BASELINES = ("random", "gbrt", "gpr", "rf", *OPTUNA_BASELINES)
@@ -43,7 +46,11 @@ class BaselineSettings:
     forest_estimators: int = 100
     lbfgs_starts: int = 5
     lbfgs_steps: int = 30
+    inputs: str = "embedding"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_arch_inputs(self.inputs)
 
 
 class _GBRTQuantiles:
@@ -143,8 +150,8 @@ def run_baseline(method: str, problem: CodesignProblem, settings: BaselineSettin
                                                                      settings.seed)
     evaluations = problem.evaluate(X[: settings.budget], d[: settings.budget])
     kinds = ["initial"] * len(evaluations)
-    model = None if method == "random" else _model(method, problem.arch_dim + problem.n_devices, settings,
-                                                   int(rng.integers(2**31)))
+    n_features = problem.n_arch_inputs(settings.inputs) + problem.n_devices
+    model = None if method == "random" else _model(method, n_features, settings, int(rng.integers(2**31)))
     while len(evaluations) < settings.budget:
         if model is None:
             Q, q = _random_unseen(problem, rng)
@@ -165,7 +172,10 @@ def _random_unseen(problem: CodesignProblem, rng: np.random.Generator) -> tuple[
 
 def _bo_query(model, method: str, problem: CodesignProblem, evaluations, settings: BaselineSettings,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    E = problem.encode(np.array([e.embedding for e in evaluations]), np.array([e.device for e in evaluations]))
+    def encode(X: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return np.hstack([problem.arch_inputs(X, settings.inputs), problem.encode_device(d)])
+
+    E = encode(np.array([e.embedding for e in evaluations]), np.array([e.device for e in evaluations]))
     y = np.array([e.performance for e in evaluations])
     model.fit(E, y)
 
@@ -177,8 +187,8 @@ def _bo_query(model, method: str, problem: CodesignProblem, evaluations, setting
                           settings.mutants_per_parent)
     if len(X) == 0:
         return _random_unseen(problem, rng)
-    scores = ucb(problem.encode(X, d))
-    if method == "gpr":
+    scores = ucb(encode(X, d))
+    if method == "gpr" and settings.inputs == "embedding":
         starts = np.argsort(-scores)[: settings.lbfgs_starts]
         G, g = _lbfgs_refine(ucb, problem.encode(X[starts], d[starts]), problem, settings.lbfgs_steps)
         fresh = ~problem.seen(G, g)

@@ -295,18 +295,19 @@ class TrainSettings:
     stops once the held-out loss has not improved for ``patience`` epochs. The first fit starts
     from random weights and gets the ``first_`` lengths; later fits start from the previous weights.
 
-    Later fits are short: warm-started networks that see a few new rows converge in a few dozen steps,
-    and each step of these small networks costs about as much as the operator calls it makes, so
-    training is most of a search's time. ``benchmarks/codesign_oracle.py --parts timing`` runs the
-    default seven-board search with these lengths and with the ones used before (50-200 steps,
-    patience 10, batches of 64) and compares time and the best P found.
+    Later fits are warm-started and need fewer steps than the first, but not a few dozen: refits of
+    10-60 steps (patience 4) left the networks short of what the rows could teach and the search found
+    worse pairs (benchmarks/codesign_oracle.py). Training is most of a search's time (each step of these
+    small networks costs about as much as the operator calls it makes); ``--parts timing`` there runs the
+    default seven-board search with these lengths and with older ones (50-200 steps, patience 10,
+    batches of 64, 8 GOBI starts) and compares time and the best P found.
     """
 
-    min_steps: int = 10
-    max_steps: int = 60
+    min_steps: int = 30
+    max_steps: int = 200
     first_min_steps: int = 100
     first_max_steps: int = 300
-    patience: int = 4
+    patience: int = 8
     batch_size: int = 128
     lr_npn: float = 1e-2
     lr_teacher: float = 1e-2
@@ -439,6 +440,7 @@ class SurrogateSet:
         self._set_units()
         self.last_fit: dict[str, dict[str, float]] = {}
         self.n_fits = 0
+        self.spread_unit = 1.0
 
     def _set_units(self) -> None:
         # goodness = low_g + unit_g * output, in torch for differentiation.
@@ -446,9 +448,6 @@ class SurrogateSet:
         self._low = torch.as_tensor(self.low - 0.1 * self.span / 0.8, dtype=torch.float32)
         self._weights = torch.as_tensor(self.term_weights, dtype=torch.float32)
         self._log = torch.as_tensor(self.log_terms)
-        # P per unit of every output at once (a scale for the student's target).
-        gain = self.term_weights * self.span / 0.8
-        self.p_unit = float(gain.sum()) if gain.sum() > 0 else 1.0
 
     def goodness(self, terms: np.ndarray) -> np.ndarray:
         """What the outputs learn: the term, or -log(1 - term) for the hardware terms."""
@@ -501,7 +500,12 @@ class SurrogateSet:
         self.last_fit["teacher"] = fit_network(self.teacher, _mse_loss_of, (a, d), target, train_rows, valid_rows,
                                                self._rng, s.lr_teacher, s, first)
         draws, _ = self.performance(self.teacher.mc_draws(a, d, s.mc_passes))  # P per pass
-        spread = (draws.std(dim=0) / self.p_unit)[:, None]
+        # The student learns the spread over its mean on these rows, so its target is of order 1 whatever
+        # the scale of P: spreads of 0.01 against an output of order 1 left a squared error so small that
+        # the student settled at zero, and with it the epistemic term of the acquisition.
+        spread = draws.std(dim=0)
+        self.spread_unit = max(float(spread.mean()), 1e-9)
+        spread = (spread / self.spread_unit)[:, None]
         self.last_fit["student"] = fit_network(self.student, _mse_loss_of, (a, d), spread, train_rows, valid_rows,
                                                self._rng, s.lr_student, s, first)
         self.n_fits += 1
@@ -509,7 +513,7 @@ class SurrogateSet:
     def predict(self, arch: torch.Tensor, device: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean, epistemic std, aleatoric std) of P, differentiable in the inputs."""
         p_mean, p_var = self.performance(*self.npn(arch, device))
-        epistemic = self.student(arch, device)[:, 0] * self.p_unit
+        epistemic = self.student(arch, device)[:, 0] * self.spread_unit
         return p_mean, epistemic, torch.sqrt(p_var)
 
     def acquisition(self, arch: torch.Tensor, device: torch.Tensor, k1: float, k2: float) -> torch.Tensor:

@@ -31,7 +31,18 @@ from boshcode._objective import (
 from boshcode._oracle import MEASURES, Oracle, usable_devices
 from flexibert import ArchSpec, DesignSpace, decode, embed, embedding_bounds
 from flexibert.embeddings import repair_embeddings
+from protran import structure_features_of_embeddings
 from protran.models import Constraints
+
+#: Random architectures whose structure features set the features' [0, 1] scale (seeded, per space).
+_SCALE_SAMPLE = 4096
+#: What a search's networks may read of an architecture (``CodesignProblem.arch_inputs``).
+ARCH_INPUTS = ("structure", "embedding", "both")
+
+
+def check_arch_inputs(inputs: str) -> None:
+    if inputs not in ARCH_INPUTS:
+        raise ValueError(f"unknown architecture inputs {inputs!r}; choose one of {ARCH_INPUTS}")
 
 
 @dataclass
@@ -88,6 +99,7 @@ class CodesignProblem:
         # The order pairs were first asked for (the cache fills device by device).
         self._asked: dict[tuple[bytes, int], int] = {}
         self.n_oracle_calls = 0
+        self._scale_of_features: tuple[np.ndarray, np.ndarray] | None = None
         #: Called with every batch of new evaluations (e.g. to save the search state as it grows).
         self.on_evaluated: Callable[[list[Evaluation]], None] | None = None
 
@@ -118,6 +130,46 @@ class CodesignProblem:
     def encode(self, X: np.ndarray, device: np.ndarray) -> np.ndarray:
         """[normalised embedding, one-hot device], one row per pair."""
         return np.hstack([self.encode_arch(X), self.encode_device(device)])
+
+    def structure_inputs(self, X: np.ndarray) -> np.ndarray:
+        """The structure features of valid embeddings ``X`` (n, arch_dim)
+        (``protran.structure_features_of_embeddings``: depth, log parameters and FLOPs, and per position
+        and on average the width, head count, operation shares and feed-forward stack), each scaled to
+        [0, 1] over the design space.
+
+        An attention or feed-forward entry of the embedding is an index into a long list of head mixes
+        or stacks, and neighbouring indices need not be similar models; a network that reads only the
+        indices must learn each one's effect from the rows it has seen. The features say what an index
+        means, so what is learnt about one architecture carries over to others that share its make-up.
+        """
+        low, span = self._feature_scale()
+        features = structure_features_of_embeddings(np.asarray(X, dtype=np.int64), self.space)
+        return np.clip((features - low) / span, 0.0, 1.0)
+
+    def arch_inputs(self, X: np.ndarray, inputs: str = "structure") -> np.ndarray:
+        """What a search's networks read of valid embeddings ``X``: one of :data:`ARCH_INPUTS` (the
+        normalised embedding, the structure features, or both side by side), (n, n_arch_inputs)."""
+        check_arch_inputs(inputs)
+        parts = []
+        if inputs != "structure":
+            parts.append(self.encode_arch(X))
+        if inputs != "embedding":
+            parts.append(self.structure_inputs(X))
+        return np.hstack(parts)
+
+    def n_arch_inputs(self, inputs: str = "structure") -> int:
+        check_arch_inputs(inputs)
+        return (self.arch_dim if inputs != "structure" else 0) + (
+            self._feature_scale()[0].size if inputs != "embedding" else 0)
+
+    def _feature_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        # Over a fixed sample of the space, so every problem on one space scales alike.
+        if self._scale_of_features is None:
+            sample = structure_features_of_embeddings(
+                self.random_embeddings(_SCALE_SAMPLE, np.random.default_rng(0)), self.space)
+            low = sample.min(axis=0)
+            self._scale_of_features = (low, np.maximum(sample.max(axis=0) - low, 1e-9))
+        return self._scale_of_features
 
     # -- valid pairs ----------------------------------------------------------------------------------
 

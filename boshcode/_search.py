@@ -9,9 +9,14 @@ or the best performance has not improved for ``patience`` evaluations:
    from everything evaluated (diversity); otherwise run GOBI;
 3. EVALUATE the query and add it to the data.
 
+The networks read an architecture by its structure features (``CodesignProblem.arch_inputs``;
+``inputs="embedding"``: by its normalised embedding, as in the paper, or ``"both"``).
+
 GOBI step: a candidate pool (random valid pairs, mutations of the best pairs so far and those
 architectures on every device) is scored by UCB on the surrogates; its best points start GOBI
-(``boshcode._gobi``); the optima are projected to the nearest valid pairs and the pair with the
+(``boshcode._gobi``), which climbs the networks' continuous inputs. Each optimum is projected to a
+valid pair: the nearest, in those inputs, among one- and two-gene mutants of its start (from the
+embedding alone: its rounding), on the device it leans to most. The pair with the
 highest UCB among the projected optima and the pool, not yet evaluated, is queried. An optimum whose
 rounding is not itself a valid pair (slots past the layer count set, device not one-hot) is added to
 the training data with P_MIN, so the surrogates learn to stay in the valid region.
@@ -35,13 +40,13 @@ from boshcode._gobi import GobiSettings, gobi
 from boshcode._networks import SurrogateSet, TrainSettings
 from boshcode._objective import DEFAULT_NORMALISATION, P_MIN, Weights, term_names, term_weights
 from boshcode._oracle import Oracle
-from boshcode._problem import CodesignProblem, Constraints, Evaluation
+from boshcode._problem import CodesignProblem, Constraints, Evaluation, check_arch_inputs
 
 MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
 #: Evaluations (the initial sample included) of every method unless told otherwise.
 DEFAULT_BUDGET = 100
 #: How many stds of P the recommended pair's lower bound holds against it (``benchmarks/codesign_oracle.py``).
-DEFAULT_RISK = 1.0
+DEFAULT_RISK = 0.5
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
@@ -57,15 +62,22 @@ class SearchSettings:
     k2: float = 0.5
     patience: int | None = None
     tol: float = 1e-9
-    queries_per_iteration: int = 2
-    # GOBI climbs from the best few pool points; 4 starts (of 15 steps, GobiSettings) instead of 8 of 25 halve
-    # its cost (compared in benchmarks/codesign_oracle.py --parts timing).
-    n_starts: int = 4
+    # Three queries per refit of the surrogates: a third fewer refits than two, for the longer refits that
+    # TrainSettings now gives (benchmarks/codesign_oracle.py --parts timing).
+    queries_per_iteration: int = 3
+    # GOBI climbs from the best n_starts pool points (the paper's default: on, e.g. 4). Off by default: on the
+    # truth world of benchmarks/codesign_oracle.py ("boshcode-gobi") it did not raise the pair found and took
+    # a third of the search's time; the pool's UCB decides.
+    n_starts: int = 0
     pool_size: int = 1024
     n_parents: int = 4
     mutants_per_parent: int = 128
     diversity_pool: int = 256
     learn_invalid: bool = True
+    # What the networks read of an architecture (ARCH_INPUTS; benchmarks/codesign_oracle.py compares
+    # them); a GOBI optimum in structure features is projected to the nearest of this many mutants of its start.
+    inputs: str = "structure"
+    projection_mutants: int = 64
     time_limit_s: float | None = None
     seed: int = 0
     gobi: GobiSettings = field(default_factory=GobiSettings)
@@ -79,6 +91,7 @@ class SearchSettings:
                              f"(got {self.unc_prob}, {self.div_prob})")
         if self.k1 < 0 or self.k2 < 0:
             raise ValueError(f"k1 and k2 must not be negative (got {self.k1}, {self.k2})")
+        check_arch_inputs(self.inputs)
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be at least 1 or None, got {self.patience}")
 
@@ -126,8 +139,9 @@ def recommend(evaluations: list[Evaluation], risk: float = DEFAULT_RISK, top: in
 
 
 class _TrainingData:
-    def __init__(self, problem: CodesignProblem) -> None:
+    def __init__(self, problem: CodesignProblem, arch_inputs: Callable[[np.ndarray], np.ndarray]) -> None:
         self.problem = problem
+        self.arch_inputs = arch_inputs
         self.arch: list[np.ndarray] = []
         self.device: list[np.ndarray] = []
         self.terms: list[tuple[float, ...]] = []
@@ -135,7 +149,7 @@ class _TrainingData:
 
     def add_evaluations(self, evaluations: list[Evaluation]) -> None:
         for e in evaluations:
-            self.arch.append(self.problem.encode_arch(np.array([e.embedding]))[0])
+            self.arch.append(self.arch_inputs(np.array([e.embedding]))[0])
             self.device.append(self.problem.encode_device(np.array([e.device]))[0])
             self.terms.append(e.terms)
             self.valid.append(e.feasible)
@@ -208,12 +222,15 @@ class BoshcodeSearch:
         self.rng = np.random.default_rng(self.settings.seed)
         # Accuracy (the first term when alpha > 0) does not depend on the device: its outputs are
         # wired to the architecture alone, so every evaluation teaches it whatever the device.
-        self.surrogates = SurrogateSet(problem.arch_dim, problem.n_devices, term_weights(problem.weights),
+        self.surrogates = SurrogateSet(problem.n_arch_inputs(self.settings.inputs), problem.n_devices,
+                                       term_weights(problem.weights),
                                        seed=self.settings.seed, settings=self.settings.train,
                                        n_arch_only=int(problem.weights.alpha > 0),
                                        log_terms=np.array([name != "accuracy" and problem.normalise == "max"
                                                            for name in term_names(problem.weights)]))
-        self.data = _TrainingData(problem)
+        self.data = _TrainingData(problem, self.arch_inputs)
+        # the embedding's entries come first in the inputs when the networks read it
+        self.n_embedding_inputs = problem.arch_dim if self.settings.inputs != "structure" else 0
         self.evaluations: list[Evaluation] = []
         self.kinds: list[str] = []
         self.n_invalid_rows = 0
@@ -266,7 +283,7 @@ class BoshcodeSearch:
             chosen += _top_distinct(X, -ucb, n_gobi, taken)
         n_uncertain = int(np.sum(kinds == "uncertainty"))
         if n_uncertain:
-            spread = self.surrogates.uncertainty_numpy(p.encode_arch(X), p.encode_device(d), s.k1, s.k2)
+            spread = self.surrogates.uncertainty_numpy(self.arch_inputs(X), p.encode_device(d), s.k1, s.k2)
             chosen += _top_distinct(X, -spread, n_uncertain, taken)
         queries_X, queries_d = [X[chosen]], [d[chosen]]
         for _ in range(int(np.sum(kinds == "diversity"))):
@@ -288,16 +305,22 @@ class BoshcodeSearch:
         """The random pair farthest from everything evaluated or already chosen in this iteration."""
         p = self.problem
         X, d = p.random_pairs(self.settings.diversity_pool, self.rng)
-        known = np.vstack([np.hstack(self.data.arrays()[:2]), p.encode(pending_X, pending_d)])
-        distances = np.sqrt(((p.encode(X, d)[:, None, :] - known[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+        known = np.vstack([np.hstack(self.data.arrays()[:2]), self._inputs(pending_X, pending_d)])
+        distances = np.sqrt(((self._inputs(X, d)[:, None, :] - known[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
         distances[p.seen(X, d)] = -1.0
         i = int(np.argmax(distances))
         return X[i: i + 1], d[i: i + 1]
 
+    def arch_inputs(self, X: np.ndarray) -> np.ndarray:
+        return self.problem.arch_inputs(X, self.settings.inputs)
+
+    def _inputs(self, X: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return np.hstack([self.arch_inputs(X), self.problem.encode_device(d)])
+
     def _gobi_candidates(self, X: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The pool plus the projected GOBI optima started from its best points, with their UCB."""
         s, p = self.settings, self.problem
-        pool_ucb = self.surrogates.acquisition_numpy(p.encode_arch(X), p.encode_device(d), s.k1, s.k2)
+        pool_ucb = self.surrogates.acquisition_numpy(self.arch_inputs(X), p.encode_device(d), s.k1, s.k2)
         starts = np.argsort(-pool_ucb)[: s.n_starts]
         if starts.size == 0:  # GOBI switched off: the pool alone
             return X, d, pool_ucb
@@ -305,23 +328,55 @@ class BoshcodeSearch:
         def acquisition(arch, device):
             return self.surrogates.acquisition(arch, device, s.k1, s.k2)
 
-        z_arch, z_device, z_ucb = gobi(acquisition, p.encode_arch(X[starts]), p.encode_device(d[starts]),
+        n_embedding = self.n_embedding_inputs
+
+        def unused(Z: np.ndarray) -> np.ndarray:  # slots past the layer count; never a feature
+            mask = np.zeros(Z.shape, dtype=bool)
+            mask[:, :n_embedding] = p.unused_slots(Z[:, :n_embedding])
+            return mask
+
+        z_arch, z_device, z_ucb = gobi(acquisition, self.arch_inputs(X[starts]), p.encode_device(d[starts]),
                                        s.gobi, seed=int(self.rng.integers(2**31)),
-                                       fixed_device=p.n_devices == 1, unused=p.unused_slots)
-        if s.learn_invalid:
+                                       fixed_device=p.n_devices == 1, unused=unused if n_embedding else None)
+        if s.learn_invalid and n_embedding:
             self._learn_invalid(z_arch, z_device, z_ucb)
-        G, g = p.project_arch(z_arch), np.argmax(z_device, axis=1)
+        G, g = self._project(z_arch, X[starts]), np.argmax(z_device, axis=1)
         fresh = ~p.seen(G, g)
         G, g = G[fresh], g[fresh]
-        gobi_ucb = self.surrogates.acquisition_numpy(p.encode_arch(G), p.encode_device(g), s.k1, s.k2)
+        gobi_ucb = self.surrogates.acquisition_numpy(self.arch_inputs(G), p.encode_device(g), s.k1, s.k2)
         return np.vstack([G, X]), np.concatenate([g, d]), np.concatenate([gobi_ucb, pool_ucb])
+
+    def _project(self, z_arch: np.ndarray, start_X: np.ndarray) -> np.ndarray:
+        """Valid embeddings for GOBI optima ``z_arch`` (in the networks' inputs) climbed from ``start_X``.
+
+        From the embedding alone, the rounding. Structure features need not belong to any architecture,
+        and no rounding maps them back: the nearest (in the inputs) of ``projection_mutants`` one- and
+        two-gene mutants of the start (and of the rounding, when the embedding is read too) is the
+        valid architecture that went furthest the way GOBI did.
+        """
+        p, s = self.problem, self.settings
+        n_embedding = self.n_embedding_inputs
+        rounded = p.project_arch(z_arch[:, :n_embedding]) if n_embedding else start_X
+        if s.inputs == "embedding" or s.projection_mutants < 1:
+            return rounded
+        n, k = len(z_arch), s.projection_mutants
+        parents = np.repeat(start_X, k, axis=0)
+        two = self.rng.random(len(parents)) < 0.5
+        mutants = parents.copy()
+        for changes, rows in ((1, ~two), (2, two)):
+            if rows.any():
+                mutants[rows] = p.mutate(parents[rows], self.rng, changes)
+        candidates = np.concatenate([rounded[:, None, :], mutants.reshape(n, k, -1)], axis=1)  # (n, k + 1, dim)
+        inputs = self.arch_inputs(candidates.reshape(n * (k + 1), -1)).reshape(n, k + 1, -1)
+        nearest = np.argmin(((inputs - z_arch[:, None, :]) ** 2).sum(axis=2), axis=1)
+        return candidates[np.arange(n), nearest]
 
     def _learn_invalid(self, z_arch: np.ndarray, z_device: np.ndarray, z_ucb: np.ndarray) -> None:
         """Add the best GOBI optimum that is not itself a valid pair to the data with P_MIN."""
         p = self.problem
         one_hot = np.rint(np.clip(z_device, 0, 1))
         device_ok = one_hot.sum(axis=1) == 1
-        invalid = ~(p.is_consistent(z_arch) & device_ok)
+        invalid = ~(p.is_consistent(z_arch[:, : self.n_embedding_inputs]) & device_ok)
         if invalid.any():
             i = int(np.flatnonzero(invalid)[np.argmax(z_ucb[invalid])])
             self.data.add_invalid(z_arch[i], z_device[i])

@@ -22,8 +22,11 @@ MODES = ("codesign", "hw_nas", "nas", "no_aleatoric")
 NORMALISATIONS = ("max", "log")
 DEFAULT_NORMALISATION = "log"
 DEFAULT_BUDGET = 100
-DEFAULT_RISK = 1.0
+DEFAULT_RISK = 0.5
 DEFAULT_TOP = 3
+ARCH_INPUTS = ("structure", "embedding", "both")
+DEFAULT_ARCH_INPUTS = "structure"
+DEFAULT_GOBI_STARTS = 0
 ORACLE_SEED = 0
 # A real evaluation (a training, a measurement) may take long; one that takes longer than this is hung.
 DEFAULT_ORACLE_TIMEOUT_S = 3600.0
@@ -201,7 +204,7 @@ def _search(args: argparse.Namespace, oracle, weights, constraints):
             bar.resume_from(len(done))
             if args.method == "boshcode":
                 settings = SearchSettings(budget=args.budget, seed=args.seed, patience=args.patience,
-                                          n_initial=n_initial)
+                                          n_initial=n_initial, n_starts=args.gobi_starts, inputs=args.arch_inputs)
 
                 def progress(info: dict[str, Any]) -> None:
                     bar.step(f"best P {info['best']:.4f}", done=info["evaluations"])
@@ -349,6 +352,12 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
                    help="codesign (all devices, default), hw_nas (one --device), nas (accuracy first, then the best "
                         "device), no_aleatoric (UCB without the aleatoric term)")
     p.add_argument("--device", help="search only this device (with --mode hw_nas, or to restrict a baseline)")
+    p.add_argument("--gobi-starts", type=clitools.non_negative_int, default=DEFAULT_GOBI_STARTS,
+                   help="BOSHCODE: climb the acquisition by GOBI from this many of the pool's best points "
+                        f"(default {DEFAULT_GOBI_STARTS}: the pool's UCB alone)")
+    p.add_argument("--arch-inputs", choices=ARCH_INPUTS, default=DEFAULT_ARCH_INPUTS,
+                   help="what BOSHCODE's networks read of an architecture: its structure features (default), "
+                        "its embedding (the paper's) or both")
     p.add_argument("--patience", type=clitools.positive_int,
                    help="stop after this many evaluations without improvement (default: use the whole budget)")
     p.add_argument("--task", help="accuracy task (default glue)")

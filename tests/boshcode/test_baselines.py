@@ -34,6 +34,25 @@ def test_baselines_share_the_initial_sample_and_the_budget(method, boshcode_init
     assert result.kinds == ["initial"] * 16 + [method] * 8
 
 
+@pytest.mark.parametrize("method", ["gbrt", "gpr"])
+def test_model_based_baselines_can_read_the_structure_features(method, boshcode_initial, monkeypatch):
+    problem = make_problem(FakeOracle(), WEIGHTS)
+    widths = []
+    fit = {"gbrt": _GBRTQuantiles, "gpr": _GaussianProcess}[method].fit
+
+    def recording(self, X, y):
+        widths.append(X.shape[1])
+        return fit(self, X, y)
+
+    monkeypatch.setattr({"gbrt": _GBRTQuantiles, "gpr": _GaussianProcess}[method], "fit", recording)
+    result = run_baseline(method, problem, replace(SETTINGS, inputs="structure"))
+    keys = [(e.embedding, e.device) for e in result.evaluations]
+    assert keys[:16] == boshcode_initial and len(set(keys)) == SETTINGS.budget
+    assert set(widths) == {problem.n_arch_inputs("structure") + problem.n_devices}
+    with pytest.raises(ValueError, match="architecture inputs"):
+        BaselineSettings(inputs="graph")
+
+
 def test_baselines_are_seeded():
     first = run_baseline("rf", make_problem(FakeOracle(), WEIGHTS), SETTINGS)
     second = run_baseline("rf", make_problem(FakeOracle(), WEIGHTS), SETTINGS)

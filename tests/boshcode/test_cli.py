@@ -83,7 +83,7 @@ def test_json_contract(files, capsys, method):
     assert len(out["history"]) == 21 and out["evaluations"] == 21
     assert out["performance"] in out["history"] and 0 < out["performance"] <= 1 and out["performance_std"] > 0
     assert out["performance_lcb"] == pytest.approx(out["performance"] - out["risk"] * out["performance_std"])
-    assert out["normalise"] == "log" and out["risk"] == 1.0 and out["oracle_calls"] == 21
+    assert out["normalise"] == "log" and out["risk"] == 0.5 and out["oracle_calls"] == 21
     alternatives = out["alternatives"]
     assert len(alternatives) == 3 and len({(a["hash"], a["device"]) for a in alternatives}) == 3
     lower_bounds = [out["performance_lcb"]] + [a["performance_lcb"] for a in alternatives]
@@ -220,7 +220,7 @@ def test_constraints_take_the_unit_of_their_measure_in_every_command(capsys):
 
 
 def test_choices_are_the_ones_the_search_accepts():
-    from boshcode import _objective, _search
+    from boshcode import _objective, _problem, _search
     from boshcode import cli as command
     from boshcode._baselines import BASELINES
 
@@ -228,6 +228,9 @@ def test_choices_are_the_ones_the_search_accepts():
     assert command.NORMALISATIONS == _objective.NORMALISATIONS
     assert command.DEFAULT_NORMALISATION == _objective.DEFAULT_NORMALISATION
     assert command.DEFAULT_RISK == _search.DEFAULT_RISK and command.DEFAULT_BUDGET == _search.DEFAULT_BUDGET
+    assert command.ARCH_INPUTS == _problem.ARCH_INPUTS
+    defaults = _search.SearchSettings()
+    assert (defaults.inputs, defaults.n_starts) == (command.DEFAULT_ARCH_INPUTS, command.DEFAULT_GOBI_STARTS)
 
 
 def test_risk_picks_the_pair_with_the_highest_lower_bound(files, capsys):
@@ -268,3 +271,22 @@ def test_resume_continues_a_saved_search(files, capsys, tmp_path):
     state.write_text("{not json")
     assert main(_codesign(files, *WEIGHTS, "--method", "random", "--resume", str(state))) == 2
     assert "not a search state" in capsys.readouterr().err
+
+
+def test_gobi_starts_and_arch_inputs_reach_the_search(files, capsys, monkeypatch):
+    from boshcode import _search
+
+    seen = []
+    real = _search.codesign
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["settings"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_search, "codesign", recording)
+    out = _run_json(capsys, _codesign(files, *WEIGHTS, "--budget", "20", "--gobi-starts", "2", "--arch-inputs",
+                                      "both", "--json"))
+    assert len(out["history"]) == 20
+    assert (seen[-1].n_starts, seen[-1].inputs) == (2, "both")
+    assert main(_codesign(files, *WEIGHTS, "--arch-inputs", "pixels")) == 2
+    assert "--arch-inputs" in capsys.readouterr().err

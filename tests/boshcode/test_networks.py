@@ -215,3 +215,19 @@ def test_invalid_rows_are_learnt_as_the_worst_value():
     mean = surrogates.predict_numpy(arch, device)[:, 0]
     assert mean[~valid].mean() < mean[valid].min() + 0.1 * np.ptp(terms @ [0.5, 0.5])
     assert np.median(mean[~valid]) < np.median(mean[valid]) - 0.1
+
+
+def test_the_student_learns_the_teachers_spread_whatever_the_scale_of_p():
+    # P spreads of about 0.01 once left the student at zero, and the acquisition without its epistemic term.
+    rng = np.random.default_rng(14)
+    arch = rng.random((60, N_ARCH))
+    device = np.eye(N_DEVICE)[rng.integers(0, N_DEVICE, 60)]
+    terms = 0.5 + 0.02 * _terms(arch, device)  # terms that vary little: small spreads of P
+    surrogates = SurrogateSet(N_ARCH, N_DEVICE, np.array([0.6, 0.4]), seed=14, n_arch_only=1)
+    surrogates.fit(arch, device, terms, np.ones(60, dtype=bool))
+    a, d = torch.as_tensor(arch, dtype=torch.float32), torch.as_tensor(device, dtype=torch.float32)
+    draws, _ = surrogates.performance(surrogates.teacher.mc_draws(a, d, 10))
+    teacher_spread = float(draws.std(dim=0).median())
+    epistemic = surrogates.predict_numpy(arch, device)[:, 1]
+    assert teacher_spread > 0
+    assert 0.3 * teacher_spread < float(np.median(epistemic)) < 3.0 * teacher_spread

@@ -102,15 +102,15 @@ def test_query_kinds_follow_their_probabilities(oracle, unc_prob, div_prob, kind
 
 def test_invalid_gobi_optima_enter_the_training_data_with_p_min(oracle):
     problem = make_problem(oracle, WEIGHTS)
-    search = BoshcodeSearch(problem, QUICK)
+    search = BoshcodeSearch(problem, replace(QUICK, inputs="both"))
     X, d = problem.initial_pairs(4, seed=0)
     search._record(problem.evaluate(X, d), "initial")
-    valid_arch = problem.encode_arch(X[:2])
+    valid_arch = problem.arch_inputs(X[:2], "both")
     one_hot = problem.encode_device(d[:2])
     search._learn_invalid(valid_arch, one_hot, np.array([0.5, 0.6]))
     assert search.n_invalid_rows == 0 and len(search.data.arch) == 4
     inconsistent = valid_arch.copy()
-    inconsistent[:, -1] = 0.9  # a slot past every layer count that the embedding uses
+    inconsistent[:, problem.arch_dim - 1] = 0.9  # a slot past every layer count that the embedding uses
     relaxed = np.array([[0.5, 0.5], [0.0, 1.0]])
     search._learn_invalid(np.vstack([inconsistent[:1], valid_arch[1:]]), relaxed, np.array([0.4, 0.7]))
     assert search.n_invalid_rows == 1
@@ -121,7 +121,7 @@ def test_invalid_gobi_optima_enter_the_training_data_with_p_min(oracle):
 
 
 def test_invalid_rows_are_learnt_during_a_search(oracle):
-    search = BoshcodeSearch(make_problem(oracle, WEIGHTS), QUICK)
+    search = BoshcodeSearch(make_problem(oracle, WEIGHTS), replace(QUICK, inputs="embedding", n_starts=4))
     result = search.run()
     _, _, terms, valid = search.data.arrays()
     assert len(valid) == QUICK.budget + result.n_invalid_rows
@@ -138,6 +138,8 @@ def test_patience_and_time_limit_stop_early(oracle):
 
 
 def test_settings_are_checked():
+    with pytest.raises(ValueError, match="architecture inputs"):
+        SearchSettings(inputs="pixels")
     with pytest.raises(ValueError, match="probabilities"):
         SearchSettings(unc_prob=0.6, div_prob=0.6)
     with pytest.raises(ValueError, match="k1 and k2"):
@@ -147,3 +149,31 @@ def test_settings_are_checked():
     defaults = SearchSettings()
     assert (defaults.unc_prob, defaults.div_prob, defaults.k1, defaults.k2) == (0.1, 0.1, 0.5, 0.5)
     assert defaults.budget == DEFAULT_BUDGET == CLI_BUDGET
+
+
+@pytest.mark.parametrize("inputs", ["structure", "embedding", "both"])
+def test_every_kind_of_architecture_input_searches_distinct_valid_pairs(oracle, inputs):
+    settings = replace(QUICK, inputs=inputs, unc_prob=0.0, div_prob=0.0, n_starts=2)  # GOBI and its projection
+    search = BoshcodeSearch(make_problem(oracle, WEIGHTS), settings)
+    result = search.run()
+    assert len(set(_keys(result))) == QUICK.budget
+    assert all(is_valid_embedding(e.embedding) for e in result.evaluations)
+    problem = search.problem
+    n_features = problem.n_arch_inputs("structure")
+    assert n_features > 10
+    expected = {"embedding": problem.arch_dim, "structure": n_features, "both": problem.arch_dim + n_features}
+    assert search.data.arrays()[0].shape[1] == problem.n_arch_inputs(inputs) == expected[inputs]
+    assert np.all((search.data.arrays()[0] >= 0) & (search.data.arrays()[0] <= 1))
+
+
+def test_gobi_optima_in_structure_features_project_to_the_nearest_mutant_of_their_start(oracle):
+    problem = make_problem(oracle, WEIGHTS)
+    search = BoshcodeSearch(problem, replace(QUICK, projection_mutants=32))
+    starts, _ = problem.random_pairs(3, np.random.default_rng(1))
+    targets, _ = problem.random_pairs(3, np.random.default_rng(2))
+    z = problem.arch_inputs(targets)  # optima that moved far from their starts
+    projected = search._project(z, starts)
+    assert all(is_valid_embedding(row) for row in projected)
+    assert np.any(projected != starts)  # some optimum found a mutant nearer than its start
+    distance = ((problem.arch_inputs(projected) - z) ** 2).sum(axis=1)
+    assert np.all(distance <= ((problem.arch_inputs(starts) - z) ** 2).sum(axis=1))
