@@ -6,7 +6,8 @@ or the best performance has not improved for ``patience`` evaluations:
 1. retrain the surrogates (NPN f, teacher g, student h; warm-started, early-stopped);
 2. with probability ``unc_prob`` (alpha_P) query the candidate with the largest uncertainty
    k1 * sigma + k2 * xi; with probability ``div_prob`` (beta_P) query the random candidate farthest
-   from everything evaluated (diversity); otherwise run GOBI;
+   from everything evaluated (diversity); otherwise the GOBI step below (its queries keep the kind
+   "gobi" even with ``n_starts`` 0, when the pool's UCB alone decides);
 3. EVALUATE the query and add it to the data.
 
 The networks read an architecture by its structure features (``CodesignProblem.arch_inputs``;
