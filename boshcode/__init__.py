@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         performance_std,
     )
     from boshcode._oracle import MeasuringOracle, Oracle, OracleError, SurrogateOracle, usable_devices
-    from boshcode._problem import CodesignProblem, Constraints, Evaluation
+    from boshcode._problem import ARCH_INPUTS, CodesignProblem, Constraints, Evaluation
     from boshcode._search import (
         MODES,
         BoshcodeSearch,
@@ -53,7 +53,7 @@ __getattr__, __dir__, __all__ = attach(
                                 "performance_std"],
         # oracles and the problem
         "boshcode._oracle": ["MeasuringOracle", "Oracle", "OracleError", "SurrogateOracle", "usable_devices"],
-        "boshcode._problem": ["CodesignProblem", "Constraints", "Evaluation"],
+        "boshcode._problem": ["ARCH_INPUTS", "CodesignProblem", "Constraints", "Evaluation"],
         # surrogates and GOBI
         "boshcode._networks": ["NPNRegressor", "Student", "SurrogateSet", "Teacher", "TrainSettings"],
         "boshcode._gobi": ["GobiSettings", "gobi"],

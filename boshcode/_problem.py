@@ -7,6 +7,9 @@ the point is scaled back to embedding units and repaired as every search repairs
 (``flexibert.embeddings.repair_embeddings``: each entry rounded and clipped to its bounds, the layer
 count read from the first entry and every slot past it zeroed, so the result always decodes), and
 the device is the arg-max.
+
+BOSHCODE's networks read an architecture by its structure features by default (``arch_inputs``), and
+the baselines by its normalised embedding (``encode``); ``ARCH_INPUTS`` lists the choices.
 """
 
 from __future__ import annotations
