@@ -843,7 +843,8 @@ def references(runs: list[dict], normalise: str, size: int) -> dict[int, float]:
 def method_order(names) -> list[str]:
     from boshcode import BASELINES
 
-    order = ["boshcode", "boshcode-embedding", "boshcode-gobi", *BASELINES, *VARIANTS]
+    ours = [name for name, (method, _) in VARIANTS.items() if method == "boshcode"]
+    order = ["boshcode", *ours, *BASELINES, *VARIANTS]
     return sorted(set(names), key=lambda name: order.index(name) if name in order else len(order))
 
 

@@ -173,7 +173,7 @@ def _random_unseen(problem: CodesignProblem, rng: np.random.Generator) -> tuple[
 def _bo_query(model, method: str, problem: CodesignProblem, evaluations, settings: BaselineSettings,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     def encode(X: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return np.hstack([problem.arch_inputs(X, settings.inputs), problem.encode_device(d)])
+        return problem.encode(X, d, settings.inputs)
 
     E = encode(np.array([e.embedding for e in evaluations]), np.array([e.device for e in evaluations]))
     y = np.array([e.performance for e in evaluations])

@@ -130,9 +130,10 @@ class CodesignProblem:
     def encode_device(self, device: np.ndarray) -> np.ndarray:
         return np.eye(self.n_devices)[np.asarray(device, dtype=np.int64)]
 
-    def encode(self, X: np.ndarray, device: np.ndarray) -> np.ndarray:
-        """[normalised embedding, one-hot device], one row per pair."""
-        return np.hstack([self.encode_arch(X), self.encode_device(device)])
+    def encode(self, X: np.ndarray, device: np.ndarray, inputs: str = "embedding") -> np.ndarray:
+        """[architecture inputs (``arch_inputs``; default the normalised embedding), one-hot device], one row
+        per pair."""
+        return np.hstack([self.arch_inputs(X, inputs), self.encode_device(device)])
 
     def structure_inputs(self, X: np.ndarray) -> np.ndarray:
         """The structure features of valid embeddings ``X`` (n, arch_dim)

@@ -149,11 +149,12 @@ class _TrainingData:
         self.valid: list[bool] = []
 
     def add_evaluations(self, evaluations: list[Evaluation]) -> None:
-        for e in evaluations:
-            self.arch.append(self.arch_inputs(np.array([e.embedding]))[0])
-            self.device.append(self.problem.encode_device(np.array([e.device]))[0])
-            self.terms.append(e.terms)
-            self.valid.append(e.feasible)
+        if not evaluations:
+            return
+        self.arch += list(self.arch_inputs(np.array([e.embedding for e in evaluations])))
+        self.device += list(self.problem.encode_device(np.array([e.device for e in evaluations])))
+        self.terms += [e.terms for e in evaluations]
+        self.valid += [e.feasible for e in evaluations]
 
     def add_invalid(self, arch: np.ndarray, device: np.ndarray) -> None:
         """An input that is no valid pair: P_MIN (every term at its worst)."""
@@ -276,15 +277,16 @@ class BoshcodeSearch:
             draws < s.unc_prob, "uncertainty", np.where(draws < s.unc_prob + s.div_prob, "diversity", "gobi")
         )
         X, d = self._pool()
+        A = self.arch_inputs(X)  # the networks' inputs of the candidates, computed once per iteration
         chosen: list[int] = []
         taken: set[bytes] = set()
         n_gobi = int(np.sum(kinds == "gobi"))
         if n_gobi:
-            X, d, ucb = self._gobi_candidates(X, d)
+            X, d, A, ucb = self._gobi_candidates(X, d, A)
             chosen += _top_distinct(X, -ucb, n_gobi, taken)
         n_uncertain = int(np.sum(kinds == "uncertainty"))
         if n_uncertain:
-            spread = self.surrogates.uncertainty_numpy(self.arch_inputs(X), p.encode_device(d), s.k1, s.k2)
+            spread = self.surrogates.uncertainty_numpy(A, p.encode_device(d), s.k1, s.k2)
             chosen += _top_distinct(X, -spread, n_uncertain, taken)
         queries_X, queries_d = [X[chosen]], [d[chosen]]
         for _ in range(int(np.sum(kinds == "diversity"))):
@@ -306,8 +308,9 @@ class BoshcodeSearch:
         """The random pair farthest from everything evaluated or already chosen in this iteration."""
         p = self.problem
         X, d = p.random_pairs(self.settings.diversity_pool, self.rng)
-        known = np.vstack([np.hstack(self.data.arrays()[:2]), self._inputs(pending_X, pending_d)])
-        distances = np.sqrt(((self._inputs(X, d)[:, None, :] - known[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
+        inputs = self.settings.inputs
+        known = np.vstack([np.hstack(self.data.arrays()[:2]), p.encode(pending_X, pending_d, inputs)])
+        distances = np.sqrt(((p.encode(X, d, inputs)[:, None, :] - known[None, :, :]) ** 2).sum(axis=2)).min(axis=1)
         distances[p.seen(X, d)] = -1.0
         i = int(np.argmax(distances))
         return X[i: i + 1], d[i: i + 1]
@@ -315,16 +318,15 @@ class BoshcodeSearch:
     def arch_inputs(self, X: np.ndarray) -> np.ndarray:
         return self.problem.arch_inputs(X, self.settings.inputs)
 
-    def _inputs(self, X: np.ndarray, d: np.ndarray) -> np.ndarray:
-        return np.hstack([self.arch_inputs(X), self.problem.encode_device(d)])
-
-    def _gobi_candidates(self, X: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pool plus the projected GOBI optima started from its best points, with their UCB."""
+    def _gobi_candidates(self, X: np.ndarray, d: np.ndarray,
+                         A: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pool (``X``, ``d``, its architecture inputs ``A``) plus the projected GOBI optima started from
+        its best points, with their inputs and UCB."""
         s, p = self.settings, self.problem
-        pool_ucb = self.surrogates.acquisition_numpy(self.arch_inputs(X), p.encode_device(d), s.k1, s.k2)
+        pool_ucb = self.surrogates.acquisition_numpy(A, p.encode_device(d), s.k1, s.k2)
         starts = np.argsort(-pool_ucb)[: s.n_starts]
         if starts.size == 0:  # GOBI switched off: the pool alone
-            return X, d, pool_ucb
+            return X, d, A, pool_ucb
 
         def acquisition(arch, device):
             return self.surrogates.acquisition(arch, device, s.k1, s.k2)
@@ -336,7 +338,7 @@ class BoshcodeSearch:
             mask[:, :n_embedding] = p.unused_slots(Z[:, :n_embedding])
             return mask
 
-        z_arch, z_device, z_ucb = gobi(acquisition, self.arch_inputs(X[starts]), p.encode_device(d[starts]),
+        z_arch, z_device, z_ucb = gobi(acquisition, A[starts], p.encode_device(d[starts]),
                                        s.gobi, seed=int(self.rng.integers(2**31)),
                                        fixed_device=p.n_devices == 1, unused=unused if n_embedding else None)
         if s.learn_invalid and n_embedding:
@@ -344,8 +346,10 @@ class BoshcodeSearch:
         G, g = self._project(z_arch, X[starts]), np.argmax(z_device, axis=1)
         fresh = ~p.seen(G, g)
         G, g = G[fresh], g[fresh]
-        gobi_ucb = self.surrogates.acquisition_numpy(self.arch_inputs(G), p.encode_device(g), s.k1, s.k2)
-        return np.vstack([G, X]), np.concatenate([g, d]), np.concatenate([gobi_ucb, pool_ucb])
+        G_inputs = self.arch_inputs(G)
+        gobi_ucb = self.surrogates.acquisition_numpy(G_inputs, p.encode_device(g), s.k1, s.k2)
+        return (np.vstack([G, X]), np.concatenate([g, d]), np.vstack([G_inputs, A]),
+                np.concatenate([gobi_ucb, pool_ucb]))
 
     def _project(self, z_arch: np.ndarray, start_X: np.ndarray) -> np.ndarray:
         """Valid embeddings for GOBI optima ``z_arch`` (in the networks' inputs) climbed from ``start_X``.
