@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from boshcode._objective import HARDWARE_TERMS, Bounds, Weights
-from flexibert import ArchSpec
+from flexibert import ArchSpec, EdgetranError
 from protran.vocabulary import MEASURE_FIELDS, USABLE_STATUSES, field_of, name_of
 
 #: The measures an oracle predicts, in the units of their names (``protran.vocabulary`` row fields).
@@ -40,7 +40,7 @@ Prediction = dict[str, "dict[str, np.ndarray] | None"]
 FEW_ROWS = 30
 
 
-class OracleError(RuntimeError):
+class OracleError(EdgetranError, RuntimeError):
     """The oracle could not answer (crashed, hung, or answered something that is no answer)."""
 
 

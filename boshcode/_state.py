@@ -66,7 +66,7 @@ def load_state(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as problem:
         raise ValueError(f"{path}: not a search state ({problem}); give the file a failed search saved") from None
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise ValueError(f"{path}: not a boshcode search state (no \"format\": \"{STATE_FORMAT}\")")

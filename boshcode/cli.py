@@ -89,7 +89,7 @@ def _external_oracle(args: argparse.Namespace):
         # The oracle's own log lines (its stderr) are shown as they come: they are the user's training.
         return CommandOracle(args.oracle_command, timeout_s=args.oracle_timeout_s, echo_stderr=True)
     except OracleError as problem:
-        raise clitools.CliError(f"--oracle-command: {problem}", exit_code=clitools.EXIT_FAILURE) from None
+        raise clitools.CliError(f"--oracle-command: {problem}") from None
 
 
 def _codesign(args: argparse.Namespace) -> int:
@@ -232,7 +232,7 @@ def _stopped(stop: BaseException, header: dict[str, Any], problem, state_path: s
         kept = "nothing was evaluated yet; run the same command again"
     if isinstance(stop, KeyboardInterrupt):
         return clitools.Interrupted(kept)
-    return clitools.CliError(f"the oracle failed: {stop}; {kept}", exit_code=clitools.EXIT_FAILURE)
+    return clitools.CliError(f"the oracle failed: {stop}; {kept}")
 
 
 def _also(first, second):

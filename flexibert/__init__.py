@@ -14,7 +14,7 @@ instantly.
 from typing import TYPE_CHECKING
 
 from flexibert._embedding import decode, embed, embedding_bounds, is_valid_embedding, model_hash
-from flexibert._errors import ExportError, InvalidArchitectureError
+from flexibert._errors import EdgetranError, ExportError, InvalidArchitectureError
 from flexibert._sampling import (
     MODEL_TYPES,
     SAMPLING_METHODS,
@@ -177,6 +177,7 @@ __getattr__, __dir__, __all__ = attach(
         "SAMPLING_METHODS",
         "ArchSpec",
         "DesignSpace",
+        "EdgetranError",
         "ExportError",
         "InvalidArchitectureError",
         "LayerSpec",

@@ -77,11 +77,23 @@ class DesignSpace:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DesignSpace:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+        """Read a design-space YAML file; every way it can be wrong is a ``ValueError`` naming the file
+        (an ``OSError`` when it cannot be opened)."""
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a UTF-8 text file") from None
+        except yaml.YAMLError as problem:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(problem).split())})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: nested too deeply to be a design space") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a design space file must hold a mapping of {list(_FIELDS)}")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as problem:
+            raise ValueError(f"{path}: {problem}") from None
 
     @classmethod
     def default(cls) -> DesignSpace:

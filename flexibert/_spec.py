@@ -118,6 +118,13 @@ class ArchSpec:
         for key in ("l", "o", "h", "f"):
             if key not in model_dict:
                 raise InvalidArchitectureError(f"field '{key}' is missing from the model_dict")
+        unknown = sorted(str(key) for key in model_dict if key not in ("l", "o", "h", "f"))
+        if unknown:
+            # A misspelt or foreign field would otherwise be dropped without a word (and an 80 MB one
+            # carried through every reader); a model_dict has exactly these four.
+            shown = ", ".join(repr(key[:40]) for key in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+            raise InvalidArchitectureError(f"unknown field(s) {shown} in the model_dict; it holds exactly "
+                                           "'l', 'o', 'h' and 'f'")
         num_layers = model_dict["l"]
         if not isinstance(num_layers, int) or isinstance(num_layers, bool) or num_layers <= 0:
             raise InvalidArchitectureError(f"field 'l': {num_layers!r} must be a positive int")
@@ -180,6 +187,8 @@ class ArchSpec:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise InvalidArchitectureError(f"model_dict is not valid JSON: {error}") from None
+        except RecursionError:
+            raise InvalidArchitectureError("model_dict is nested too deeply to be one") from None
         return cls.from_model_dict(data, space=space)
 
     # -- shape ------------------------------------------------------------------------------------

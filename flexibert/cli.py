@@ -47,6 +47,8 @@ def _json_documents(path: Path) -> list[Any]:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
     try:
         return [json.loads(text)]
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply (more than about a thousand levels)") from None
     except json.JSONDecodeError as whole_error:
         lines = [line for line in text.splitlines() if line.strip()]
         if len(lines) < 2:
@@ -55,6 +57,9 @@ def _json_documents(path: Path) -> list[Any]:
         for number, line in enumerate(lines, start=1):
             try:
                 documents.append(json.loads(line))
+            except RecursionError:
+                raise ValueError(f"{path}: line {number} is JSON nested too deeply (over about a thousand levels)") \
+                    from None
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}: line {number} is not valid JSON ({error})") from None
         return documents
@@ -190,7 +195,7 @@ def _import_features():
     try:
         from flexibert._features import analytic_features
     except ImportError as error:
-        raise clitools.CliError(f"analytic features are unavailable ({error})", clitools.EXIT_FAILURE) from None
+        raise clitools.CliError(f"analytic features are unavailable ({error})") from None
     return analytic_features
 
 
@@ -242,7 +247,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         from flexibert._export import as_model, export
     except ImportError as error:
-        raise clitools.CliError(f"export is unavailable ({error})", clitools.EXIT_FAILURE) from None
+        raise clitools.CliError(f"export is unavailable ({error})") from None
     out_dir = Path(args.out)
     started = time.perf_counter()
     model = as_model(spec)  # built once, exported to every format
@@ -253,7 +258,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         try:
             paths = export(model, out_dir, formats=(fmt,), batch_size=args.batch_size, seq_len=args.seq_len)
         except ExportError as error:
-            raise clitools.CliError(f"{fmt} export failed: {error}", clitools.EXIT_FAILURE) from None
+            raise clitools.CliError(f"{fmt} export failed: {error}") from None
         results.append({"format": fmt, "path": str(paths[fmt]), "export_s": time.perf_counter() - started})
     if args.run:
         _run_exports(model, results, args.batch_size, args.seq_len)
@@ -315,7 +320,7 @@ def _run_exports(model, results: list[dict], batch_size: int, seq_len: int) -> N
         try:
             run = _artifact_runner(result["format"], result["path"])
         except ImportError as error:
-            raise clitools.CliError(f"cannot run the {result['format']} file: {error}", clitools.EXIT_FAILURE) from None
+            raise clitools.CliError(f"cannot run the {result['format']} file: {error}") from None
         for _ in range(_WARMUP_RUNS):
             run(ids.numpy())
         started = time.perf_counter()

@@ -4,9 +4,11 @@ Every command behaves the same way where a user can tell:
 
 - ``--help`` ends with an ``Example:`` block that works as written, and every subcommand has ``--json``
   for machine-readable output on stdout.
-- An expected failure prints one line, ``<prog>: error: <problem and fix>``, and no traceback; the exit
-  status is 2 for bad input and 1 for a failed operation. ``--debug`` prints the traceback above that
-  line (including the error it was raised from), for a bug report.
+- An expected failure (a bad option, file or store, missing hardware or package, a full disk: any
+  :class:`~flexibert.EdgetranError`, ``ValueError`` or ``OSError``) prints one line, ``<prog>: error:
+  <problem and fix>``, with no usage block and no traceback, and exits with status 2. Anything else is
+  a bug: one line that says so, status 1. ``--debug`` prints the traceback above that line (including
+  the error it was raised from), for a bug report.
 - Ctrl-C ends with status 130 and one line that says what was kept and the exact flag that continues
   (:func:`resumable`); a command with nothing to keep says to run it again.
 - Progress goes to stderr through :class:`Progress`: a bar on a terminal, one plain line per step
@@ -18,6 +20,7 @@ Heavy libraries (torch, onnx, openvino) are imported inside the handlers, so ``-
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -26,12 +29,13 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from flexibert.lazy import MissingDependencyError
+from flexibert._errors import EdgetranError
 
-# Exit statuses: 2 for bad input (argparse uses 2 for usage errors too), 1 for a failed operation, and
-# 130 (128 + SIGINT) for Ctrl-C, as a shell reports a process that SIGINT ended.
+# Exit statuses: 2 for every expected failure (argparse uses 2 for usage errors too), 1 for a bug (an
+# error nobody anticipated) or a reader that went away, and 130 (128 + SIGINT) for Ctrl-C, as a shell
+# reports a process that SIGINT ended.
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -85,9 +89,20 @@ def _with_example(description: str, example: str | None) -> dict[str, Any]:
     return {"description": description, "epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, like every other error of the tools.
+
+    argparse prints the whole usage block above the error, which for ``protran profile`` is fifteen
+    lines that bury the one that matters; the line names the command's ``--help`` instead.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def make_parser(prog: str, description: str, example: str | None = None) -> argparse.ArgumentParser:
     """A top-level parser with ``--debug`` whose ``--help`` ends with an ``Example:`` block."""
-    parser = argparse.ArgumentParser(prog=prog, **_with_example(description, example))
+    parser = _Parser(prog=prog, **_with_example(description, example))
     add_debug_flag(parser)
     return parser
 
@@ -217,8 +232,17 @@ def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], stream: Te
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=stream or sys.stdout)
 
 
+def one_line(message: str) -> str:
+    """``message`` on one printable line: runs of whitespace become one space (a YAML parser's error
+    spans three lines; a stderr tail many) and other control characters, which may come from the
+    user's own input, are escaped (``\\x1e``), so a log or a script sees exactly one line per failure."""
+    text = " ".join(message.split())
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 def error(prog: str, message: str) -> None:
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """``<prog>: error: <message>`` on stderr, on one line (:func:`one_line`)."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
 
 
 # -- progress -----------------------------------------------------------------------------------------
@@ -347,16 +371,26 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         _print_traceback(debug)
         error(parser.prog, str(problem))
         return problem.exit_code
-    except MissingDependencyError as problem:
-        # An optional part (an extra) is not installed: its message names the pip command.
-        _print_traceback(debug)
-        error(parser.prog, str(problem))
-        return EXIT_FAILURE
-    except (ValueError, OSError) as problem:
-        # InvalidArchitectureError is a ValueError; its message names the layer and field at fault.
+    except (EdgetranError, ValueError, OSError) as problem:
+        # The message names the problem and the fix: a bad option, file or store (InvalidArchitectureError
+        # names the layer and field at fault), a missing package (the pip command), a full disk.
         _print_traceback(debug)
         error(parser.prog, _describe(problem))
         return EXIT_USAGE
+    except RecursionError:
+        _print_traceback(debug)
+        error(parser.prog, "an input is nested too deeply to read (more than about a thousand levels); "
+                           "no edgetran file nests deeper than a few")
+        return EXIT_USAGE
+    except MemoryError:
+        _print_traceback(debug)
+        error(parser.prog, "out of memory; give a smaller input, or run where more memory is free")
+        return EXIT_USAGE
+    except Exception as problem:  # a bug: still one line, and the way to a useful report
+        _print_traceback(debug)
+        error(parser.prog, f"internal error ({type(problem).__name__}: {problem}); this is a bug: run the "
+                           "same command with --debug and report the traceback")
+        return EXIT_FAILURE
     return EXIT_OK if status is None else int(status)
 
 
@@ -372,7 +406,15 @@ def _print_traceback(debug: bool) -> None:
 
 
 def _describe(problem: Exception) -> str:
+    if isinstance(problem, OSError) and problem.errno in _DISK_FULL:
+        where = f"{problem.filename}: " if problem.filename is not None else ""
+        return (f"{where}no space left on the disk (or over the file-size limit); free some space and run "
+                "the same command again: what was already stored is unchanged")
     if isinstance(problem, OSError) and problem.filename is not None:
         reason = problem.strerror or str(problem)
         return f"{problem.filename}: {reason}"
-    return str(problem)
+    return str(problem) or type(problem).__name__
+
+
+# ENOSPC (no space left), EDQUOT (quota) and EFBIG (over RLIMIT_FSIZE): to the user, a full disk.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -32,6 +32,8 @@ import importlib
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
+from flexibert._errors import EdgetranError
+
 # Import name -> (distribution, extra of edgetran that installs it). Everything else is a core
 # dependency, installed with edgetran itself.
 OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
@@ -46,7 +48,7 @@ OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
 _ATTACHED: dict[str, dict[str, str]] = {}
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(EdgetranError, ImportError):
     """An optional dependency is not installed; the message names the extra that installs it."""
 
 

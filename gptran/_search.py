@@ -541,7 +541,7 @@ class GrowAndPrune:
         path = self.out_dir / STATE_FILE
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise ValueError(f"{path} is not a valid search state: {error}") from None
         if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
             raise ValueError(f"{path} is not a {STATE_FORMAT} v{STATE_VERSION} state file")

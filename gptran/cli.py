@@ -207,7 +207,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="children per grow (default 5)")
     run.add_argument("--prune-samples", type=clitools.positive_int, default=1, metavar="N",
                      help="children per prune (default 1)")
-    run.add_argument("--prune-tolerance", type=float, default=0.02, metavar="F",
+    run.add_argument("--prune-tolerance", type=clitools.non_negative_float, default=0.02, metavar="F",
                      help="a pruned child may be this fraction worse than its parent (default 0.02)")
     run.add_argument("--branch-patience", type=clitools.positive_int, default=2, metavar="N",
                      help="expansions without an accepted child before backtracking (default 2)")
@@ -219,7 +219,8 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--equal-steps", action="store_true", help="train every child --steps-per-child steps")
     run.add_argument("--seq-len", type=clitools.positive_int, default=64, help="tokens per block (default 64)")
     run.add_argument("--batch-size", type=clitools.positive_int, default=16, help="blocks per step (default 16)")
-    run.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of every child (default 1e-3)")
+    run.add_argument("--lr", type=clitools.positive_float, default=1e-3,
+                     help="peak learning rate of every child (default 1e-3)")
     run.add_argument("--eval-blocks", type=clitools.positive_int, metavar="N",
                      help="score on the first N validation blocks only (default: all)")
     run.add_argument("--threads", type=clitools.positive_int, default=1, metavar="N",

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from flexibert import ArchSpec, DesignSpace, InvalidArchitectureError, decode, embed, model_hash
+from flexibert import ArchSpec, DesignSpace, EdgetranError, InvalidArchitectureError, decode, embed, model_hash
 from protran._files import FileKind, file_kind, read_hash_keyed_json, read_json
 from protran._store import AccuracyRecord, RunStore
 
@@ -53,7 +53,7 @@ ACCURACY_SEQ_LEN = 128
 _CSV_COLUMNS = ("model_dict", "embedding", "hash", "task", "score", "pretrain_loss", "pretrain_steps")
 
 
-class AccuracyFormatError(ValueError):
+class AccuracyFormatError(EdgetranError, ValueError):
     """An accuracy file is malformed; the message names the file, the row and the field."""
 
 
@@ -242,6 +242,9 @@ def _parse_model_dict(value: Any, where: str) -> ArchSpec:
     if isinstance(value, str):
         try:
             value = json.loads(value)
+        except RecursionError:
+            raise AccuracyFormatError(f"{where}: model_dict nested too deeply (over about a thousand levels)") \
+                from None
         except json.JSONDecodeError:
             try:  # the reference stored str(dict): single quotes
                 value = ast.literal_eval(value)

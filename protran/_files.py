@@ -49,7 +49,7 @@ def file_kind(path: str | Path) -> FileKind:
         return FileKind.ACCURACY_CSV
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         data = None  # left to the profile reader, whose errors name the row and field at fault
     if isinstance(data, dict) and "l" in data and "o" in data:
         return FileKind.MODEL_DICT
@@ -72,6 +72,8 @@ def read_json(path: str | Path, error: type[ValueError] = ValueError) -> Any:
         raise error(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{path}: not a JSON file ({problem})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply (more than about a thousand levels)") from None
 
 
 def read_hash_keyed_json(path: str | Path, error: type[ValueError] = ValueError) -> dict:

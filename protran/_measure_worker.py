@@ -4,20 +4,137 @@ writes one JSON reply on stdout.
 It builds the model, exports and compiles it for the runtime and warms it up, then times repeats
 (see :func:`protran._protocol.time_repeats`). Only the reply goes to stdout: file descriptor 1 is
 pointed at stderr first, so whatever the libraries print cannot corrupt it. On an error the reply is
-``{"error": ..., "error_type": ...}`` and the exit code is 1.
+``{"error": ..., "error_type": ..., "memory_error": ...}`` and the exit code is 1.
+
+The worker dies with the process that started it. It runs in a session of its own (so that a timeout
+can kill its whole group), so killing the profiler's group does not reach it; left running, it would
+keep a CPU busy beside the resumed run's measurement. Two guards, set up by :func:`watch_parent`:
+
+* On Linux the kernel kills it (``prctl(PR_SET_PDEATHSIG, SIGKILL)``) when its parent dies, whatever
+  it is doing, even inside a long compile in C.
+* Everywhere, and through a wrapper command that forks (``perf stat``, ``/usr/bin/time``), it polls a
+  pipe from the parent, whose write end only the parent holds: the read end reaches end-of-file the
+  moment the parent is gone. It checks after building the model, between warm-up runs and between
+  timed repeats, and then kills its own process group (so anything it started goes too) and exits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 from typing import Any
 
+# Set by the parent (``protran._protocol._run_worker``): its pid, and the worker's end of the pipe.
+PARENT_PID_VARIABLE = "PROTRAN_PARENT_PID"
+PARENT_FD_VARIABLE = "PROTRAN_PARENT_FD"
+EXIT_PARENT_GONE = 70
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
-def measure(request: dict[str, Any]) -> dict[str, Any]:
-    """Build, prepare, warm up and time one architecture as the request says."""
+
+class ParentWatch:
+    """Tells whether the process that started this worker is gone.
+
+    ``parent_pid`` and ``fd`` come from the environment; without them (a worker started by hand) the
+    parent is never reported gone. The pipe is the decisive test: the parent never writes to it and
+    the worker cannot hold its write end (the parent's copy is close-on-exec), so reading gives
+    end-of-file exactly when the parent has exited, even when a wrapper process stands between the
+    two. The kernel closes a dying process's files before it re-parents its children, so the pipe
+    says "gone" no later than ``os.getppid()`` changes. The pid test is kept as a second sign for a
+    direct child: a stray copy of the write end (a plain ``fork()`` in the parent) cannot hide it.
+    """
+
+    def __init__(self, parent_pid: int | None, fd: int | None) -> None:
+        self.parent_pid = parent_pid
+        self.fd = fd
+        if fd is not None:
+            try:
+                os.set_blocking(fd, False)
+            except OSError:  # not an open descriptor here: no pipe to watch
+                self.fd = None
+        # Only a direct child can compare its parent's pid; behind a forking wrapper it differs anyway.
+        self.direct_child = parent_pid is not None and os.getppid() == parent_pid
+
+    @classmethod
+    def from_environment(cls) -> ParentWatch:
+        return cls(_int_variable(PARENT_PID_VARIABLE), _int_variable(PARENT_FD_VARIABLE))
+
+    def parent_gone(self) -> bool:
+        if self.direct_child and os.getppid() != self.parent_pid:
+            return True
+        if self.fd is None:
+            return False
+        try:
+            return os.read(self.fd, 1) == b""
+        except BlockingIOError:  # open and empty: the parent is alive
+            return False
+        except OSError:  # the descriptor is not ours after all: no way to tell
+            return False
+
+    def exit_if_parent_gone(self) -> None:
+        """Called between warm-up runs and timed repeats: one non-blocking read, outside the timing."""
+        if self.parent_gone():
+            _die()
+
+
+def watch_parent() -> ParentWatch:
+    """Arm the death signal, exit at once if the parent is already gone, and return the watch.
+
+    Arming comes first: the parent may die between this process's start and the ``prctl`` call, and
+    then no signal ever comes (the kernel ties the signal to the parent at the time of the call), but
+    the parent's pid no longer matches and the pipe is at end-of-file, so the check that follows
+    catches exactly that case.
+    """
+    watch = ParentWatch.from_environment()
+    if watch.parent_pid is not None:
+        _arm_death_signal()
+        watch.exit_if_parent_gone()
+        if os.getppid() != watch.parent_pid and watch.fd is None:
+            _die()  # a direct child whose parent has already died, and no pipe to say otherwise
+    return watch
+
+
+def _arm_death_signal() -> bool:
+    """On Linux, have the kernel SIGKILL this process when its parent dies; False elsewhere.
+
+    Linux sends the signal when the *thread* that forked this process exits, not the whole parent
+    process. That is right here: the parent's thread that starts the worker (``_run_worker``) waits
+    in ``communicate`` until the worker has ended, so it cannot exit while the worker runs.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)) == 0
+    except (OSError, AttributeError):  # no prctl to call: the pipe alone guards
+        return False
+
+
+def _die() -> None:
+    """Exit now, taking along any process this worker started.
+
+    The worker leads its own process group (the parent starts it in a new session) and whatever it
+    starts joins that group, so killing the group ends them all. The runtimes start no processes
+    today; if one did, the death signal alone would leave them behind, but this check kills them.
+    Behind a wrapper the worker does not lead the group and only exits itself.
+    """
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(EXIT_PARENT_GONE)
+
+
+def _int_variable(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[str, Any]:
+    """Build, prepare, warm up and time one architecture as the request says; between the steps,
+    exit if the parent is gone (``watch``)."""
     from flexibert import ArchSpec
     from protran._protocol import time_repeats
     from protran._runtimes import get_runtime
@@ -28,10 +145,13 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         spec, request["batch_size"], request["seq_len"], request["num_threads"], request["workdir"],
         model_seed=request.get("seed", 0), vocab_size=request.get("vocab_size"),
     )
+    check = watch.exit_if_parent_gone if watch is not None else _nothing
     for _ in range(request["warmup"]):
+        check()
         session.run()
     timing = time_repeats(
         session.run,
+        between_repeats=check,
         min_repeats=request["min_repeats"],
         max_repeats=request["max_repeats"],
         target_rel_ci=request["target_rel_ci"],
@@ -50,16 +170,23 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _nothing() -> None:
+    pass
+
+
 def main() -> int:
+    watch = watch_parent()  # first of all: the parent may already be gone
     reply_stream = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     code = 0
     try:
-        reply = measure(json.loads(sys.stdin.read()))
+        reply = measure(json.loads(sys.stdin.read()), watch)
     except BaseException as error:  # report every failure to the parent, which classifies it
         traceback.print_exc()
-        reply = {"error": f"{type(error).__name__}: {error}", "error_type": type(error).__name__}
+        # numpy's out-of-memory error subclasses MemoryError under another name (_ArrayMemoryError).
+        reply = {"error": f"{type(error).__name__}: {error}", "error_type": type(error).__name__,
+                 "memory_error": isinstance(error, MemoryError)}
         code = 1
     reply_stream.write(json.dumps(reply) + "\n")
     reply_stream.flush()

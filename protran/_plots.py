@@ -18,6 +18,26 @@ from protran.vocabulary import MEASURE_NAMES
 _ERROR_BARS = 12
 
 
+def check_plot_path(path: str | Path) -> Path:
+    """Refuse, before any work, a plot path that saving would refuse after it: a folder, a format
+    matplotlib cannot write, or a place that is not a writable folder."""
+    import os
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--plot {path}: is a folder; give a file name such as frontiers.png")
+    suffix = path.suffix.lower().lstrip(".")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise ValueError(f"--plot {path}: cannot write .{suffix} files; use one of {', '.join(sorted(formats))}")
+    folder = next(parent for parent in (path.parent, *path.parent.parents) if parent.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"--plot {path}: {folder} is not a writable folder")
+    return path
+
+
 def plot_frontiers(frontiers: Sequence[Frontier], path: str | Path) -> Path:
     """One panel per measure, one frontier per device (accuracy against the measure on a log axis),
     with the predicted standard deviations as error bars on a dozen points of each.

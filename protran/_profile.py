@@ -7,6 +7,11 @@ measure, draw a fresh pool of candidate architectures, measure the one the acqui
 max-normalised measure stays at or below the target for ``patience`` consecutive checks, or when
 the sample or time budget runs out. Each measurement is committed to the run store before the next
 starts, so an interrupted run resumes where it stopped (``resume=True``) without losing anything.
+
+A run is written by one process at a time: it holds the run's lease in the store (see
+``protran._store``), and resuming a run another live process holds raises ``RunLeasedError`` instead
+of measuring its architectures a second time. ``take_over=True`` takes a lease from a process of
+another host, which cannot be checked from here, once the user knows that process is gone.
 """
 
 from __future__ import annotations
@@ -14,20 +19,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flexibert import ArchSpec, DesignSpace, model_hash, sample_architectures
-from protran._store import Measurement, RunStore
+from flexibert import DEFAULT_MAX_POSITIONS, ArchSpec, DesignSpace, model_hash, sample_architectures
+from protran._store import Measurement, RunStore, RunStoreError
 from protran.vocabulary import (
     ACQUISITIONS,
     DEFAULT_FEATURES,
     DEFAULT_SURROGATE,
     MEASURE_FIELDS,
+    RUNTIME_NAMES,
     USABLE_STATUSES,
     name_of,
 )
@@ -76,12 +82,24 @@ class ProfileConfig:
             raise ValueError(f"max_samples ({self.max_samples}) must be at least seed_samples ({self.seed_samples})")
         if not 0 < self.target_mse < 1:
             raise ValueError(f"target_mse must lie in (0, 1), got {self.target_mse}")
-        if self.max_hours <= 0:
-            raise ValueError(f"max_hours must be positive, got {self.max_hours}")
+        if not 0 < self.target_rel_ci < 1:
+            raise ValueError(f"target_rel_ci must lie in (0, 1), got {self.target_rel_ci}")
+        for name in ("max_hours", "time_cap_s", "timeout_s"):
+            value = getattr(self, name)
+            # `not value > 0` also refuses NaN; an infinite timeout would overflow the worker's timer
+            if not value > 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if self.seq_len > DEFAULT_MAX_POSITIONS:
+            raise ValueError(f"seq_len {self.seq_len} exceeds the models' {DEFAULT_MAX_POSITIONS} positions")
         if self.acquisition not in ACQUISITIONS:
             raise ValueError(f"acquisition must be 'uncertainty' or 'random', got {self.acquisition!r}")
+        if self.runtime not in RUNTIME_NAMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIME_NAMES)}")
+        _check_surrogate_choice(self.surrogate, self.features)
+        self.design_space()  # a bad --space file fails here, before any run is created
 
     def design_space(self) -> DesignSpace:
+        """The space sampled from: the file at ``space_path``, else FlexiBERT 2.0."""
         return DesignSpace.from_yaml(self.space_path) if self.space_path else DesignSpace.default()
 
     def run_settings(self) -> dict[str, Any]:
@@ -161,6 +179,15 @@ def choose_next(
     return pool[int(np.argmax(score))]
 
 
+def _check_surrogate_choice(surrogate: str, features: str) -> None:
+    from protran.surrogates import FEATURE_SETS, SURROGATE_NAMES
+
+    if surrogate not in SURROGATE_NAMES:
+        raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {', '.join(SURROGATE_NAMES)}")
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}; choose one of {', '.join(FEATURE_SETS)}")
+
+
 # -- the loop ---------------------------------------------------------------------------------------
 
 
@@ -169,7 +196,7 @@ class Profiler:
 
     def __init__(self, config: ProfileConfig, store: RunStore, out_dir: str | Path, *, resume: bool = False,
                  meter: Any = None, measure_fn: Callable[..., Any] | None = None,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 progress: Callable[[dict[str, Any]], None] | None = None, take_over: bool = False) -> None:
         self.config = config
         self.space = config.design_space()
         self.store = store
@@ -179,24 +206,13 @@ class Profiler:
         self._progress = progress or (lambda event: None)
         self._rng = np.random.default_rng(config.seed)
         self._started = time.monotonic()
-        self.run_id = self._open_run(resume)
+        self.run_id = self._open_run(resume, take_over)
         self._passes = 0
         self.cv_mse: dict[str, float] = {}
 
-    def _open_run(self, resume: bool) -> int:
-        c = self.config
-        meter_name = getattr(self.meter, "name", None)
-        if resume:
-            run_id = self.store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads,
-                                                   config=c.run_settings())
-            if run_id is not None:
-                self.store.set_run_status(run_id, "running")
-                return run_id
-        from protran._protocol import host_info, software_versions
-
-        return self.store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
-                                     num_threads=c.num_threads, meter=meter_name, host=host_info(),
-                                     versions=software_versions(), config=c.run_settings())
+    def _open_run(self, resume: bool, take_over: bool) -> int:
+        return _open_run(self.store, self.config, self.config.run_settings(), getattr(self.meter, "name", None),
+                         resume=resume, take_over=take_over)
 
     # -- state derived from the store (so resuming needs no other state) --
 
@@ -291,9 +307,10 @@ class Profiler:
         attempts = self._attempts()
         paths: dict[str, str] = {}
         measures = available_measures(rows)
-        if len(rows) >= 2:
-            paths = self.save_surrogates(rows)
-        self.store.set_run_status(self.run_id, "finished")
+        with _marks_interrupted(self.store, self.run_id):  # a failed save leaves the run free to resume
+            if len(rows) >= 2:
+                paths = self.save_surrogates(rows)
+        self.store.release_lease(self.run_id, "finished")
         return ProfileSummary(
             run_id=self.run_id, device=self.config.device, runtime=self.config.runtime,
             meter=getattr(self.meter, "name", None), measured_ok=sum(row.status == "ok" for row in rows),
@@ -330,14 +347,37 @@ def _finite(values: dict[str, float]) -> dict[str, float | None]:
     return {key: (value if math.isfinite(value) else None) for key, value in values.items()}
 
 
+def _open_run(store: RunStore, c: ProfileConfig, settings: dict[str, Any], meter_name: str | None, *,
+              resume: bool, take_over: bool) -> int:
+    """The run to write, leased to this process: with ``resume``, the newest unfinished run of these
+    settings, whose lease is taken (RunLeasedError where another process holds it); otherwise, or where
+    there is none, a new run."""
+    if resume:
+        run_id = store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads,
+                                          config=settings)
+        if run_id is not None:
+            store.take_lease(run_id, take_over=take_over)
+            return run_id
+    from protran._protocol import host_info, software_versions
+
+    return store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
+                            num_threads=c.num_threads, meter=meter_name, host=host_info(),
+                            versions=software_versions(), config=settings)
+
+
 @contextmanager
 def _marks_interrupted(store: RunStore, run_id: int) -> Iterator[None]:
-    """Ctrl-C marks the run interrupted, so that ``resume`` finds it; every finished measurement is
-    already committed, so nothing measured is lost."""
+    """Ctrl-C (or any error) marks the run interrupted and frees its lease, so that ``resume`` finds it
+    and may take it, in this process or another; every finished measurement is already committed, so
+    nothing measured is lost."""
     try:
         yield
-    except KeyboardInterrupt:
-        store.set_run_status(run_id, "interrupted")
+    except BaseException:
+        # Where the store itself fails (a full disk), or another process has taken the run over (its
+        # status and lease are that process's now), the run stays as it is: the original error is what
+        # the user needs to see, and a lease left behind is found stale once this process exits.
+        with suppress(RunStoreError):
+            store.release_lease(run_id, "interrupted")
         raise
 
 
@@ -368,11 +408,12 @@ class ListedSummary:
 def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunStore, *, purpose: str = "listed",
                    resume: bool = False, meter: Any = None,
                    progress: Callable[[dict[str, Any]], None] | None = None,
-                   measure_fn: Callable[..., Any] | None = None) -> ListedSummary:
+                   measure_fn: Callable[..., Any] | None = None, take_over: bool = False) -> ListedSummary:
     """Measure exactly ``specs``, in order, as one run of the store (no surrogates, no acquisition).
 
     This is how a held-out test set or a test-retest repeat is measured: the run's configuration records
-    ``purpose`` and the list of hashes, so ``resume`` continues only a run of the same list.
+    ``purpose`` and the list of hashes, so ``resume`` continues only a run of the same list, and only
+    where no other process is measuring it (``take_over`` as for :class:`Profiler`).
     """
     if not specs:
         raise ValueError("measure_listed needs at least one architecture")
@@ -380,17 +421,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
     c = config
     hashes = [model_hash(spec) for spec in specs]
     settings = {"purpose": purpose, "architectures": hashes}
-    run_id = None
-    if resume:
-        run_id = store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads, config=settings)
-    if run_id is None:
-        from protran._protocol import host_info, software_versions
-
-        run_id = store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
-                                  num_threads=c.num_threads, meter=getattr(meter, "name", None), host=host_info(),
-                                  versions=software_versions(), config=settings)
-    else:
-        store.set_run_status(run_id, "running")
+    run_id = _open_run(store, c, settings, getattr(meter, "name", None), resume=resume, take_over=take_over)
     measure = measure_fn or _default_measure
     report = progress or (lambda event: None)
     with _marks_interrupted(store, run_id):
@@ -406,7 +437,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
             attempts = store.measurements(run_id=run_id, status=None)
             report({"event": "measured", "result": result, "n_attempts": len(attempts),
                     "n_ok": sum(a.status in USABLE_STATUSES for a in attempts), "cv_mse": {}})
-    store.set_run_status(run_id, "finished")
+    store.release_lease(run_id, "finished")
     attempts = store.measurements(run_id=run_id, status=None)
     return ListedSummary(
         run_id=run_id, device=c.device, runtime=c.runtime, purpose=purpose, requested=len(specs),
@@ -416,7 +447,13 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
 
 
 def profile(config: ProfileConfig, store_path: str | Path, out_dir: str | Path, *, resume: bool = False,
-            meter: Any = None, progress: Callable[[dict[str, Any]], None] | None = None) -> ProfileSummary:
-    """Profile this machine as ``config.device`` into the run store at ``store_path``."""
+            meter: Any = None, progress: Callable[[dict[str, Any]], None] | None = None,
+            take_over: bool = False) -> ProfileSummary:
+    """Profile this machine as ``config.device`` into the run store at ``store_path``.
+
+    ``resume`` continues the newest unfinished run of these settings unless another live process holds
+    it (RunLeasedError); ``take_over`` takes it from a process of another host the user knows is gone.
+    """
     with RunStore(store_path) as store:
-        return Profiler(config, store, out_dir, resume=resume, meter=meter, progress=progress).run()
+        return Profiler(config, store, out_dir, resume=resume, meter=meter, progress=progress,
+                        take_over=take_over).run()

@@ -5,7 +5,9 @@ Protocol (``measure_architecture``):
 1. The parent starts the power meter (when one is given) and records idle power for ``idle_s``
    seconds *before* the worker exists, so idle power is the board at rest.
 2. A fresh worker process (``python -m protran._measure_worker``, JSON on stdin/stdout) builds the
-   model, exports and compiles it for the runtime and warms it up, all outside the timed window.
+   model, exports and compiles it for the runtime and warms it up, all outside the timed window. It
+   dies with the parent: a profiler killed mid-measurement leaves no worker behind to disturb the
+   resumed run (see ``protran._measure_worker``).
 3. The worker times repeats of one inference each (``time.perf_counter_ns``) until the relative
    half-width of the 95% confidence interval of the median batch latency is at most
    ``target_rel_ci``, or the time cap is reached. The interval is distribution-free: it comes from
@@ -45,10 +47,22 @@ from pathlib import Path
 from typing import Any
 
 from flexibert import ArchSpec, as_spec, model_hash
+from protran._measure_worker import PARENT_FD_VARIABLE, PARENT_PID_VARIABLE
 from protran.vocabulary import STATUSES, USABLE_STATUSES
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-_OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Failed to allocate memory", "out of memory")
+# What running out of memory looks like in a worker's error or stderr, matched in lower case. Each
+# entry is specific to memory exhaustion, so an unrelated failure that mentions memory stays 'failed'.
+_OOM_MARKERS = (
+    "memoryerror",                # Python's MemoryError, numpy's _ArrayMemoryError, torch's OutOfMemoryError
+    "out of memory",              # CUDA, cuBLAS, OpenCL and most C libraries
+    "can't allocate memory",      # PyTorch's DefaultCPUAllocator (c10)
+    "cannot allocate memory",     # strerror(ENOMEM): "[Errno 12] Cannot allocate memory"
+    "failed to allocate memory",  # ONNX Runtime's arena
+    "bad_alloc",                  # a C++ std::bad_alloc (OpenVINO, ONNX Runtime) as libstdc++ names it
+    "bad allocation",             # the same exception's message under MSVC
+    "enomem",
+)
 _STDERR_TAIL_CHARS = 4000
 
 
@@ -189,12 +203,14 @@ def time_repeats(
     confidence: float = 0.95,
     clock_ns: Callable[[], int] = time.perf_counter_ns,
     monotonic: Callable[[], float] = time.monotonic,
+    between_repeats: Callable[[], Any] | None = None,
 ) -> TimingResult:
     """Time ``run()`` repeatedly until the stopping rule holds, ``max_repeats`` or the time cap.
 
     The window also lasts at least ``min_window_s`` so that a power meter gets enough samples. The
     rule is checked after every repeat up to 100, then every ~2% more repeats, so that checking stays
-    cheap next to very fast inferences.
+    cheap next to very fast inferences. ``between_repeats`` is called after every repeat, outside the
+    timed part (the worker checks there that its parent is still alive; it may raise or exit).
     """
     samples: list[float] = []
     window_start = monotonic()
@@ -204,6 +220,8 @@ def time_repeats(
         start = clock_ns()
         run()
         samples.append((clock_ns() - start) * 1e-9)
+        if between_repeats is not None:
+            between_repeats()
         elapsed = monotonic() - window_start
         if len(samples) >= next_check and elapsed >= min_window_s:
             if has_converged(samples, target_rel_ci, min_repeats, confidence):
@@ -456,11 +474,14 @@ def _tail(text: bytes) -> str:
 
 
 def _run_worker(command: list[str], request: dict, timeout_s: float, env: dict[str, str]) -> _WorkerOutcome:
-    """Run the worker, enforce the timeout and classify how it ended."""
-    process = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-        start_new_session=True,  # its own process group, so a timeout kills any children too
-    )
+    """Run the worker, enforce the timeout and classify how it ended.
+
+    The worker dies with this process (see ``protran._measure_worker``): on Linux by a death signal
+    the kernel sends when the *thread* that started it exits. That is this thread, which stays here,
+    waiting in ``communicate``, until the worker has ended, so the signal can only come when this
+    process dies. The pipe whose write end this thread holds (``lifeline``) is the guard elsewhere.
+    """
+    process, lifeline = _start_worker(command, env)
     try:
         stdout, stderr = process.communicate(json.dumps(request).encode(), timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -472,21 +493,60 @@ def _run_worker(command: list[str], request: dict, timeout_s: float, env: dict[s
     except BaseException:  # Ctrl-C in the parent: never leave a worker running
         _kill_group(process)
         raise
-    reply = _parse_reply(stdout)
-    stderr_tail = _tail(stderr)
-    if process.returncode == 0 and reply is not None and "error" not in reply:
+    finally:
+        os.close(lifeline)
+    return _classify(process.returncode, _parse_reply(stdout), _tail(stderr))
+
+
+def _start_worker(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """Start the worker in a session of its own, and return it with the write end of its lifeline.
+
+    The worker gets the pipe's read end and this process's pid. ``os.pipe`` makes both ends
+    close-on-exec, so no other program this process starts inherits the write end and keeps the pipe
+    open after this process has died; only ``pass_fds`` hands the read end to the worker.
+    """
+    read_end, write_end = os.pipe()
+    env = {**env, PARENT_PID_VARIABLE: str(os.getpid()), PARENT_FD_VARIABLE: str(read_end)}
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            pass_fds=(read_end,),
+            start_new_session=True,  # its own process group, so a timeout kills any children too
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
+
+
+def _classify(returncode: int, reply: dict[str, Any] | None, stderr_tail: str) -> _WorkerOutcome:
+    """The outcome of a worker that ended by itself (not at the timeout)."""
+    if returncode == 0 and reply is not None and "error" not in reply:
         problem = _reply_problem(reply)
         if problem is None:
             return _WorkerOutcome(reply["status"], reply=reply)
         reply = {"error": f"the worker's reply is malformed: {problem}"}
-    message = (reply or {}).get("error") or _exit_description(process.returncode)
+    message = (reply or {}).get("error") or _exit_description(returncode)
     if stderr_tail:
         message += f"; stderr tail:\n{stderr_tail}"
-    if (reply or {}).get("error_type") == "MemoryError" or any(m in message for m in _OOM_MARKERS):
+    if _out_of_memory(reply, message):
         return _WorkerOutcome("oom", reply=reply, error=message)
-    if process.returncode == -signal.SIGKILL:
+    if returncode == -signal.SIGKILL:
+        # Not ours (the timeout returned earlier), and a worker killed because this process died has
+        # nobody left to record it: on Linux this is the out-of-memory killer.
         return _WorkerOutcome("oom", reply=reply, error=f"{message} (most likely by the out-of-memory killer)")
     return _WorkerOutcome("failed", reply=reply, error=message)
+
+
+def _out_of_memory(reply: dict[str, Any] | None, message: str) -> bool:
+    """Whether a failed worker ran out of memory: it said so (a MemoryError), or its error or stderr
+    carries an allocator's message (``_OOM_MARKERS``, in any case)."""
+    if (reply or {}).get("memory_error") is True or (reply or {}).get("error_type") == "MemoryError":
+        return True
+    text = message.lower()
+    return any(marker in text for marker in _OOM_MARKERS)
 
 
 def _exit_description(returncode: int) -> str:

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from flexibert import ArchSpec, ExportError
+from flexibert import ArchSpec, EdgetranError, ExportError
 from protran.vocabulary import OPENVINO_PRECISIONS, RUNTIME_NAMES
 
 
-class RuntimeUnavailableError(RuntimeError):
+class RuntimeUnavailableError(EdgetranError, RuntimeError):
     """The library or the device a runtime needs is not present on this machine."""
 
 

@@ -8,19 +8,35 @@ profiler that writes.
 Tables: ``meta`` (schema version), ``runs`` (one profiling session: device, runtime, batch size,
 sequence length, threads, meter, host, software versions, configuration, status), ``measurements``
 (one row per attempt to measure an architecture, whatever its outcome), ``models`` (records of
-fitted surrogates saved beside the store) and ``accuracy`` (task scores and pre-training losses of
-architectures, for accuracy surrogates and Pareto frontiers).
+fitted surrogates saved beside the store), ``accuracy`` (task scores and pre-training losses of
+architectures, for accuracy surrogates and Pareto frontiers) and ``leases`` (which process is writing
+a run: see "Leases" below).
 
-Schema versions: 1 had no ``accuracy`` table, 2 no ``accuracy.recipe`` column; opening an older store
-for writing adds them (version 3), and one opened read-only reads as it is (a version-1 store as one
-without accuracy rows, a version-2 one with no recipes).
+Schema versions: 1 had no ``accuracy`` table, 2 no ``accuracy.recipe`` column, 3 no ``leases`` table;
+opening an older store for writing adds them (version 4), and one opened read-only reads as it is (a
+version-1 store as one without accuracy rows, a version-2 one with no recipes, a version-3 one with
+no leases).
+
+Leases: two profilers writing one run measure the same architectures twice and overrun its sample
+budget, so a run being written is leased to one process, identified by its pid, its host name and its
+start time (which tells a process from a later one that reuses its pid). ``create_run`` leases the new
+run to its creator; resuming a run takes its lease with ``take_lease``, which succeeds only when the
+lease is free, held by this very process, or held by a process of this host that has exited, and
+otherwise raises ``RunLeasedError`` naming the holder. A process on another host cannot be checked
+from here, so its lease is taken only when asked to (``take_over=True``). ``release_lease`` ends a
+run's lease as the run finishes or is interrupted; a process that dies leaves its lease behind, to be
+found stale by the next one. Every measurement is written only while its process holds the run's lease,
+checked in the same transaction, so a process whose lease was taken over stops writing. Imported runs
+are never leased: nothing measures into them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,11 +46,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flexibert import ArchSpec, InvalidArchitectureError, embed, model_hash
+from flexibert import ArchSpec, EdgetranError, InvalidArchitectureError, embed, model_hash
 from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
 
 _SCHEMA = """
@@ -114,6 +130,19 @@ CREATE TABLE IF NOT EXISTS accuracy (
 CREATE INDEX IF NOT EXISTS accuracy_by_hash_task ON accuracy (arch_hash, task);
 """
 
+# Added in schema version 4. One row per leased run; a free run has none. ``process_start`` is the
+# holder's start time in clock ticks after boot (Linux), NULL where the system does not say.
+_LEASE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process_start INTEGER,
+    taken_at TEXT NOT NULL,
+    renewed_at TEXT NOT NULL
+);
+"""
+
 _MEASUREMENT_COLUMNS = (
     "run_id", "arch_hash", "model_dict", "embedding", "runtime", "batch_size", "seq_len", "num_threads",
     "status", "latency_s", "latency_ci_rel", "latency_iqr_s", "repeats", "energy_j", "peak_power_w",
@@ -121,12 +150,28 @@ _MEASUREMENT_COLUMNS = (
 )
 
 
-class RunStoreError(RuntimeError):
+class RunStoreError(EdgetranError, RuntimeError):
     """The run store cannot be opened, read or written; the message names the file."""
 
 
-class DatasetFormatError(ValueError):
+class UnknownRunError(RunStoreError, KeyError):
+    """No run of that id in the store. Also a ``KeyError``, as a missing key of a mapping."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetFormatError(EdgetranError, ValueError):
     """A ProTran ``dataset.json`` is malformed; the message names the file, the row key and the field."""
+
+
+class RunLeasedError(RunStoreError):
+    """Another process holds the run's lease (or this one no longer does); the message names the
+    holder and what to do. ``lease`` is the lease in the way, None where the run has none."""
+
+    def __init__(self, message: str, lease: Lease | None = None) -> None:
+        super().__init__(message)
+        self.lease = lease
 
 
 def _now() -> str:
@@ -149,6 +194,23 @@ class Run:
     versions: dict[str, Any]
     config: dict[str, Any]
     status: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Which process is writing a run: its pid and host, its start time (clock ticks after boot, None
+    where the system does not say) and when it took the lease and last renewed it (by measuring)."""
+
+    run_id: int
+    pid: int
+    host: str
+    process_start: int | None
+    taken_at: str
+    renewed_at: str
+
+    def describe(self) -> str:
+        """``pid 4242 on host 'rpi4' since <taken_at>, last renewed <renewed_at>``."""
+        return f"pid {self.pid} on host {self.host!r} since {self.taken_at}, last renewed {self.renewed_at}"
 
 
 @dataclass(frozen=True)
@@ -262,6 +324,7 @@ class RunStore:
             raise RunStoreError(f"run store {self.path} does not exist")
         if not readonly:
             self._guard_foreign_file()
+        creating = not readonly and not self.path.exists()
         with self._errors("open"):
             if readonly:
                 self._conn = self._connect_readonly()
@@ -271,13 +334,18 @@ class RunStore:
                                              check_same_thread=False)
             self._conn.row_factory = sqlite3.Row
             self._conn.execute("PRAGMA foreign_keys = ON")
-            if not readonly:
-                self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute("PRAGMA synchronous = NORMAL")
         try:
+            # The schema is checked before WAL mode is switched on: that switch rewrites the file's
+            # header, which must not happen to a SQLite file that turns out not to be a run store.
             self._check_schema()
+            if not readonly:
+                with self._errors("open"):
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                    self._conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             self._conn.close()
+            if creating:  # a store this call began to create (a full disk, say) is not left half-made
+                _remove_database_files(self.path)
             raise
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -340,7 +408,12 @@ class RunStore:
             with self._lock:
                 yield
         except sqlite3.Error as error:
-            raise RunStoreError(f"cannot {action} run store {self.path}: {error}") from error
+            hint = ""
+            if isinstance(error, sqlite3.OperationalError) and any(
+                    sign in str(error) for sign in ("disk is full", "disk I/O error")):
+                hint = ("; is the disk full? Free some space and run again: every write is one transaction, "
+                        "so what the store already held is intact")
+            raise RunStoreError(f"cannot {action} run store {self.path}: {error}{hint}") from error
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -384,11 +457,13 @@ class RunStore:
                 _execute_script(conn, _ACCURACY_SCHEMA)
             elif version < 3:
                 conn.execute("ALTER TABLE accuracy ADD COLUMN recipe TEXT")
+            if version < 4:
+                _execute_script(conn, _LEASE_SCHEMA)  # the old runs start free: the old code leased nothing
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create_schema(self) -> None:
         with self._transaction("initialise") as conn:
-            _execute_script(conn, _SCHEMA + _ACCURACY_SCHEMA)
+            _execute_script(conn, _SCHEMA + _ACCURACY_SCHEMA + _LEASE_SCHEMA)
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (_now(),))
 
@@ -412,7 +487,7 @@ class RunStore:
         config: dict | None = None,
         status: str = "running",
     ) -> int:
-        """Start a run and return its id."""
+        """Start a run and return its id; a 'running' run is leased to this process from the start."""
         _check_positive_int("batch_size", batch_size)
         _check_positive_int("seq_len", seq_len)
         if not device:
@@ -426,13 +501,17 @@ class RunStore:
                 (_now(), device, runtime, batch_size, seq_len, num_threads, meter,
                  _dumps(host or {}), _dumps(versions or {}), _dumps(config or {}), status),
             )
-            return int(cursor.lastrowid)
+            run_id = int(cursor.lastrowid)
+            if status == "running":
+                _write_lease(conn, run_id, _Process.current())
+            return run_id
 
     def get_run(self, run_id: int) -> Run:
         with self._errors("read"):
             row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
-            raise KeyError(f"run {run_id} is not in run store {self.path}")
+            known = ", ".join(str(run.id) for run in self.runs()) or "none"
+            raise UnknownRunError(f"run {run_id} is not in run store {self.path} (its runs: {known})")
         return _run_from_row(row)
 
     def runs(self) -> list[Run]:
@@ -458,7 +537,9 @@ class RunStore:
         """The newest unfinished ('running' or 'interrupted') run with these settings, or None.
 
         When ``config`` is given it must equal the stored configuration too, so a run is never resumed
-        with different profiling settings.
+        with different profiling settings. Leases are not looked at: a run another process is writing
+        is still found, so that resuming it fails on ``take_lease`` naming that process, rather than
+        quietly starting a second run beside it.
         """
         with self._errors("read"):
             rows = self._conn.execute(
@@ -471,6 +552,73 @@ class RunStore:
                 return int(row["id"])
         return None
 
+    # -- leases -------------------------------------------------------------------------------------
+
+    def lease(self, run_id: int) -> Lease | None:
+        """The run's lease, or None where it is free (or the store predates leases)."""
+        if not self._has_table("leases"):
+            return None  # a version-3 store opened read-only
+        with self._errors("read"):
+            return _read_lease(self._conn, run_id)
+
+    def take_lease(self, run_id: int, *, take_over: bool = False) -> Lease:
+        """Lease an unfinished run to this process and mark it 'running', to resume it.
+
+        In one transaction, so of two processes resuming one run exactly one gets it. The lease is
+        taken when it is free, held by this very process, or held by a process of this host that has
+        exited (its pid is gone, a zombie, or now another process: a different start time). A live
+        holder raises RunLeasedError, and so does a holder this host cannot check (another host's
+        process) unless ``take_over`` is true: only the user can know that one has gone.
+        """
+        me = _Process.current()
+        with self._transaction("write") as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise UnknownRunError(f"run {run_id} is not in run store {self.path}")
+            if row["status"] not in ("running", "interrupted"):
+                raise RunStoreError(f"run {run_id} in run store {self.path} is {row['status']}: only a running or "
+                                    "interrupted run can be resumed")
+            held = _read_lease(conn, run_id)
+            if held is not None:
+                self._check_may_take(held, me, take_over)
+            conn.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run_id,))
+            return _write_lease(conn, run_id, me, taken_at=held.taken_at if held and me.holds(held) else None)
+
+    def release_lease(self, run_id: int, status: str) -> None:
+        """End this process's lease on a run and set its status ('finished' or 'interrupted'), together.
+
+        A free run just gets its status. A run another process has taken over raises RunLeasedError and
+        is left as it is: its status is that process's to set.
+        """
+        if status not in ("finished", "interrupted"):
+            raise ValueError(f"a released run is 'finished' or 'interrupted', not {status!r}")
+        me = _Process.current()
+        with self._transaction("write") as conn:
+            held = _read_lease(conn, run_id)
+            if held is not None and not me.holds(held):
+                raise self._lost_lease(run_id, held, me)
+            conn.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+            if conn.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run_id)).rowcount == 0:
+                raise UnknownRunError(f"run {run_id} is not in run store {self.path}")
+
+    def _check_may_take(self, held: Lease, me: _Process, take_over: bool) -> None:
+        """Raise RunLeasedError unless ``me`` may take the lease ``held`` (see ``take_lease``)."""
+        state = me.judge(held)
+        where = f"run {held.run_id} in run store {self.path} is held by {held.describe()}"
+        if state == "alive":
+            raise RunLeasedError(f"{where}, which is still running; wait for it to finish or stop it", held)
+        if state == "unknown" and not take_over:
+            raise RunLeasedError(
+                f"{where}, which this host ({me.host!r}) cannot check; wait for it to finish, stop it, or, if that "
+                "process is gone, take the run over (take_over=True; protran profile --take-over)", held)
+
+    def _lost_lease(self, run_id: int, held: Lease | None, me: _Process) -> RunLeasedError:
+        if held is None:
+            return RunLeasedError(f"run {run_id} in run store {self.path} is not leased to this process (pid "
+                                  f"{me.pid} on host {me.host!r}); resume it (take_lease) before measuring into it")
+        return RunLeasedError(f"run {run_id} in run store {self.path} is now held by {held.describe()}; this "
+                              f"process (pid {me.pid} on host {me.host!r}) lost its lease and stops writing", held)
+
     def devices(self) -> list[str]:
         """Names of the devices with at least one run, sorted."""
         with self._errors("read"):
@@ -479,10 +627,20 @@ class RunStore:
     # -- measurements -------------------------------------------------------------------------------
 
     def add_measurement(self, run_id: int, result: MeasurementResult) -> int:
-        """Store one measurement attempt (any status) and commit it at once. Returns its id."""
+        """Store one measurement attempt (any status) and commit it at once. Returns its id.
+
+        Only the process holding the run's lease writes to it: the lease is checked, and renewed, in the
+        same transaction, and RunLeasedError is raised where another process has taken it over (or the
+        run is not leased at all).
+        """
         self.get_run(run_id)
         row = _measurement_row(run_id, result)
+        me = _Process.current()
         with self._transaction("write") as conn:
+            held = _read_lease(conn, run_id)
+            if held is None or not me.holds(held):
+                raise self._lost_lease(run_id, held, me)
+            conn.execute("UPDATE leases SET renewed_at = ? WHERE run_id = ?", (_now(), run_id))
             return _insert_measurement(conn, row)
 
     def measurements(
@@ -543,8 +701,12 @@ class RunStore:
     # -- accuracy -------------------------------------------------------------------------------------
 
     def _has_accuracy_table(self) -> bool:
+        return self._has_table("accuracy")
+
+    def _has_table(self, name: str) -> bool:
+        """Whether the store has the table (an older one opened read-only may lack it)."""
         with self._errors("read"):
-            row = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='accuracy'").fetchone()
+            row = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
         return row is not None
 
     def add_accuracy(self, records: Sequence[AccuracyRecord]) -> int:
@@ -663,11 +825,17 @@ class RunStore:
             latest[measurement.arch_hash] = measurement
         dataset = {key: _protran_entry(m) for key, m in latest.items()}
         path = Path(path)
+        if path.is_dir() or not path.name:
+            raise ValueError(f"{path} is a folder; give the name of the dataset.json file to write")
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(dataset, allow_nan=False)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # never leave a half-written dataset behind
+        try:
+            tmp.write_text(text)
+            tmp.replace(path)  # never leave a half-written dataset behind...
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # ...nor the temporary file beside it (a full disk, Ctrl-C)
+            raise
         return len(dataset)
 
 
@@ -716,6 +884,9 @@ def read_protran_json(path: str | Path) -> list[tuple[str, ArchSpec, list[int], 
     """
     path = Path(path)
     data = read_hash_keyed_json(path, DatasetFormatError)
+    if not data:
+        raise DatasetFormatError(f"{path}: holds no rows; a dataset.json maps each model hash to "
+                                 '{"model_dict": ..., "performance": ...}')
     return [_parse_entry(path, key, value) for key, value in data.items()]
 
 
@@ -794,7 +965,100 @@ def load_rows(path: str | Path, run_id: int | None = None, device: str | None = 
     ]
 
 
+# -- leases: which process writes a run -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Process:
+    """A process as a lease names it: pid, host name and start time (None where unknown)."""
+
+    pid: int
+    host: str
+    start: int | None
+
+    @classmethod
+    def current(cls) -> _Process:
+        # Read afresh each time: a forked child is another process, with its own pid.
+        pid = os.getpid()
+        stat = _proc_stat(pid)
+        return cls(pid, socket.gethostname(), stat[1] if stat else None)
+
+    def holds(self, lease: Lease) -> bool:
+        return (lease.pid, lease.host, lease.process_start) == (self.pid, self.host, self.start)
+
+    def judge(self, lease: Lease) -> str:
+        """Whether the holder of ``lease`` is this process ('self'), still running ('alive'), has
+        exited ('gone'), or cannot be checked from here ('unknown': another host, or no way to probe)."""
+        if self.holds(lease):
+            return "self"
+        if lease.host != self.host:
+            return "unknown"
+        return _judge_local(lease)
+
+
+def _judge_local(lease: Lease) -> str:
+    """'alive', 'gone' or 'unknown' for a holder on this host, from its pid and start time."""
+    if os.name != "posix":
+        return "unknown"  # os.kill(pid, 0) would send Ctrl-C on Windows, not probe
+    try:
+        os.kill(lease.pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        pass  # alive, but another user's
+    except (OverflowError, OSError):
+        return "unknown"
+    stat = _proc_stat(lease.pid)
+    if stat is None:
+        return "alive"  # no /proc: the pid is taken, and nothing tells whether by the holder
+    state, start = stat
+    if state == "Z":
+        return "gone"  # exited, not yet reaped by its parent
+    # Another start time is another process that reuses the pid.
+    return "gone" if lease.process_start is not None and start != lease.process_start else "alive"
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and start time (fields 3 and 22 of ``/proc/<pid>/stat``), or None
+    where there is no such file (not Linux, or no such process)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) sits in parentheses and may hold spaces and parentheses itself.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return fields[0], int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _read_lease(conn: sqlite3.Connection, run_id: int) -> Lease | None:
+    row = conn.execute("SELECT * FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        return None
+    return Lease(run_id=row["run_id"], pid=row["pid"], host=row["host"], process_start=row["process_start"],
+                 taken_at=row["taken_at"], renewed_at=row["renewed_at"])
+
+
+def _write_lease(conn: sqlite3.Connection, run_id: int, holder: _Process, taken_at: str | None = None) -> Lease:
+    """Lease the run to ``holder``, inside the caller's transaction (replacing any lease it had)."""
+    now = _now()
+    lease = Lease(run_id, holder.pid, holder.host, holder.start, taken_at or now, now)
+    conn.execute(
+        "INSERT OR REPLACE INTO leases (run_id, pid, host, process_start, taken_at, renewed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (lease.run_id, lease.pid, lease.host, lease.process_start, lease.taken_at, lease.renewed_at),
+    )
+    return lease
+
+
 # -- row conversion ---------------------------------------------------------------------------------------
+
+
+def _remove_database_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ PROG = "protran"
 
 
 def _meter_errors_are_user_errors(handler):
-    """A missing or unreadable sensor is the user's to fix: one line, exit 1, no traceback."""
+    """A missing or unreadable sensor is the user's to fix: one line, exit 2, no traceback."""
 
     def wrapped(args: argparse.Namespace) -> int:
         from protran.meters import MeterError
@@ -36,7 +37,7 @@ def _meter_errors_are_user_errors(handler):
         try:
             return handler(args)
         except MeterError as problem:
-            raise clitools.CliError(str(problem), exit_code=clitools.EXIT_FAILURE) from None
+            raise clitools.CliError(str(problem)) from None
 
     return wrapped
 
@@ -54,12 +55,12 @@ def _profile(args: argparse.Namespace) -> int:
         max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
         features=args.features, acquisition=args.acquisition, space_path=args.space,
     )
+    store_path = _checked_store_path(args)
     meter = _detect_meter(args.meter)
-    store_path = _store_path(args)
     with clitools.resumable(_resume_hint(store_path)), \
             clitools.Progress(config.max_samples, "profiling", "arch") as bar:
         summary = profile(config, store_path, args.out, resume=args.resume, meter=meter,
-                          progress=_ProfileProgress(bar))
+                          progress=_ProfileProgress(bar), take_over=args.take_over)
     result = {**summary.to_dict(), "store": str(store_path)}
     if args.json:
         clitools.print_json(result)
@@ -99,8 +100,19 @@ def _detect_meter(name: str):
     return meter
 
 
-def _store_path(args: argparse.Namespace) -> Path:
-    return Path(args.store or f"{args.out}/{args.device}.sqlite")
+def _checked_store_path(args: argparse.Namespace) -> Path:
+    """The run store's path, checked before anything is measured or written: ``--out`` is a folder (or
+    absent), and an existing store opens and is one this version can write."""
+    from protran._store import RunStore
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise clitools.CliError(f"--out {out}: exists and is not a folder; give a folder for the run store "
+                                "and the surrogates")
+    path = Path(args.store or out / f"{args.device}.sqlite")
+    if path.exists():
+        RunStore(path, readonly=True).close()  # a damaged, foreign or newer store fails here, untouched
+    return path
 
 
 # -- measure ----------------------------------------------------------------------------------------
@@ -115,13 +127,13 @@ def _measure(args: argparse.Namespace) -> int:
 
     specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
     config = ProfileConfig(**_measurement_settings(args), max_samples=max(len(specs), 16))
+    store_path = _checked_store_path(args)
     meter = _detect_meter(args.meter)
-    store_path = _store_path(args)
     store_path.parent.mkdir(parents=True, exist_ok=True)
     with clitools.resumable(_resume_hint(store_path)), \
             clitools.Progress(len(specs), "measuring", "arch") as bar, RunStore(store_path) as store:
         summary = measure_listed(config, specs, store, purpose=args.purpose, resume=args.resume, meter=meter,
-                                 progress=_ProfileProgress(bar))
+                                 progress=_ProfileProgress(bar), take_over=args.take_over)
     result = {**summary.to_dict(), "store": str(store_path)}
     if args.json:
         clitools.print_json(result)
@@ -268,7 +280,7 @@ def _fitted_models(args: argparse.Namespace, accuracy_required: bool):
 
 def _pareto(args: argparse.Namespace) -> int:
     from protran._pareto import SearchSettings
-    from protran._plots import plot_frontiers
+    from protran._plots import check_plot_path, plot_frontiers
     from protran.models import Constraints
 
     constraints = Constraints(
@@ -277,6 +289,8 @@ def _pareto(args: argparse.Namespace) -> int:
     )
     chosen = {"pop_size": args.pop_size, "n_generations": args.generations}
     settings = SearchSettings(seed=args.seed, **{key: value for key, value in chosen.items() if value is not None})
+    if args.plot:
+        check_plot_path(args.plot)  # before the search, not after it
     models = _fitted_models(args, accuracy_required=True)
     devices = []
     for device in models.devices:
@@ -295,6 +309,8 @@ def _pareto(args: argparse.Namespace) -> int:
         raise clitools.CliError("no device has the measurements these frontiers and constraints need")
     frontiers = [frontier for frontier in _search_with_progress(models, devices, constraints, settings)
                  if frontier.measure in args.measure]
+    for warning in _extrapolation_warnings(models, frontiers):  # on stderr: the JSON shape is kept
+        _note(f"warning: {warning}")
     suggestions = None if args.suggest_training is None else _suggest(args, models, frontiers, constraints)
     if args.plot:
         plot_frontiers(frontiers, args.plot)
@@ -311,6 +327,33 @@ def _pareto(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot: {args.plot}")
     return 0
+
+
+# A frontier with at least this share of its points outside the scored or the profiled architectures
+# is mostly extrapolation, which the user should hear about, not find in a per-point flag.
+_EXTRAPOLATED_SHARE_WARNING = 0.5
+
+
+def _extrapolation_warnings(models, frontiers: list) -> list[str]:
+    """One line per frontier that lies mostly outside the data it was predicted from: architectures
+    unlike the scored ones (accuracy extrapolated) or unlike the ones measured on its device."""
+    warnings = []
+    for frontier in frontiers:
+        points = frontier.points
+        if not points:
+            continue
+        where = f"{frontier.device} · {frontier.measure}"
+        unscored = sum(point.extrapolated for point in points)
+        if unscored >= _EXTRAPOLATED_SHARE_WARNING * len(points):
+            warnings.append(f"{where}: {unscored} of {len(points)} frontier points lie outside the scored "
+                            "architectures, so their accuracy is extrapolated; score architectures like them "
+                            "(protran pareto --suggest-training K names which)")
+        outside = models.outside_profiled([point.spec for point in points], frontier.device)
+        if outside is not None and outside.sum() >= _EXTRAPOLATED_SHARE_WARNING * len(points):
+            warnings.append(f"{where}: {int(outside.sum())} of {len(points)} frontier points are larger or smaller "
+                            f"than every architecture measured on {frontier.device}, so their {frontier.measure} "
+                            "is extrapolated; measure some of them there (protran measure)")
+    return warnings
 
 
 def _note(message: str) -> None:
@@ -369,11 +412,12 @@ def _print_frontier(frontier) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from protran._store import RunStore
+    from protran._store import RunStore, read_protran_json
 
     if args.accuracy:
         return _import_accuracy(args)
-    with RunStore(args.store) as store:
+    read_protran_json(args.dataset)  # the whole file is valid before the store is opened (or created)
+    with _removed_if_new_and_failed(args.store), RunStore(args.store) as store:
         run_id = store.import_protran_json(args.dataset, device=args.device)
         count = len(store.measurements(run_id=run_id))
         device = store.get_run(run_id).device
@@ -383,6 +427,21 @@ def _import(args: argparse.Namespace) -> int:
     else:
         print(f"imported {count} rows of {device} into {args.store} as run {run_id}")
     return 0
+
+
+@contextlib.contextmanager
+def _removed_if_new_and_failed(store: str | Path) -> Iterator[None]:
+    """A store this command creates and then fails to fill (a full disk, Ctrl-C) is removed, so a
+    failed import leaves the disk as it found it; an existing store keeps everything it held."""
+    path = Path(store)
+    new = not path.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+        raise
 
 
 def _import_accuracy(args: argparse.Namespace) -> int:
@@ -521,12 +580,26 @@ def _meters(args: argparse.Namespace) -> int:
 def _meter_server(args: argparse.Namespace) -> int:
     from protran.meters import run_meter_server
 
-    options = dict(item.split("=", 1) for item in args.option)
+    options = dict(args.option)
     run_meter_server(args.meter, host=args.host, port=args.port, token=args.token, **options)
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    port = clitools.positive_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE, e.g. address=0x45")
+    return key.strip(), value
 
 
 class _DeprecatedMilliseconds(argparse.Action):
@@ -567,10 +640,12 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=clitools.positive_int, default=1)
     parser.add_argument("--seq-len", type=clitools.positive_int, default=128)
     parser.add_argument("--threads", type=clitools.positive_int, default=1, help="inference threads (default 1)")
-    parser.add_argument("--target-rel-ci", type=float, default=0.02,
+    parser.add_argument("--target-rel-ci", type=clitools.positive_float, default=0.02,
                         help="repeat until the median latency's 95%% CI half-width is within this fraction")
-    parser.add_argument("--time-cap-s", type=float, default=30.0, help="longest timed window per architecture")
-    parser.add_argument("--timeout-s", type=float, default=600.0, help="kill a measurement after this long")
+    parser.add_argument("--time-cap-s", type=clitools.positive_float, default=30.0,
+                        help="longest timed window per architecture")
+    parser.add_argument("--timeout-s", type=clitools.positive_float, default=600.0,
+                        help="kill a measurement after this long")
     parser.add_argument("--vocab-size", type=clitools.positive_int,
                         help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
 
@@ -578,6 +653,9 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="run store file (default OUT/DEVICE.sqlite)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run with the same settings")
+    parser.add_argument("--take-over", action="store_true",
+                        help="with --resume: take the run over from a process on another host that is gone "
+                             "(a process on this host is checked; a live one is never taken over)")
 
 
 def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
@@ -592,12 +670,12 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
                    help="Latin-hypercube architectures measured first (default 16)")
     p.add_argument("--pool-size", type=clitools.positive_int, default=64,
                    help="fresh random candidates scored per iteration (default 64)")
-    p.add_argument("--target-mse", type=float, default=0.005,
+    p.add_argument("--target-mse", type=clitools.positive_float, default=0.005,
                    help="stop when the cross-validated MSE of every max-normalised measure is at most this")
     p.add_argument("--patience", type=clitools.positive_int, default=3,
                    help="consecutive passing checks needed to stop (default 3)")
     p.add_argument("--max-samples", type=clitools.positive_int, default=96)
-    p.add_argument("--max-hours", type=float, default=4.0)
+    p.add_argument("--max-hours", type=clitools.positive_float, default=4.0)
     others = [name for name in SURROGATE_NAMES if name != DEFAULT_SURROGATE]
     p.add_argument("--surrogate", default=DEFAULT_SURROGATE,
                    help=f"surrogate model: {DEFAULT_SURROGATE} (default), {clitools.one_of(others)}")
@@ -742,7 +820,7 @@ def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", help="ProTran dataset.json or run store")
     p.add_argument("--prior", action="append", default=[], help="other boards' data for transfer (repeatable)")
     p.add_argument("--seed-samples", type=clitools.positive_int, default=16)
-    p.add_argument("--target-mse", type=float, default=0.005)
+    p.add_argument("--target-mse", type=clitools.positive_float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--surrogate", default=None, help="surrogate model (default: the benchmarked best)")
     p.add_argument("--acquisition", default=None,
@@ -764,9 +842,9 @@ def _add_meter_server_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--meter", required=True, help="the local meter to serve, e.g. ina219")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    p.add_argument("--port", type=int, default=9555)
+    p.add_argument("--port", type=_port, default=9555)
     p.add_argument("--token", help="shared secret; required when listening beyond loopback")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="meter option, e.g. address=0x45 or shunt_ohms=0.1 (repeatable)")
 
 

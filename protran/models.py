@@ -220,6 +220,21 @@ class FittedModels:
         return {"mean": np.asarray(mean, float), "std": np.asarray(std, float),
                 "extrapolated": model.extrapolated_features(features)}
 
+    def outside_profiled(self, specs: Sequence[ArchSpec], device: str) -> np.ndarray | None:
+        """True, shape ``(len(specs),)``, for architectures whose size (depth, parameters, FLOPs) lies
+        outside the range of the ones measured on ``device``: their hardware costs are extrapolated.
+        None for models loaded from a folder, which keep no measured rows."""
+        from protran._accuracy_model import SIZE_FEATURE_NAMES, STRUCTURE_FEATURE_NAMES, structure_features
+
+        profile = self.profiles.get(device)
+        if profile is None or not profile.rows:
+            return None
+        columns = [STRUCTURE_FEATURE_NAMES.index(name) for name in SIZE_FEATURE_NAMES]
+        measured = structure_features([row.spec for row in profile.rows])[:, columns]
+        asked = structure_features(list(specs))[:, columns]
+        tolerance = 1e-9 * np.maximum(1.0, np.abs(measured.max(axis=0)))
+        return ((asked < measured.min(axis=0) - tolerance) | (asked > measured.max(axis=0) + tolerance)).any(axis=1)
+
     def accuracy_bounds(self) -> tuple[float, float]:
         if self.accuracy_model is None:
             raise ValueError("no accuracy model: fit the models with accuracy data")
@@ -368,7 +383,9 @@ def load_models(folder: str | Path) -> FittedModels:
             workloads[device] = Workload(int(manifest["batch_size"]), int(manifest["seq_len"]),
                                          manifest["features"], manifest.get("runtime"))
             files = manifest["surrogates"]
-        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError) as error:
+            if not isinstance(files, dict) or not all(isinstance(name, str) for name in files.values()):
+                raise ValueError("'surrogates' must map each measure to a folder name")
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"{path}: not a surrogate manifest ({error})") from None
         except KeyError as missing:
             raise ValueError(f"{path}: the manifest lacks {missing}; save the models again with "

@@ -175,3 +175,16 @@ def test_the_truth_oracle_serves_its_model_through_the_protocol(shared_data, tmp
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="the kill benchmark lists processes through /proc")
+def test_kill_benchmark_counts_orphans_and_lost_rows(tmp_path):
+    """Two kills of a real profile, then the resume to the end: the store and the process table are
+    checked as in the 20-kill run; here only that nothing is lost, duplicated or left running."""
+    kill_profiler = load_script("kill_profiler")
+    code = kill_profiler.main(["--seed", "1", "--kills", "2", "--seed-samples", "2", "--max-samples", "3",
+                               "--max-delay-s", "4", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert code == 0 and summary["final_returncode"] == 0 and summary["refused"] is None
+    assert (summary["orphans"], summary["lost"], summary["duplicated"]) == (0, 0, 0)
+    assert summary["rows"] == 3 and summary["integrity_check"] == "ok"

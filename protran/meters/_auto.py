@@ -98,7 +98,7 @@ def detect_meter(name: str = "auto", **options: Any) -> PowerMeter | None:
         return None
     if name.startswith("remote:"):
         host, port = parse_remote(name)
-        return RemoteMeter(host, port, **coerce_options(RemoteMeter, _accepted(RemoteMeter, options)))
+        return RemoteMeter(host, port, **coerce_options(RemoteMeter, _accepted(RemoteMeter, options))).check()
     if name == "auto":
         for candidate in AUTO_ORDER:
             meter_class = METERS[candidate]

@@ -12,8 +12,10 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from flexibert import EdgetranError
 
-class MeterError(RuntimeError):
+
+class MeterError(EdgetranError, RuntimeError):
     """A power meter failed while reading; the message names the meter and the cause."""
 
 
@@ -263,6 +265,8 @@ class PowerMeter(ABC):
         self._stop_event = threading.Event()
         self._first_reading = threading.Event()
         self._readings: list[Reading] = []
+        self._keep_readings = True
+        self._n_readings = 0
         self._listener: Listener | None = None
         self._error: BaseException | None = None
 
@@ -294,15 +298,20 @@ class PowerMeter(ABC):
     def running(self) -> bool:
         return self._thread is not None
 
-    def start(self, listener: Listener | None = None, *, first_reading_timeout_s: float | None = None) -> None:
+    def start(self, listener: Listener | None = None, *, first_reading_timeout_s: float | None = None,
+              keep_readings: bool = True) -> None:
         """Start sampling; returns once the first reading is in.
 
         ``listener``, if given, is called from the sampling thread with every reading as it
-        arrives (used to stream readings live).
+        arrives (used to stream readings live). ``keep_readings=False`` keeps none for the trace
+        :meth:`stop` returns (then empty): a meter server streams for as long as it has clients, so
+        keeping them would grow without bound.
         """
         if self._thread is not None:
             raise RuntimeError(f"{self.name}: already sampling; call stop() first")
         self._readings = []
+        self._keep_readings = keep_readings
+        self._n_readings = 0
         self._error = None
         self._listener = listener
         self._stop_event.clear()
@@ -318,7 +327,7 @@ class PowerMeter(ABC):
             if self._error is not None:
                 raise self._error
             raise MeterError(f"{self.name}: no reading within {timeout_s:.1f} s of starting")
-        if self._error is not None and not self._readings:
+        if self._error is not None and not self._n_readings:
             self._thread.join(timeout=5.0)
             self._thread = None
             raise self._error
@@ -354,7 +363,9 @@ class PowerMeter(ABC):
         self.stop()
 
     def _emit(self, reading: Reading) -> None:
-        self._readings.append(reading)
+        self._n_readings += 1
+        if self._keep_readings:
+            self._readings.append(reading)
         if self._listener is not None:
             self._listener(reading)
         self._first_reading.set()

@@ -202,8 +202,10 @@ def read_header(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} is not a saved surrogate: {HEADER_FILE} is missing")
     try:
         header = json.loads(header_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{header_path} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{header_path}: JSON nested too deeply (more than about a thousand levels)") from None
     if not isinstance(header, dict) or header.get("format") != FILE_FORMAT:
         raise ValueError(f"{header_path} is not an {FILE_FORMAT} header")
     if header.get("format_version") != FORMAT_VERSION:

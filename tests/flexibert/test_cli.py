@@ -302,14 +302,17 @@ def test_run_turns_errors_into_messages_and_exit_codes(capsys):
     cases = [
         (InvalidArchitectureError("layer 0, field 'o': bad"), 2, "tool: error: layer 0, field 'o': bad"),
         (FileNotFoundError(2, "No such file or directory", "x.json"), 2, "tool: error: x.json: No such file"),
-        (clitools.CliError("export failed", clitools.EXIT_FAILURE), 1, "tool: error: export failed"),
+        (clitools.CliError("export failed"), 2, "tool: error: export failed"),
+        (RecursionError("maximum recursion depth exceeded"), 2, "tool: error: an input is nested too deeply"),
+        (ZeroDivisionError("division by zero"), 1, "tool: error: internal error (ZeroDivisionError"),
     ]
     for error, expected_status, expected_message in cases:
         parser = clitools.make_parser("tool", "A tool.", "tool go")
         sub = clitools.add_command(clitools.add_subcommands(parser), "go", fail_with(error), "go", "tool go")
         assert sub.get_default("handler") is not None
         assert clitools.run(parser, ["go"]) == expected_status
-        assert capsys.readouterr().err.startswith(expected_message)
+        err = capsys.readouterr().err
+        assert err.startswith(expected_message) and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
 def _tool(handler):
@@ -337,7 +340,7 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(capsys):
         with optional_dependency("exporting to OpenVINO IR"):
             raise ModuleNotFoundError("No module named 'openvino'", name="openvino")
 
-    assert clitools.run(_tool(needs_openvino), ["go"]) == clitools.EXIT_FAILURE
+    assert clitools.run(_tool(needs_openvino), ["go"]) == clitools.EXIT_USAGE
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith("tool: error: ") and "pip install 'edgetran[openvino]'" in err

@@ -106,4 +106,4 @@ def test_bad_input_is_reported_in_one_line(model_dict, small_corpus, tmp_path, c
     assert main(_run_args(model_dict, tmp_path / "nowhere", tmp_path / "c")) == 2
     assert "not a directory" in capsys.readouterr().err
     assert main(_run_args(model_dict, small_corpus, tmp_path / "d", "--prune-tolerance", "-1")) == 2
-    assert "prune_tolerance" in capsys.readouterr().err
+    assert "--prune-tolerance" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def test_accuracy_lives_in_the_run_store_and_imports_idempotently(tmp_path):
     assert import_accuracy(store_path, csv_path) == 4
     assert import_accuracy(store_path, csv_path) == 0  # the same file again adds nothing
     with RunStore(store_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert store.accuracy_tasks() == ["glue"]
         stored = store.accuracy()
         repeat = AccuracyRecord(SPECS[0], model_hash(SPECS[0]), "glue", 0.99, source="rerun")
@@ -180,7 +180,7 @@ def test_version_1_store_reads_read_only_and_upgrades_when_opened_for_writing(tm
         assert reader.accuracy() == [] and reader.accuracy_tasks() == []
         assert reader.get_run(run_id).device == "old-board"
     with RunStore(path) as writer:
-        assert writer.schema_version == 3
+        assert writer.schema_version == SCHEMA_VERSION
         assert writer.get_run(run_id).device == "old-board"
         assert writer.add_accuracy([AccuracyRecord(SPECS[0], model_hash(SPECS[0]), "glue", 0.7)]) == 1
 

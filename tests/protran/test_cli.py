@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_and_exit_code(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.json" in err and "Traceback" not in err
     assert main(["predict", "--surrogates", str(tmp_path / "none"), str(broken)]) == 2
-    assert main(["meter-server", "--meter", "ina219"]) == 1
+    assert main(["meter-server", "--meter", "ina219"]) == 2
     assert "INA219" in capsys.readouterr().err
     assert main(["profile", "--help"]) == 0
     assert "Example:" in capsys.readouterr().out

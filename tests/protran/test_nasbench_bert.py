@@ -12,6 +12,7 @@ import pytest
 from flexibert import ArchSpec, embed, model_hash
 from protran import FileKind, RunStore, file_kind, load_accuracy
 from protran._accuracy import NASBENCH_BERT_SOURCE, read_nasbench_bert
+from protran._store import SCHEMA_VERSION
 from protran.cli import main
 from protran.vocabulary import DEFAULT_TRAINING_FREE_METRIC, TRAINING_FREE_METRICS
 
@@ -94,7 +95,7 @@ def test_a_version_2_store_reads_without_recipes_and_gains_the_column(tmp_path):
     with RunStore(path, readonly=True) as reader:
         assert reader.schema_version == 2 and reader.accuracy()[0].recipe is None
     with RunStore(path) as writer:
-        assert writer.schema_version == 3
+        assert writer.schema_version == SCHEMA_VERSION
         assert writer.add_accuracy(load_accuracy_first(tmp_path)) == 3  # now told apart by their recipe
 
 

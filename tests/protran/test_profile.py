@@ -1,6 +1,9 @@
 """The profiling loop: seeds, acquisition, stopping, resume after an interruption, saved surrogates."""
 
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +18,8 @@ from protran._profile import (
     normalised_targets,
 )
 from protran._protocol import MeasurementResult
-from protran._store import RunStore
+from protran._store import RunLeasedError, RunStore
+from tests.protran.test_store import REPO, lease_to, needs_proc, start_time
 
 
 class FakeBoard:
@@ -152,3 +156,146 @@ def test_listed_architectures_are_measured_in_order_as_their_own_run_and_resume(
         assert retest.run_id != summary.run_id and retest.measured_ok == 2
     with pytest.raises(ValueError, match="at least one architecture"):
         measure_listed(config, [], RunStore(tmp_path / "other.sqlite"))
+
+
+# -- one process per run ----------------------------------------------------------------------------------
+
+
+def _interrupted_run(store_path, tmp_path, at=7) -> int:
+    with RunStore(store_path) as store, pytest.raises(KeyboardInterrupt):
+        Profiler(_config(), store, tmp_path / "out", measure_fn=FakeBoard(interrupt_at=at)).run()
+    with RunStore(store_path) as store:
+        (run,) = store.runs()
+        assert run.status == "interrupted" and store.lease(run.id) is None  # Ctrl-C frees the run
+        return run.id
+
+
+@needs_proc
+def test_resume_refuses_a_run_another_live_profiler_holds_and_takes_it_once_that_one_is_gone(
+        tmp_path, other_process):
+    store_path = tmp_path / "runs.sqlite"
+    run_id = _interrupted_run(store_path, tmp_path)
+    lease_to(store_path, run_id, other_process.pid, start=start_time(other_process.pid))
+    with RunStore(store_path) as store:
+        board = FakeBoard()
+        with pytest.raises(RunLeasedError, match=rf"run {run_id} .* held by pid {other_process.pid} .*still running"):
+            Profiler(_config(), store, tmp_path / "out", resume=True, measure_fn=board)
+        assert board.calls == [] and len(store.runs()) == 1 and len(store.measurements(status=None)) == 7
+        other_process.kill()
+        other_process.wait()
+        summary = Profiler(_config(), store, tmp_path / "out", resume=True, measure_fn=board).run()
+        assert summary.run_id == run_id and len(board.calls) == 2
+        attempts = store.measurements(run_id=run_id, status=None)
+        assert len(attempts) == 9 == len({a.arch_hash for a in attempts})  # max_samples, nothing twice
+        assert store.get_run(run_id).status == "finished" and store.lease(run_id) is None
+
+
+@needs_proc
+def test_listed_resume_refuses_a_run_another_live_process_holds(tmp_path, other_process):
+    from flexibert import sample_architectures
+    from protran._profile import measure_listed
+
+    specs = sample_architectures(4, method="random", seed=3)
+    config = ProfileConfig(device="fake-board")
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        with pytest.raises(KeyboardInterrupt):
+            measure_listed(config, specs, store, purpose="holdout", measure_fn=FakeBoard(interrupt_at=1))
+        (run,) = store.runs()
+        lease_to(store.path, run.id, other_process.pid, start=start_time(other_process.pid))
+        board = FakeBoard()
+        with pytest.raises(RunLeasedError, match=f"held by pid {other_process.pid}"):
+            measure_listed(config, specs, store, purpose="holdout", resume=True, measure_fn=board)
+        assert board.calls == [] and len(store.runs()) == 1
+
+
+@needs_proc
+def test_a_profiler_whose_run_is_taken_over_stops_and_leaves_the_run_to_its_new_holder(tmp_path, other_process):
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        board = FakeBoard()
+        profiler = Profiler(_config(), store, tmp_path / "out", measure_fn=board)
+
+        def taken_over_after_three(spec, **settings):
+            if len(board.calls) == 3:
+                lease_to(store.path, profiler.run_id, other_process.pid, start=start_time(other_process.pid))
+            return board(spec, **settings)
+
+        profiler._measure_fn = taken_over_after_three
+        with pytest.raises(RunLeasedError, match="lost its lease"):
+            profiler.run()
+        assert len(store.measurements(status=None)) == 3  # the fourth was refused
+        run = store.get_run(profiler.run_id)
+        assert run.status == "running" and store.lease(run.id).pid == other_process.pid  # the new holder's
+
+
+def test_an_error_mid_run_frees_the_run_for_resuming(tmp_path):
+    class Broken(FakeBoard):
+        def __call__(self, spec, **settings):
+            if len(self.calls) == 2:
+                raise RuntimeError("the runtime crashed")
+            return super().__call__(spec, **settings)
+
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        with pytest.raises(RuntimeError, match="crashed"):
+            Profiler(_config(), store, tmp_path / "out", measure_fn=Broken()).run()
+        (run,) = store.runs()
+        assert run.status == "interrupted" and store.lease(run.id) is None
+
+
+_RESUMER = """
+import sys
+import time
+from pathlib import Path
+
+from protran._profile import Profiler
+from protran._store import RunLeasedError, RunStore
+from tests.protran.test_profile import FakeBoard, _config
+
+store_path, out, gate = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+board = FakeBoard()
+
+
+def gated(spec, **settings):
+    while not gate.exists():  # hold the run, alive, until the test has seen the other one refused
+        time.sleep(0.01)
+    return board(spec, **settings)
+
+
+with RunStore(store_path) as store:
+    print("ready", flush=True)
+    sys.stdin.readline()  # both resume together
+    try:
+        summary = Profiler(_config(), store, out, resume=True, measure_fn=gated).run()
+    except RunLeasedError as error:
+        print("refused", error, flush=True)
+        sys.exit(3)
+    print("finished", summary.run_id, len(board.calls), flush=True)
+"""
+
+
+@needs_proc
+def test_two_processes_resuming_one_interrupted_run_measure_it_once(tmp_path):
+    store_path = tmp_path / "runs.sqlite"
+    run_id = _interrupted_run(store_path, tmp_path)
+    gate = tmp_path / "gate"
+    resumers = [subprocess.Popen([sys.executable, "-c", _RESUMER, str(store_path), str(tmp_path / "out"), str(gate)],
+                                 cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    try:
+        assert [resumer.stdout.readline() for resumer in resumers] == ["ready\n"] * 2
+        for resumer in resumers:
+            resumer.stdin.write("go\n")
+            resumer.stdin.flush()
+        deadline = time.monotonic() + 60
+        while all(resumer.poll() is None for resumer in resumers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (loser,) = [resumer for resumer in resumers if resumer.poll() is not None]
+        (winner,) = [resumer for resumer in resumers if resumer is not loser]
+        assert loser.returncode == 3 and f"held by pid {winner.pid} " in loser.stdout.read()
+    finally:
+        gate.touch()
+        outputs = [resumer.communicate("", timeout=60)[0] for resumer in resumers]
+    assert winner.returncode == 0 and outputs[resumers.index(winner)].split() == ["finished", str(run_id), "2"]
+    with RunStore(store_path) as store:
+        attempts = store.measurements(status=None)
+        assert len(store.runs()) == 1 and len(attempts) == 9 == len({a.arch_hash for a in attempts})
+        assert store.get_run(run_id).status == "finished" and store.lease(run_id) is None

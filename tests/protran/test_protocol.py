@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
+import signal
+import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import binom
 
 from flexibert import ArchSpec, model_hash
+from protran._measure_worker import ParentWatch
 from protran._protocol import (
     MeasurementResult,
+    _classify,
     has_converged,
     interquartile_range,
     measure_architecture,
@@ -105,6 +112,20 @@ def test_time_repeats_hits_the_time_cap_when_noisy():
     assert 20.0 <= timing.window_end_s - timing.window_start_s < 21.1
 
 
+def test_time_repeats_calls_back_between_repeats_outside_the_timing():
+    clock = FakeClock([0.5] * 100)
+    calls = []
+
+    def between():  # a slow check (1 s) must not count as inference time
+        calls.append(len(calls))
+        clock.now_s += 1.0
+
+    timing = time_repeats(clock.run, clock_ns=clock.ns, monotonic=clock.monotonic, min_repeats=10,
+                          target_rel_ci=0.02, time_cap_s=100.0, between_repeats=between)
+    assert len(calls) == len(timing.batch_latencies_s) == 10
+    assert timing.batch_latencies_s == pytest.approx((0.5,) * 10)
+
+
 def test_time_repeats_respects_max_repeats_and_min_window():
     timing = _time([0.1, 1.0] * 1000, min_repeats=10, max_repeats=30, target_rel_ci=0.02, time_cap_s=1e6)
     assert len(timing.batch_latencies_s) == 30 and not timing.converged and not timing.time_capped
@@ -177,6 +198,78 @@ def test_memory_errors_and_sigkill_are_oom():
     assert result.status == "oom" and "SIGKILL" in result.error
 
 
+# Messages as the libraries print them when memory runs out (the sizes and paths vary).
+OUT_OF_MEMORY_MESSAGES = [
+    "RuntimeError: [enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 123 bytes. Error code 12 (Cannot allocate memory)",
+    "RuntimeException: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running "
+    "MatMul node. Status Message: bfc_arena.cc:376 onnxruntime::BFCArena::AllocateRawInternal Failed to allocate "
+    "memory for requested buffer of size 1073741824",
+    "RuntimeException: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad allocation",
+    "RuntimeError: Exception from src/inference/src/cpp/core.cpp:109:\nstd::bad_alloc",
+    "terminate called after throwing an instance of 'std::bad_alloc'\n  what():  std::bad_alloc",
+    "OSError: [Errno 12] Cannot allocate memory",
+    "RuntimeError: mmap of 4294967296 bytes failed: ENOMEM",
+    "_ArrayMemoryError: Unable to allocate 74.5 GiB for an array with shape (10000000000,) and data type float64",
+    "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+]
+OTHER_FAILURES = [
+    "RuntimeError: The size of tensor a (16) must match the size of tensor b (32) at non-singleton dimension 1",
+    "ValueError: memory_format must be torch.contiguous_format",
+    "OSError: [Errno 28] No space left on device",
+    "worker exited with code 3",
+]
+
+
+@pytest.mark.parametrize("message", OUT_OF_MEMORY_MESSAGES)
+def test_allocator_messages_are_oom_in_any_case(message):
+    assert _classify(1, {"error": message, "error_type": "RuntimeError"}, "").status == "oom"
+    assert _classify(1, None, message.upper()).status == "oom"        # in the stderr tail only
+    assert _classify(-signal.SIGABRT, None, message).status == "oom"   # std::bad_alloc uncaught: abort
+
+
+@pytest.mark.parametrize("message", OTHER_FAILURES)
+def test_other_failures_are_not_oom(message):
+    assert _classify(1, {"error": message, "error_type": "RuntimeError"}, "").status == "failed"
+    assert _classify(1, None, message).status == "failed"
+
+
+def test_memory_error_subclasses_and_foreign_sigkill_are_oom():
+    reply = {"error": "_ArrayMemoryError: no room", "error_type": "_ArrayMemoryError", "memory_error": True}
+    assert _classify(1, reply, "").status == "oom"
+    killed = _classify(-signal.SIGKILL, None, "")
+    assert killed.status == "oom" and "out-of-memory killer" in killed.error
+    assert _classify(-signal.SIGSEGV, None, "").status == "failed"
+
+
+def test_allocator_message_on_stderr_is_oom():
+    message = OUT_OF_MEMORY_MESSAGES[0]
+    result = measure(script(f"import sys; sys.stderr.write({message!r}); sys.exit(1)"))
+    assert result.status == "oom" and "DefaultCPUAllocator" in result.error
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is enforced on Linux")
+def test_worker_under_a_memory_limit_is_oom():
+    # The real worker's main() with the measurement replaced by an allocation beyond the address-space limit.
+    limited = script(
+        """
+        import re, resource, sys
+        import numpy as np
+        import protran._measure_worker as worker
+
+        def measure(request, watch=None):
+            in_use = int(re.search(r"VmSize:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (in_use + 256 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+            return {"bytes": np.ones(2**31).nbytes}                      # 16 GiB
+
+        worker.measure = measure
+        sys.exit(worker.main())
+        """
+    )
+    result = measure(limited)
+    assert result.status == "oom" and "Unable to allocate" in result.error
+
+
 def test_worker_gets_the_thread_count():
     echo = script(
         """
@@ -203,6 +296,138 @@ def test_worker_gets_the_thread_count():
 def test_bad_settings_are_refused(options, message):
     with pytest.raises(ValueError, match=message):
         measure(FAKE_TIMING_WORKER, **options)
+
+
+# -- the worker dies with its parent ------------------------------------------------------------------------------
+
+on_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal is Linux's")
+
+# A parent process (a stand-in profiler) that measures with the worker command given as JSON in argv[1].
+PARENT = script(
+    f"""
+    import json, sys
+    from protran._protocol import measure_architecture
+    measure_architecture({TINY!r}, "onnxruntime", seq_len=16, vocab_size=100, timeout_s=60.0, min_window_s=30.0,
+                         time_cap_s=30.0, worker_command=json.loads(sys.argv[1]))
+    """
+)
+
+# A slow worker that writes its pid to argv[1]; with argv[2] == "poll" it checks for its parent between
+# "repeats", otherwise it sleeps and only the death signal can end it.
+SLOW_WORKER = script(
+    """
+    import os, sys, time
+    from protran._measure_worker import watch_parent
+    watch = watch_parent()
+    with open(sys.argv[1] + ".tmp", "w") as handle:
+        handle.write(str(os.getpid()))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+    for _ in range(3000):
+        time.sleep(0.02)
+        if sys.argv[2] == "poll":
+            watch.exit_if_parent_gone()
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper that never comes, as in a container, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: trust kill(0)
+        return True
+    return state not in ("Z", "X")
+
+
+def _wait_until(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _kill_parent_and_check_worker(worker_command, find_worker, settle_s: float = 0.3) -> None:
+    """Start a parent that runs ``worker_command``, SIGKILL the parent ``settle_s`` after the worker
+    has started, and check that the worker is gone within two seconds."""
+    parent = subprocess.Popen([*PARENT, json.dumps(worker_command)])
+    worker_pid = None
+    try:
+        assert _wait_until(lambda: find_worker(parent.pid) is not None, 20.0), "the worker never started"
+        worker_pid = find_worker(parent.pid)
+        time.sleep(settle_s)
+        parent.kill()
+        parent.wait()
+        assert _wait_until(lambda: not _alive(worker_pid), 2.0), "the worker outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        if worker_pid is not None and _alive(worker_pid):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
+def _pid_in(path: Path):
+    return lambda parent_pid: int(path.read_text()) if path.exists() else None
+
+
+@on_linux
+def test_death_signal_kills_a_worker_that_never_checks(tmp_path):
+    pid_file = tmp_path / "worker.pid"
+    _kill_parent_and_check_worker([*SLOW_WORKER, str(pid_file), "sleep"], _pid_in(pid_file))
+
+
+def test_worker_behind_a_forking_wrapper_sees_the_pipe_close(tmp_path):
+    # sh runs the worker as its child and waits (the command is not its last), so the worker's own parent
+    # is sh, which outlives the profiler: no death signal, only the pipe tells.
+    pid_file = tmp_path / "worker.pid"
+    wrapped = ["sh", "-c", '"$@"; exit $?', "sh", *SLOW_WORKER, str(pid_file), "poll"]
+    _kill_parent_and_check_worker(wrapped, _pid_in(pid_file))
+
+
+def test_a_worker_whose_parent_is_already_gone_exits(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    assert ParentWatch(os.getppid(), read_end).parent_gone()          # the pipe at end-of-file
+    assert ParentWatch(os.getppid() + 1, None).direct_child is False   # a wrapper between: no pid test
+    os.close(read_end)
+    read_end, write_end = os.pipe()
+    assert not ParentWatch(os.getppid(), read_end).parent_gone()      # open and silent: alive
+    assert not ParentWatch(None, None).parent_gone()                  # started by hand: never gone
+    os.close(read_end)
+    os.close(write_end)
+
+
+def _child_worker(parent_pid: int) -> int | None:
+    """The pid of a ``protran._measure_worker`` process whose parent is ``parent_pid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid and b"protran._measure_worker" in command:
+            return int(entry.name)
+    return None
+
+
+@needs_runtimes
+@on_linux
+@pytest.mark.parametrize("settle_s", [0.0, 3.0])
+def test_the_real_worker_dies_with_the_profiler(settle_s):
+    # Killed at once, the worker is still importing and finds its parent gone when it arms the signal;
+    # after 3 s it is building, warming up or timing (its window would last 30 s).
+    from protran._protocol import default_worker_command
+
+    _kill_parent_and_check_worker(default_worker_command(), _child_worker, settle_s)
 
 
 # -- power: a fake meter with a known power ---------------------------------------------------------------------

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from protran._protocol import MeasurementResult
 from protran._store import (
     SCHEMA_VERSION,
     DatasetFormatError,
+    RunLeasedError,
     RunStore,
     RunStoreError,
     load_rows,
@@ -372,3 +378,169 @@ def test_public_datasets_import_and_export_unchanged(shared_data, tmp_path):
     rpi = load_rows(shared_data / "protran" / "cpu_rpi_b1_r1.json")
     assert len(rpi) == 81 and rpi[0].arch_hash == "f36d5c40c770e4f787c78b43a2a09d78"
     assert rpi[0].latency_s == pytest.approx(85.87468075752258)
+
+
+# -- leases: one process writes a run ---------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to tell processes apart")
+
+
+def start_time(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat, read here independently of the store's own reader."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def lease_to(path: Path, run_id: int, pid: int, host: str | None = None, start: int | None = None) -> None:
+    """Write the run's lease as another process would have taken it."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT OR REPLACE INTO leases (run_id, pid, host, process_start, taken_at, renewed_at)"
+                     " VALUES (?, ?, ?, ?, '2024-01-01T00:00:00.000+00:00', '2024-01-01T00:00:00.000+00:00')",
+                     (run_id, pid, host or socket.gethostname(), start))
+    conn.close()
+
+
+def test_a_new_run_is_leased_to_its_creator_until_it_ends(store, tmp_path):
+    run_id = store.create_run("host", "onnxruntime")
+    lease = store.lease(run_id)
+    assert (lease.pid, lease.host) == (os.getpid(), socket.gethostname())
+    if Path("/proc/self/stat").exists():
+        assert lease.process_start == start_time(os.getpid())
+    store.add_measurement(run_id, result())
+    renewed = store.lease(run_id)
+    assert renewed.taken_at == lease.taken_at and renewed.renewed_at >= lease.renewed_at
+    assert store.take_lease(run_id).taken_at == lease.taken_at  # held by this very process: kept
+    store.release_lease(run_id, "interrupted")
+    assert store.lease(run_id) is None and store.get_run(run_id).status == "interrupted"
+    with pytest.raises(RunLeasedError, match=r"not leased to this process.*take_lease"):
+        store.add_measurement(run_id, result(MINI))  # nobody writes a run they have not resumed
+    assert store.take_lease(run_id).pid == os.getpid() and store.get_run(run_id).status == "running"
+    store.add_measurement(run_id, result(MINI))
+    store.release_lease(run_id, "finished")
+    with pytest.raises(RunStoreError, match="is finished: only a running or interrupted run can be resumed"):
+        store.take_lease(run_id)
+    imported = store.import_protran_json(write_dataset(tmp_path / "cpu_b1.json", [protran_entry(TINY)]))
+    assert store.lease(imported) is None and len(store.measurements(imported)) == 1  # imported runs: no lease
+
+
+@needs_proc
+def test_a_live_holder_keeps_its_run_even_against_take_over(store, other_process):
+    run_id = store.create_run("host", "onnxruntime")
+    store.release_lease(run_id, "interrupted")
+    lease_to(store.path, run_id, other_process.pid, start=start_time(other_process.pid))
+    # still found, so that resuming names the holder rather than quietly starting a second run
+    assert store.find_resumable_run("host", "onnxruntime") == run_id
+    for take_over in (False, True):
+        with pytest.raises(RunLeasedError) as refused:
+            store.take_lease(run_id, take_over=take_over)
+        message = str(refused.value)
+        assert f"pid {other_process.pid} on host {socket.gethostname()!r} since 2024-01-01" in message
+        assert "still running; wait for it to finish or stop it" in message and "\n" not in message
+        assert refused.value.lease.pid == other_process.pid
+    assert store.lease(run_id).pid == other_process.pid and store.get_run(run_id).status == "interrupted"
+
+
+@needs_proc
+def test_a_stale_lease_on_this_host_is_taken_over(store, other_process):
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    zombie.kill()
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # killed, not yet reaped: gone, though its pid answers
+    stale = {
+        "exited": (exited.pid, None),
+        "pid reused by another process": (other_process.pid, start_time(other_process.pid) + 1),
+        "zombie": (zombie.pid, start_time(zombie.pid)),
+    }
+    for why, (pid, start) in stale.items():
+        run_id = store.create_run("host", "onnxruntime")
+        lease_to(store.path, run_id, pid, start=start)
+        taken = store.take_lease(run_id)
+        assert (taken.pid, taken.taken_at > "2024") == (os.getpid(), True), why
+        store.add_measurement(run_id, result())
+    zombie.wait()
+
+
+def test_another_hosts_lease_is_taken_only_when_asked(store):
+    run_id = store.create_run("host", "onnxruntime")
+    lease_to(store.path, run_id, os.getpid(), host="far-away-board", start=1)
+    with pytest.raises(RunLeasedError, match=r"held by pid \d+ on host 'far-away-board' since .*cannot check; wait "
+                       r"for it to finish, stop it, or, if that process is gone, take the run over "
+                       r"\(take_over=True; protran profile --take-over\)"):
+        store.take_lease(run_id)
+    assert store.take_lease(run_id, take_over=True).host == socket.gethostname()
+    store.add_measurement(run_id, result())
+
+
+@needs_proc
+def test_a_process_that_lost_its_lease_cannot_measure_or_finish_the_run(store, other_process):
+    run_id = store.create_run("host", "onnxruntime")
+    store.add_measurement(run_id, result())
+    lease_to(store.path, run_id, other_process.pid, start=start_time(other_process.pid))  # taken over meanwhile
+    lost = rf"now held by pid {other_process.pid} .* lost its lease and stops writing"
+    with pytest.raises(RunLeasedError, match=lost):
+        store.add_measurement(run_id, result(MINI))
+    with pytest.raises(RunLeasedError, match="lost its lease"):
+        store.release_lease(run_id, "finished")
+    assert len(store.measurements(run_id, status=None)) == 1
+    assert store.get_run(run_id).status == "running" and store.lease(run_id).pid == other_process.pid
+
+
+def test_a_version_3_store_reads_without_leases_and_upgrades_with_its_runs_free(tmp_path):
+    path = tmp_path / "v3.sqlite"
+    with RunStore(path) as store:
+        run_id = store.create_run("old-board", "onnxruntime")
+        store.add_measurement(run_id, result())
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE leases")
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.close()
+    with RunStore(path, readonly=True) as reader:
+        assert reader.schema_version == 3 and reader.lease(run_id) is None
+        assert len(reader.measurements(run_id)) == 1
+    with RunStore(path) as writer:
+        assert writer.schema_version == SCHEMA_VERSION == 4
+        assert writer.lease(run_id) is None  # the old code leased nothing: every run starts free
+        assert writer.find_resumable_run("old-board", "onnxruntime") == run_id
+        assert writer.take_lease(run_id).pid == os.getpid()
+        writer.add_measurement(run_id, result(MINI))
+        assert len(writer.measurements(run_id)) == 2
+
+
+_RACER = """
+import sys
+from protran._store import RunLeasedError, RunStore
+
+store = RunStore(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()  # all start together
+try:
+    print("took", store.take_lease(int(sys.argv[2])).pid, flush=True)
+except RunLeasedError as error:
+    print("refused", error, flush=True)
+sys.stdin.readline()  # stay alive, holding what was taken, until the test lets go
+"""
+
+
+@needs_proc
+def test_processes_racing_to_resume_one_run_get_it_exactly_once(store, tmp_path):
+    run_id = store.create_run("host", "onnxruntime")
+    store.release_lease(run_id, "interrupted")
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(store.path), str(run_id)], cwd=REPO,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        assert [racer.stdout.readline() for racer in racers] == ["ready\n"] * 3
+        for racer in racers:
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        outcomes = [racer.stdout.readline().split() for racer in racers]
+        winners = [racer.pid for racer, outcome in zip(racers, outcomes) if outcome[0] == "took"]
+        assert len(winners) == 1, outcomes
+        assert [outcome[:3] for outcome in outcomes if outcome[0] == "refused"] == [["refused", "run", str(run_id)]] * 2
+        assert all(f"pid {winners[0]} " in " ".join(outcome) for outcome in outcomes if outcome[0] == "refused")
+        assert store.lease(run_id).pid == winners[0]
+    finally:
+        for racer in racers:
+            racer.communicate("", timeout=30)
+    assert store.take_lease(run_id).pid == os.getpid()  # the winner exited: its lease is stale

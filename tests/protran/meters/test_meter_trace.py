@@ -174,6 +174,19 @@ def test_listener_sees_every_reading():
     assert [r.power_w for r in seen] == list(trace.power_w)
 
 
+def test_a_streaming_session_can_keep_no_readings():
+    """A meter server streams for as long as it has clients: its session keeps no readings in memory,
+    while the listener still sees every one, and a sensor that fails at once still fails start()."""
+    seen: list[Reading] = []
+    meter = RampMeter()
+    meter.start(listener=seen.append, keep_readings=False)
+    time.sleep(0.02)
+    trace = meter.stop()
+    assert len(seen) >= 2 and len(trace.power_w) == 0
+    with pytest.raises(MeterError, match="unplugged"):
+        RampMeter(fail_after=0).start(keep_readings=False)
+
+
 def test_negative_interval_is_refused():
     with pytest.raises(ValueError, match="interval_s"):
         RampMeter(interval_s=-1.0)
