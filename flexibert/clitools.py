@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -357,7 +358,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     debug = getattr(args, "debug", False)
     try:
-        status = args.handler(args)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            warnings.showwarning = _warning_printer(parser.prog)
+            status = args.handler(args)
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python from complaining at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -392,6 +395,17 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
                            "same command with --debug and report the traceback")
         return EXIT_FAILURE
     return EXIT_OK if status is None else int(status)
+
+
+def _warning_printer(prog: str) -> Callable[..., None]:
+    """Python's warnings (frequency scaling while measuring, say) as ``<prog>: warning: <message>``:
+    one line, like the tools' errors, instead of a file name, a line number and a line of source."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        print(f"{prog}: warning: {one_line(str(message))}", file=file or sys.stderr)
+
+    return show
 
 
 def _print_traceback(debug: bool) -> None:

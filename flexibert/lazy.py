@@ -42,6 +42,7 @@ OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
     "optuna": ("optuna", "train"),
     "smbus2": ("smbus2", "meters"),
     "pynvml": ("nvidia-ml-py", "meters"),
+    "zeus": ("zeus", "zeus"),
 }
 
 # Package name -> {lazy name: module it comes from}, for lazy_attributes().

@@ -16,10 +16,16 @@ keep a CPU busy beside the resumed run's measurement. Two guards, set up by :fun
   pipe from the parent, whose write end only the parent holds: the read end reaches end-of-file the
   moment the parent is gone. It checks after building the model, between warm-up runs and between
   timed repeats, and then kills its own process group (so anything it started goes too) and exits.
+
+With ``"cpus"`` in the request the worker pins itself first of all (:func:`pin_to_cpus`), before it
+imports a runtime, so the thread pools the runtime creates later inherit the affinity. Around the timed
+window it reads the machine's conditions (``protran._protocol.ConditionsProbe``) and replies them as
+``"conditions"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -132,11 +138,39 @@ def _int_variable(name: str) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def pin_to_cpus(cpus: list[int] | None) -> list[int] | None:
+    """Pin this process to ``cpus`` (None: leave it as it is) and return the affinity in effect, or None
+    where the OS cannot tell (no ``sched_getaffinity``).
+
+    Linux applies ``sched_setaffinity`` to one thread, and a new thread inherits its creator's mask;
+    so this runs before any runtime starts a thread, and also pins every thread already there
+    (``/proc/self/task``) in case an import started one.
+    """
+    if cpus is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            raise OSError("pinning to CPUs is not available on this OS (no sched_setaffinity)")
+        os.sched_setaffinity(0, cpus)
+        try:
+            threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+        except OSError:
+            threads = []
+        for tid in threads:
+            with contextlib.suppress(OSError):  # a thread that has just ended
+                os.sched_setaffinity(tid, cpus)
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
 def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[str, Any]:
     """Build, prepare, warm up and time one architecture as the request says; between the steps,
     exit if the parent is gone (``watch``)."""
+    cpus = request.get("cpus")
+    affinity = pin_to_cpus(cpus)  # first: before a runtime's import or its thread pools exist
+    if cpus is not None and request["num_threads"] > len(affinity or cpus):
+        raise ValueError(f"{request['num_threads']} threads on {len(affinity or cpus)} pinned CPUs")
     from flexibert import ArchSpec
-    from protran._protocol import time_repeats
+    from protran._protocol import ConditionsProbe, time_repeats
     from protran._runtimes import get_runtime
 
     spec = ArchSpec.from_model_dict(request["model_dict"], space=False)
@@ -149,6 +183,8 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
     for _ in range(request["warmup"]):
         check()
         session.run()
+    probe = ConditionsProbe(affinity, pinned=cpus is not None)
+    probe.start()
     timing = time_repeats(
         session.run,
         between_repeats=check,
@@ -159,6 +195,7 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
         min_window_s=request["min_window_s"],
         confidence=request["confidence"],
     )
+    conditions = probe.stop()
     return {
         "status": "ok" if timing.converged else "unstable",
         "batch_latencies_s": list(timing.batch_latencies_s),
@@ -167,6 +204,7 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
         "time_capped": timing.time_capped,
         "confidence": request["confidence"],
         "versions": {name: str(version) for name, version in runtime.versions().items()},
+        "conditions": conditions,
     }
 
 

@@ -69,6 +69,9 @@ class ProfileConfig:
     cv_folds: int = 5
     vocab_size: int | None = None
     space_path: str | None = None
+    # CPUs the measured process is pinned to (None: no pinning). Recorded with every measurement (its
+    # conditions), not in run_settings(): a run may be resumed pinned elsewhere.
+    cpus: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.device or "/" in self.device:
@@ -96,6 +99,10 @@ class ProfileConfig:
         if self.runtime not in RUNTIME_NAMES:
             raise ValueError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIME_NAMES)}")
         _check_surrogate_choice(self.surrogate, self.features)
+        from protran._protocol import check_cpus
+
+        # an unknown CPU fails here, before any run; the checked tuple is sorted and free of repeats
+        object.__setattr__(self, "cpus", check_cpus(self.cpus, self.num_threads))
         self.design_space()  # a bad --space file fails here, before any run is created
 
     def design_space(self) -> DesignSpace:
@@ -232,7 +239,7 @@ class Profiler:
         result = self._measure_fn(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
                                   num_threads=c.num_threads, meter=self.meter, target_rel_ci=c.target_rel_ci,
                                   time_cap_s=c.time_cap_s, timeout_s=c.timeout_s,
-                                  vocab_size=c.vocab_size)
+                                  vocab_size=c.vocab_size, **_pinning(c))
         self.store.add_measurement(self.run_id, result)
         self._progress({"event": "measured", "result": result, "n_ok": len(self._ok_rows()),
                         "n_attempts": len(self._attempts()), "cv_mse": dict(self.cv_mse)})
@@ -381,6 +388,12 @@ def _marks_interrupted(store: RunStore, run_id: int) -> Iterator[None]:
         raise
 
 
+def _pinning(c: ProfileConfig) -> dict[str, Any]:
+    """``cpus`` for the measure call, only where pinning was asked for (a measure function that does not
+    pin need not accept it)."""
+    return {"cpus": list(c.cpus)} if c.cpus is not None else {}
+
+
 def _default_measure(spec: ArchSpec, **settings: Any):
     from protran._protocol import measure_architecture
 
@@ -432,7 +445,8 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
             report({"event": "measuring", "hash": arch_hash, "reason": purpose, "spec": spec})
             result = measure(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
                              num_threads=c.num_threads, meter=meter, target_rel_ci=c.target_rel_ci,
-                             time_cap_s=c.time_cap_s, timeout_s=c.timeout_s, vocab_size=c.vocab_size)
+                             time_cap_s=c.time_cap_s, timeout_s=c.timeout_s, vocab_size=c.vocab_size,
+                             **_pinning(c))
             store.add_measurement(run_id, result)
             attempts = store.measurements(run_id=run_id, status=None)
             report({"event": "measured", "result": result, "n_attempts": len(attempts),

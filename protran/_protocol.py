@@ -24,6 +24,16 @@ flagged, never silently ok), 'failed' (the worker raised or crashed; the error a
 kept), 'timeout' (killed after ``timeout_s``) and 'oom' (MemoryError, an allocator failure, or a
 SIGKILL that was not ours, which on Linux is the out-of-memory killer). Without a meter the energy
 and power fields are None: not available, never 0.
+
+Conditions (``MeasurementResult.conditions``, stored with the row): with ``cpus`` the worker pins
+itself, and every thread it starts, to those CPUs before the runtime exists; it records the affinity in
+effect, the CPU governor and frequencies of those CPUs before and after the timed window (from
+``/sys/devices/system/cpu/cpu<N>/cpufreq``; None where Linux does not expose them), the load average
+and the CPU busy share over the window from ``/proc/stat``. What other processes used is the busy
+share of all CPUs less the worker's own CPU time; above ``UNDER_LOAD_CPUS`` (a quarter of a CPU on
+average) the row is flagged ``under_load``. The flag never changes the status. A governor other than
+'performance', or a minimum frequency below the maximum, means the clock scales with load: reported
+once per process as a ``FrequencyScalingWarning``.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -64,6 +75,16 @@ _OOM_MARKERS = (
     "enomem",
 )
 _STDERR_TAIL_CHARS = 4000
+# Other processes using more than this many CPUs on average over the timed window (all CPUs, the worker's
+# own CPU time taken out) flag a measurement as taken under load. /proc/stat counts in ticks of 10 ms per
+# CPU, so over a window of a second or more the error is a few hundredths of a CPU on a small board.
+UNDER_LOAD_CPUS = 0.25
+_CPUFREQ_FILES = {"governor": "scaling_governor", "cur": "scaling_cur_freq", "min": "scaling_min_freq",
+                  "max": "scaling_max_freq"}
+
+
+class FrequencyScalingWarning(UserWarning):
+    """The measured CPUs change their clock with load (a governor other than 'performance', or min < max)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,8 @@ class MeasurementResult:
     timed window (not idle-subtracted; ``idle_power_w`` is kept to do so). Power fields are None when
     no meter was used. ``batch_latencies_s`` and the timed window (``time.monotonic`` stamps, to relate
     it to a power trace of the same machine) are kept for inspection; the run store does not keep them.
+    ``conditions`` describes the machine during the window (affinity, governor, frequencies, load; see
+    the module docstring); the store keeps it. Empty where the worker reported none.
     """
 
     arch_hash: str
@@ -103,6 +126,7 @@ class MeasurementResult:
     batch_latencies_s: tuple[float, ...] = ()
     window_start_s: float | None = None
     window_end_s: float | None = None
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -293,6 +317,210 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+# -- measurement conditions: pinning, frequency scaling, load ----------------------------------------------
+
+
+def check_cpus(cpus: Sequence[int] | None, num_threads: int | None = None) -> tuple[int, ...] | None:
+    """``cpus`` as a sorted tuple, checked against the CPUs this process may run on; None stays None.
+
+    Raises ValueError (one line) for an empty list, a CPU that does not exist or is not available to this
+    process, more runtime threads than CPUs (they would take turns on the pinned CPUs and time that), or
+    an OS without ``sched_setaffinity``.
+    """
+    if cpus is None:
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        raise ValueError("pinning to CPUs is not available on this OS (no sched_setaffinity); leave out cpus")
+    chosen = tuple(cpus)
+    if not chosen:
+        raise ValueError("cpus must name at least one CPU")
+    for cpu in chosen:
+        if not isinstance(cpu, int) or isinstance(cpu, bool) or cpu < 0:
+            raise ValueError(f"cpus must be non-negative CPU indices, got {cpu!r}")
+    available = os.sched_getaffinity(0)
+    missing = sorted(set(chosen) - available)
+    if missing:
+        raise ValueError(f"CPU {', '.join(map(str, missing))} is not available to this process; "
+                         f"choose among {cpu_list_text(available)}")
+    unique = tuple(sorted(set(chosen)))
+    if num_threads is not None and num_threads > len(unique):
+        raise ValueError(f"{num_threads} threads need at least as many pinned CPUs; cpus gives {len(unique)} "
+                         f"({cpu_list_text(unique)})")
+    return unique
+
+
+def cpu_list_text(cpus: Sequence[int] | set[int]) -> str:
+    """``0-3,6`` for {0, 1, 2, 3, 6}."""
+    runs: list[list[int]] = []
+    for cpu in sorted(cpus):
+        if runs and cpu == runs[-1][1] + 1:
+            runs[-1][1] = cpu
+        else:
+            runs.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def read_cpufreq(cpus: Sequence[int], sysfs_root: str | Path = "/sys") -> dict[str, dict[str, Any]]:
+    """``{"<cpu>": {"governor": str, "cur": kHz, "min": kHz, "max": kHz}}``; None where a file is absent
+    or unreadable (no cpufreq driver, a container): not available, never guessed."""
+    base = Path(sysfs_root) / "devices" / "system" / "cpu"
+    readings: dict[str, dict[str, Any]] = {}
+    for cpu in cpus:
+        values: dict[str, Any] = {}
+        for key, name in _CPUFREQ_FILES.items():
+            try:
+                text = (base / f"cpu{cpu}" / "cpufreq" / name).read_text().strip()
+                values[key] = text if key == "governor" else int(text)
+            except (OSError, ValueError):
+                values[key] = None
+        readings[str(cpu)] = values
+    return readings
+
+
+def frequency_scaling(readings: dict[str, dict[str, Any]]) -> bool | None:
+    """True where a CPU's governor is not 'performance' or its minimum frequency is below its maximum;
+    False where what could be read says fixed; None where nothing could be read."""
+    known = False
+    for values in readings.values():
+        if values.get("governor") is not None:
+            known = True
+            if values["governor"] != "performance":
+                return True
+        if values.get("min") is not None and values.get("max") is not None:
+            known = True
+            if values["min"] != values["max"]:
+                return True
+    return False if known else None
+
+
+def parse_proc_stat(text: str) -> dict[str, tuple[int, int]]:
+    """``{"all": (busy, total), "0": (busy, total), ...}`` in clock ticks from the text of /proc/stat.
+
+    Busy is user + nice + system + irq + softirq + steal; total adds idle and iowait (guest time is
+    already inside user and nice)."""
+    counters: dict[str, tuple[int, int]] = {}
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *fields = line.split()
+        try:
+            user, nice, system, idle, iowait, irq, softirq, steal = ([int(v) for v in fields[:8]] + [0] * 8)[:8]
+        except ValueError:
+            continue
+        busy = user + nice + system + irq + softirq + steal
+        counters["all" if name == "cpu" else name[3:]] = (busy, busy + idle + iowait)
+    return counters
+
+
+def read_proc_stat(proc_root: str | Path = "/proc") -> dict[str, tuple[int, int]] | None:
+    try:
+        return parse_proc_stat((Path(proc_root) / "stat").read_text())
+    except OSError:
+        return None
+
+
+def cpu_load(before: dict[str, tuple[int, int]] | None, after: dict[str, tuple[int, int]] | None,
+             cpus: Sequence[int] | None, worker_cpu_s: float, elapsed_s: float) -> dict[str, Any]:
+    """Busy CPUs (sum of the busy shares) over a window from two /proc/stat readings, over all CPUs and
+    over ``cpus``; the worker's own CPUs (its CPU time over the window) and what others used, each
+    clipped at 0. Every value is None where /proc/stat could not be read."""
+    worker = worker_cpu_s / elapsed_s if elapsed_s > 0 else None
+    load: dict[str, Any] = {"worker_cpus": _rounded(worker), "busy_cpus_all": None, "busy_cpus_pinned": None,
+                            "other_cpus_all": None, "other_cpus_pinned": None}
+    if not before or not after:
+        return load
+
+    def busy(names: Sequence[str]) -> float | None:
+        shares = []
+        for name in names:
+            if name not in before or name not in after:
+                return None
+            d_busy, d_total = after[name][0] - before[name][0], after[name][1] - before[name][1]
+            shares.append(min(1.0, max(0.0, d_busy / d_total)) if d_total > 0 else 0.0)
+        return sum(shares)
+
+    per_cpu = [name for name in after if name != "all"]
+    for suffix, names in (("all", per_cpu), ("pinned", [str(c) for c in cpus] if cpus is not None else per_cpu)):
+        total = busy(names) if names else None
+        load[f"busy_cpus_{suffix}"] = _rounded(total)
+        if total is not None and worker is not None:
+            load[f"other_cpus_{suffix}"] = _rounded(max(0.0, total - worker))
+    return load
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None and math.isfinite(value) else None
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 3) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+class ConditionsProbe:
+    """Readings of the machine around the timed window, taken by the worker: ``start()`` just before the
+    first timed repeat, ``stop()`` just after the last, which returns the ``conditions`` object."""
+
+    def __init__(self, cpus: Sequence[int] | None, pinned: bool, *, sysfs_root: str | Path = "/sys",
+                 proc_root: str | Path = "/proc", threshold_cpus: float = UNDER_LOAD_CPUS,
+                 cpu_time: Callable[[], float] = time.process_time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.cpus = list(cpus) if cpus is not None else None
+        self.pinned = pinned
+        self.sysfs_root, self.proc_root = sysfs_root, proc_root
+        self.threshold_cpus = threshold_cpus
+        self._cpu_time, self._monotonic = cpu_time, monotonic
+        self._before: dict[str, Any] = {}
+
+    def start(self) -> None:
+        # the slow reads first, the counters last: as close to the window as possible
+        self._before = {"cpufreq": read_cpufreq(self.cpus or [], self.sysfs_root), "loadavg": _loadavg()}
+        self._before.update(stat=read_proc_stat(self.proc_root), cpu_s=self._cpu_time(), at=self._monotonic())
+
+    def stop(self) -> dict[str, Any]:
+        at, cpu_s, stat = self._monotonic(), self._cpu_time(), read_proc_stat(self.proc_root)
+        after_freq, loadavg = read_cpufreq(self.cpus or [], self.sysfs_root), _loadavg()
+        before = self._before
+        load = cpu_load(before["stat"], stat, self.cpus, cpu_s - before["cpu_s"], at - before["at"])
+        load.update(window_s=_rounded(at - before["at"]), loadavg_before=before["loadavg"], loadavg_after=loadavg,
+                    threshold_cpus=self.threshold_cpus)
+        other = load["other_cpus_all"]
+        freqs = (before["cpufreq"], after_freq)
+        scaling = [frequency_scaling(f) for f in freqs]
+        return {
+            "cpus": self.cpus,
+            "pinned": self.pinned,
+            "governor": {when: {cpu: v["governor"] for cpu, v in f.items()}
+                         for when, f in zip(("before", "after"), freqs)},
+            "freq_khz": {when: {cpu: {k: v[k] for k in ("cur", "min", "max")} for cpu, v in f.items()}
+                         for when, f in zip(("before", "after"), freqs)},
+            "frequency_scaling": True if True in scaling else (False if False in scaling else None),
+            "load": load,
+            "under_load": None if other is None else other > self.threshold_cpus,
+        }
+
+
+_frequency_warning_given = False
+
+
+def _warn_frequency_scaling(conditions: dict[str, Any]) -> None:
+    """Once per process: the measured CPUs scale their clock, so latency depends on what ran before."""
+    global _frequency_warning_given
+    if _frequency_warning_given or conditions.get("frequency_scaling") is not True:
+        return
+    _frequency_warning_given = True
+    governors = sorted({g for g in (conditions.get("governor") or {}).get("before", {}).values() if g})
+    shown = f"governor {', '.join(governors)}" if governors else "minimum frequency below maximum"
+    warnings.warn(
+        f"frequency scaling is active on the measured CPUs ({shown}): latency follows the clock, which "
+        "follows the load; for steadier measurements set the 'performance' governor (e.g. `cpupower "
+        "frequency-set -g performance`) or fix the minimum frequency at the maximum",
+        FrequencyScalingWarning, stacklevel=3,
+    )
+
+
 # -- the parent side ---------------------------------------------------------------------------------------
 
 
@@ -322,6 +550,7 @@ def measure_architecture(
     runtime_options: dict[str, Any] | None = None,
     workdir: str | Path | None = None,
     worker_command: Sequence[str] | None = None,
+    cpus: Sequence[int] | None = None,
 ) -> MeasurementResult:
     """Measure one architecture in a fresh worker process (see the module docstring for the protocol).
 
@@ -349,6 +578,10 @@ def measure_architecture(
     worker_command:
         The command that runs the worker (default ``python -m protran._measure_worker``); prefix it to
         pin the measured process, e.g. ``["taskset", "-c", "3", *default_worker_command()]``.
+    cpus:
+        CPU indices the worker pins itself (and its runtime's threads) to before it builds anything;
+        None (default) pins nothing. ``num_threads`` must not exceed their number. The affinity in
+        effect, governor, frequencies and load over the timed window land in ``result.conditions``.
 
     Examples
     --------
@@ -359,6 +592,7 @@ def measure_architecture(
     spec = as_spec(spec)
     _validate_settings(batch_size, seq_len, num_threads, warmup, min_repeats, max_repeats, target_rel_ci,
                        confidence, time_cap_s, timeout_s, idle_s)
+    pinned = check_cpus(cpus, num_threads)
     if min_window_s is None:
         # Enough of the meter's samples for the integral to mean something.
         min_window_s = max(1.0, 20 * getattr(meter, "interval_s", 0.05)) if meter is not None else 0.0
@@ -369,7 +603,7 @@ def measure_architecture(
         "num_threads": num_threads, "warmup": warmup, "min_repeats": min_repeats, "max_repeats": max_repeats,
         "target_rel_ci": target_rel_ci, "confidence": confidence, "time_cap_s": time_cap_s,
         "min_window_s": min_window_s, "vocab_size": vocab_size, "seed": seed,
-        "runtime_options": dict(runtime_options or {}),
+        "runtime_options": dict(runtime_options or {}), "cpus": list(pinned) if pinned is not None else None,
     }
     base = {
         "arch_hash": model_hash(spec), "model_dict": spec.to_model_dict(), "runtime": runtime,
@@ -402,9 +636,21 @@ def measure_architecture(
         fields.update(power)
         problems.append(power_error)
     error = "; ".join(p for p in problems if p) or None
+    conditions = _reply_conditions(outcome.reply, pinned)
+    _warn_frequency_scaling(conditions)
     return MeasurementResult(
-        **base, **fields, status=outcome.status, error=error, versions=versions, finished_at=_now()
+        **base, **fields, status=outcome.status, error=error, versions=versions, finished_at=_now(),
+        conditions=conditions,
     )
+
+
+def _reply_conditions(reply: dict[str, Any] | None, pinned: tuple[int, ...] | None) -> dict[str, Any]:
+    """The worker's ``conditions`` (none from a worker that failed or does not report them), with the
+    CPUs asked for where they were."""
+    conditions = dict(reply["conditions"]) if reply and isinstance(reply.get("conditions"), dict) else {}
+    if pinned is not None:
+        conditions["cpus_requested"] = list(pinned)
+    return conditions
 
 
 def _validate_settings(batch_size, seq_len, num_threads, warmup, min_repeats, max_repeats, target_rel_ci,

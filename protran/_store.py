@@ -50,7 +50,7 @@ from flexibert import ArchSpec, EdgetranError, InvalidArchitectureError, embed, 
 from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
 
 _SCHEMA = """
@@ -97,7 +97,8 @@ CREATE TABLE measurements (
     error TEXT,
     started_at TEXT,
     finished_at TEXT,
-    versions TEXT NOT NULL DEFAULT '{}'
+    versions TEXT NOT NULL DEFAULT '{}',
+    conditions TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX measurements_by_run_hash ON measurements (run_id, arch_hash);
 CREATE TABLE models (
@@ -147,6 +148,7 @@ _MEASUREMENT_COLUMNS = (
     "run_id", "arch_hash", "model_dict", "embedding", "runtime", "batch_size", "seq_len", "num_threads",
     "status", "latency_s", "latency_ci_rel", "latency_iqr_s", "repeats", "energy_j", "peak_power_w",
     "idle_power_w", "mean_power_w", "meter", "time_capped", "error", "started_at", "finished_at", "versions",
+    "conditions",
 )
 
 
@@ -243,6 +245,9 @@ class Measurement:
     started_at: str | None
     finished_at: str | None
     versions: dict[str, Any] = field(default_factory=dict)
+    # The machine during the timed window (pinned CPUs, governor, frequencies, load, under_load): see
+    # protran._protocol. Empty for rows from before schema version 5, imports and workers that report none.
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spec(self) -> ArchSpec:
@@ -459,6 +464,9 @@ class RunStore:
                 conn.execute("ALTER TABLE accuracy ADD COLUMN recipe TEXT")
             if version < 4:
                 _execute_script(conn, _LEASE_SCHEMA)  # the old runs start free: the old code leased nothing
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
+            if version < 5 and "conditions" not in columns:  # the old rows recorded no conditions
+                conn.execute("ALTER TABLE measurements ADD COLUMN conditions TEXT NOT NULL DEFAULT '{}'")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create_schema(self) -> None:
@@ -800,7 +808,7 @@ class RunStore:
                     run_id=run_id, arch_hash=key, model_dict=json.dumps(spec.to_model_dict()),
                     embedding=_dumps(embedding), runtime=runtime, batch_size=batch_size, seq_len=seq_len,
                     status="ok", latency_s=perf["latency"], energy_j=perf["energy"],
-                    peak_power_w=perf["peak_power"], time_capped=0, versions="{}",
+                    peak_power_w=perf["peak_power"], time_capped=0, versions="{}", conditions="{}",
                 )
                 _insert_measurement(conn, row)
         return run_id
@@ -1136,7 +1144,7 @@ def _measurement_row(run_id: int, result: MeasurementResult) -> dict[str, Any]:
         "seq_len": result.seq_len, "num_threads": result.num_threads, "status": result.status,
         "repeats": result.repeats, "meter": result.meter, "time_capped": int(bool(result.time_capped)),
         "error": result.error, "started_at": result.started_at, "finished_at": result.finished_at,
-        "versions": _dumps(result.versions or {}),
+        "versions": _dumps(result.versions or {}), "conditions": _dumps(result.conditions or {}),
     }
     for name in ("latency_s", "latency_ci_rel", "latency_iqr_s", "energy_j", "peak_power_w", "idle_power_w",
                  "mean_power_w"):
@@ -1174,4 +1182,7 @@ def _measurement_from_row(row: sqlite3.Row) -> Measurement:
         mean_power_w=row["mean_power_w"], meter=row["meter"], time_capped=bool(row["time_capped"]),
         error=row["error"], started_at=row["started_at"], finished_at=row["finished_at"],
         versions=json.loads(row["versions"]),
+        # A store older than version 5, read without upgrading it, has no conditions column. (`in row`
+        # would search the row's values, not its column names.)
+        conditions=json.loads(row["conditions"]) if "conditions" in row.keys() else {},  # noqa: SIM118
     )

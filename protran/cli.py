@@ -87,7 +87,8 @@ def _measurement_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ProfileConfig fields that ``profile`` and ``measure`` share: what is measured and how."""
     return {"device": args.device, "runtime": args.runtime, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "num_threads": args.threads, "meter": args.meter, "target_rel_ci": args.target_rel_ci,
-            "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size}
+            "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size,
+            "cpus": args.cpus}
 
 
 def _detect_meter(name: str):
@@ -648,6 +649,23 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kill a measurement after this long")
     parser.add_argument("--vocab-size", type=clitools.positive_int,
                         help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
+    parser.add_argument("--cpus", type=_cpu_list,
+                        help="pin the measured process and its threads to these CPUs, e.g. 2,3 or 0-3 (default: "
+                             "no pinning); --threads must not exceed their number")
+
+
+def _cpu_list(text: str) -> tuple[int, ...]:
+    """``0,2-3`` -> (0, 2, 3); whether those CPUs exist is checked by ProfileConfig."""
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU indices like 0,1 or 0-3, got {text!r}") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"no CPU in {text!r}")
+    return tuple(cpus)
 
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,8 +60,10 @@ def name_of(field: str) -> str:
 RUNTIME_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 #: Inference precisions OpenVINO is asked for (its ``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS: tuple[str, ...] = ("f32", "bf16", "f16")
-#: Power meters by name, in the order ``auto`` tries them (INA219 is never probed: it must be named).
-METERS: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics", "nvidia-smi", "ina219")
+#: Power meters by name, in the order ``auto`` tries them (INA219 is never probed: it must be named;
+#: nor is Zeus, an optional package whose windows duplicate NVML and RAPL: ``--meter zeus``).
+METERS: tuple[str, ...] = (
+    "nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics", "nvidia-smi", "ina219", "zeus")
 AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats", "powermetrics")
 #: What ``--meter`` accepts.
 METER_NAMES: tuple[str, ...] = ("auto", "none", *METERS, "remote:HOST:PORT")

@@ -39,6 +39,7 @@ from protran.meters._rails import INPUT_RAILS
 from protran.meters._remote import MeterServer, RemoteMeter, run_meter_server, serve_meter
 from protran.meters._sysfs import HwmonMeter, INA3221Meter, RaplMeter
 from protran.meters._tegrastats import TegrastatsMeter, TegrastatsRecord, parse_tegrastats, parse_tegrastats_line
+from protran.meters._zeus import ZeusMeter
 
 __all__ = [
     "HwmonMeter",
@@ -63,6 +64,7 @@ __all__ = [
     "RemoteMeter",
     "TegrastatsMeter",
     "TegrastatsRecord",
+    "ZeusMeter",
     "available_meters",
     "detect_meter",
     "ina219_calibration",

@@ -16,11 +16,13 @@ from protran.meters._powermetrics import PowermetricsMeter
 from protran.meters._remote import RemoteMeter
 from protran.meters._sysfs import HwmonMeter, INA3221Meter, RaplMeter
 from protran.meters._tegrastats import TegrastatsMeter
+from protran.meters._zeus import ZeusMeter
 from protran.vocabulary import AUTO_ORDER, METER_NAMES
 from protran.vocabulary import METERS as VOCABULARY_METERS
 
 #: Meters by name, in the order "auto" tries them. INA219 is never probed automatically: reading an
-#: I2C address that holds another chip could disturb it, so it must be named.
+#: I2C address that holds another chip could disturb it, so it must be named; nor is Zeus (optional,
+#: and it reads the same NVML and RAPL counters as the meters before it).
 METERS: dict[str, type[PowerMeter]] = {
     "nvml": NvmlMeter,
     "rapl": RaplMeter,
@@ -30,6 +32,7 @@ METERS: dict[str, type[PowerMeter]] = {
     "powermetrics": PowermetricsMeter,
     "nvidia-smi": NvidiaSmiMeter,
     "ina219": INA219Meter,
+    "zeus": ZeusMeter,
 }
 # The names and the probing order live in protran.vocabulary (torch-free, for command-line choices).
 assert tuple(METERS) == VOCABULARY_METERS, "protran.vocabulary.METERS is out of step with the meter classes"

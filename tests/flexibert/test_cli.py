@@ -405,3 +405,13 @@ def test_every_command_builds_its_parser_without_torch():
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_warning_is_one_line_naming_the_tool(capsys):
+    import warnings
+
+    def warns(args):
+        warnings.warn("CPU 0 scales its frequency (governor powersave)\nsecond line", UserWarning, stacklevel=1)
+
+    assert clitools.run(_tool(warns), ["go"]) == 0
+    assert capsys.readouterr().err == "tool: warning: CPU 0 scales its frequency (governor powersave) second line\n"

@@ -523,3 +523,236 @@ def test_malformed_reply_is_failed():
 def test_a_worker_killed_by_a_signal_says_which():
     result = measure(script("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
     assert result.status == "failed" and "SIGSEGV" in result.error
+
+
+# -- measurement conditions: pinning, frequency scaling, load ---------------------------------------------------
+
+needs_affinity = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no sched_setaffinity on this OS")
+
+
+def _last_cpu() -> int:
+    return max(os.sched_getaffinity(0))
+
+
+@needs_affinity
+def test_pinning_applies_to_the_worker_and_the_threads_it_starts_later():
+    cpu = _last_cpu()
+    code = f"""
+        import json, os, threading
+        from protran._measure_worker import pin_to_cpus
+        in_effect = pin_to_cpus([{cpu}])
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+        thread.start(); thread.join()
+        print(json.dumps({{"in_effect": in_effect, "process": sorted(os.sched_getaffinity(0)), "thread": seen[0]}}))
+        """
+    out = subprocess.run(script(code), capture_output=True, text=True, check=True, timeout=60).stdout
+    assert json.loads(out) == {"in_effect": [cpu], "process": [cpu], "thread": [cpu]}
+
+
+PINNING_WORKER = script(
+    """
+    import json, sys, time
+    from protran._measure_worker import pin_to_cpus
+    from protran._protocol import ConditionsProbe
+    request = json.loads(sys.stdin.read())
+    affinity = pin_to_cpus(request["cpus"])
+    probe = ConditionsProbe(affinity, pinned=request["cpus"] is not None)
+    probe.start()
+    start = time.monotonic()
+    time.sleep(0.3)
+    end = time.monotonic()
+    print(json.dumps({"status": "ok", "batch_latencies_s": [0.03] * 10, "window_start_s": start,
+                      "window_end_s": end, "conditions": probe.stop()}))
+    """
+)
+
+
+@needs_affinity
+def test_pinned_conditions_reach_the_result_and_survive_the_store(tmp_path):
+    cpu = _last_cpu()
+    result = measure(PINNING_WORKER, cpus=[cpu])
+    assert result.status == "ok", result.error
+    conditions = result.conditions
+    assert conditions["cpus"] == [cpu] and conditions["cpus_requested"] == [cpu] and conditions["pinned"] is True
+    assert set(conditions["governor"]) == {"before", "after"} and str(cpu) in conditions["freq_khz"]["before"]
+    assert conditions["load"]["window_s"] > 0.2 and conditions["load"]["threshold_cpus"] == 0.25
+    assert conditions["under_load"] in (True, False, None)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.create_run("this-host", "onnxruntime", batch_size=2, seq_len=16, num_threads=1)
+        store.add_measurement(run_id, result)
+        (stored,) = store.measurements(run_id, status=None)
+    assert stored.conditions == json.loads(json.dumps(conditions))
+
+
+def test_unpinned_fake_worker_has_empty_conditions():
+    assert measure(FAKE_TIMING_WORKER).conditions == {}
+
+
+@needs_affinity
+@pytest.mark.parametrize(
+    "cpus, threads, message",
+    [([99999], 1, "CPU 99999 is not available"), ([], 1, "at least one CPU"), ([-1], 1, "non-negative"),
+     ([0], 2, "2 threads need at least as many pinned CPUs")],
+)
+def test_bad_cpus_are_refused_before_the_worker_starts(cpus, threads, message):
+    if cpus == [0] and 0 not in os.sched_getaffinity(0):
+        pytest.skip("CPU 0 is not available here")
+    with pytest.raises(ValueError, match=message):
+        measure(script("raise SystemExit('must not run')"), cpus=cpus, num_threads=threads)
+
+
+def test_pinning_unavailable_on_this_os_says_so(monkeypatch):
+    from protran import _protocol
+
+    monkeypatch.delattr(_protocol.os, "sched_setaffinity", raising=False)
+    with pytest.raises(ValueError, match="not available on this OS"):
+        _protocol.check_cpus([0])
+    assert _protocol.check_cpus(None) is None
+
+
+def _cpufreq_tree(root: Path, cpus: dict[int, dict[str, str]]) -> None:
+    from tests.protran.meters.meter_sysfs_tree import write_tree
+
+    write_tree(root, {f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/{name}": f"{value}\n"
+                      for cpu, files in cpus.items() for name, value in files.items()})
+
+
+def test_governor_and_frequencies_from_a_fake_sysfs_tree(tmp_path):
+    from protran._protocol import frequency_scaling, read_cpufreq
+
+    _cpufreq_tree(tmp_path, {
+        0: {"scaling_governor": "powersave", "scaling_cur_freq": "1200000", "scaling_min_freq": "800000",
+            "scaling_max_freq": "3600000"},
+        1: {"scaling_governor": "performance"},      # the frequencies are not exposed
+    })
+    readings = read_cpufreq([0, 1, 2], tmp_path / "sys")
+    assert readings == {
+        "0": {"governor": "powersave", "cur": 1200000, "min": 800000, "max": 3600000},
+        "1": {"governor": "performance", "cur": None, "min": None, "max": None},
+        "2": {"governor": None, "cur": None, "min": None, "max": None},   # no cpufreq: not available
+    }
+    assert frequency_scaling(readings) is True
+    assert frequency_scaling({"1": readings["1"], "2": readings["2"]}) is False
+    assert frequency_scaling({"2": readings["2"]}) is None
+    fixed = {"0": {"governor": "userspace", "cur": 2, "min": 2, "max": 2}}
+    assert frequency_scaling(fixed) is True                   # a governor other than performance
+    assert frequency_scaling({"0": {"governor": None, "cur": 2, "min": 2, "max": 2}}) is False
+
+
+def _stat(*cpus: tuple[int, int, int, int]) -> str:
+    """/proc/stat text from (user, system, idle, iowait) ticks per CPU; the 'cpu' line is their sum."""
+    line = "{} {} 0 {} {} {} 0 0 0 0 0"
+    total = [sum(values) for values in zip(*cpus)]
+    rows = [line.format("cpu", total[0], total[1], total[2], total[3])]
+    rows += [line.format(f"cpu{i}", *values) for i, values in enumerate(cpus)]
+    return "\n".join(rows + ["intr 1 2 3", "ctxt 42", "btime 1"]) + "\n"
+
+
+def test_cpu_load_from_recorded_proc_stat_pairs():
+    from protran._protocol import cpu_load, parse_proc_stat
+
+    before = parse_proc_stat(_stat((100, 0, 1000, 0), (50, 50, 900, 0)))
+    # over 1 s (100 ticks per CPU): cpu0 fully busy, cpu1 60 ticks busy (40 user, 20 system) and 40 idle
+    after = parse_proc_stat(_stat((200, 0, 1000, 0), (90, 70, 930, 10)))
+    assert before["all"] == (200, 2100) and before["1"] == (100, 1000)
+    load = cpu_load(before, after, [0], worker_cpu_s=0.9, elapsed_s=1.0)
+    assert load == {"worker_cpus": 0.9, "busy_cpus_all": 1.6, "busy_cpus_pinned": 1.0,
+                    "other_cpus_all": pytest.approx(0.7), "other_cpus_pinned": pytest.approx(0.1)}
+    unreadable = cpu_load(None, after, [0], worker_cpu_s=0.9, elapsed_s=1.0)
+    assert unreadable["busy_cpus_all"] is None and unreadable["other_cpus_all"] is None
+
+
+@pytest.mark.parametrize("cpu1_busy_ticks, under_load", [(20, False), (25, False), (30, True), (90, True)])
+def test_under_load_flag_threshold(tmp_path, cpu1_busy_ticks, under_load):
+    from protran._protocol import ConditionsProbe
+
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "stat").write_text(_stat((0, 0, 0, 0), (0, 0, 0, 0)))
+    clock = iter([10.0, 11.0])       # a 1 s window
+    cpu_time = iter([5.0, 6.0])      # the worker kept one CPU busy
+    probe = ConditionsProbe([0], pinned=True, sysfs_root=tmp_path / "sys", proc_root=proc,
+                            cpu_time=lambda: next(cpu_time), monotonic=lambda: next(clock))
+    probe.start()
+    (proc / "stat").write_text(_stat((100, 0, 0, 0), (cpu1_busy_ticks, 0, 100 - cpu1_busy_ticks, 0)))
+    conditions = probe.stop()
+    assert conditions["load"]["other_cpus_all"] == pytest.approx(cpu1_busy_ticks / 100)
+    assert conditions["under_load"] is under_load
+    assert conditions["governor"] == {"before": {"0": None}, "after": {"0": None}}   # no sysfs: not available
+    assert conditions["frequency_scaling"] is None and conditions["cpus"] == [0]
+
+
+def test_no_proc_stat_leaves_the_load_flag_unknown(tmp_path):
+    from protran._protocol import ConditionsProbe
+
+    probe = ConditionsProbe([0], pinned=False, sysfs_root=tmp_path, proc_root=tmp_path / "absent")
+    probe.start()
+    conditions = probe.stop()
+    assert conditions["under_load"] is None and conditions["load"]["busy_cpus_all"] is None
+
+
+def test_frequency_scaling_is_warned_once_per_process(monkeypatch):
+    import warnings
+
+    from protran import _protocol
+
+    monkeypatch.setattr(_protocol, "_frequency_warning_given", False)
+    scaling = script(
+        """
+        import json, sys, time
+        json.loads(sys.stdin.read())
+        now = time.monotonic()
+        conditions = {"cpus": [0], "governor": {"before": {"0": "powersave"}, "after": {"0": "powersave"}},
+                      "frequency_scaling": True, "under_load": False}
+        print(json.dumps({"status": "ok", "batch_latencies_s": [0.01] * 10, "window_start_s": now,
+                          "window_end_s": now + 0.1, "conditions": conditions}))
+        """
+    )
+    with pytest.warns(_protocol.FrequencyScalingWarning, match="governor powersave"):
+        result = measure(scaling)
+    assert result.conditions["frequency_scaling"] is True and result.status == "ok"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        measure(scaling)                                          # the second time: silent
+
+
+@pytest.mark.parametrize("command", ["profile", "measure"])
+def test_cli_refuses_an_unknown_cpu_in_one_line(tmp_path, capsys, command):
+    from protran.cli import main
+
+    model = tmp_path / "tiny.json"
+    model.write_text(json.dumps(TINY))
+    out = tmp_path / "out"
+    argv = [command, *([str(model)] if command == "measure" else []), "--device", "d", "--meter", "none",
+            "--cpus", "99999", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "99999" in err and "not available" in err
+    assert not out.exists()
+
+
+def test_cli_parses_cpu_lists():
+    from protran.cli import build_parser
+
+    args = build_parser().parse_args(["profile", "--device", "d", "--cpus", "0,2-3"])
+    assert args.cpus == (0, 2, 3)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["profile", "--device", "d", "--cpus", "a"])
+
+
+def test_a_version_4_store_gains_empty_conditions(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    result = measure(FAKE_TIMING_WORKER)
+    with RunStore(path) as store:
+        run_id = store.create_run("this-host", "onnxruntime", batch_size=2, seq_len=16, num_threads=1)
+        store.add_measurement(run_id, result)
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE measurements DROP COLUMN conditions")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+    with RunStore(path) as store:
+        (stored,) = store.measurements(run_id, status=None)
+        assert store.schema_version == 5 and stored.conditions == {}

@@ -500,7 +500,7 @@ def test_a_version_3_store_reads_without_leases_and_upgrades_with_its_runs_free(
         assert reader.schema_version == 3 and reader.lease(run_id) is None
         assert len(reader.measurements(run_id)) == 1
     with RunStore(path) as writer:
-        assert writer.schema_version == SCHEMA_VERSION == 4
+        assert writer.schema_version == SCHEMA_VERSION == 5
         assert writer.lease(run_id) is None  # the old code leased nothing: every run starts free
         assert writer.find_resumable_run("old-board", "onnxruntime") == run_id
         assert writer.take_lease(run_id).pid == os.getpid()
