@@ -350,7 +350,7 @@ class RunStore:
         except BaseException:
             self._conn.close()
             if creating:  # a store this call began to create (a full disk, say) is not left half-made
-                _remove_database_files(self.path)
+                remove_database_files(self.path)
             raise
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -1064,7 +1064,8 @@ def _write_lease(conn: sqlite3.Connection, run_id: int, holder: _Process, taken_
 # -- row conversion ---------------------------------------------------------------------------------------
 
 
-def _remove_database_files(path: Path) -> None:
+def remove_database_files(path: Path) -> None:
+    """Remove a SQLite file and the journal files beside it (a store that failed to be created)."""
     for suffix in ("", "-wal", "-shm", "-journal"):
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 

@@ -434,14 +434,15 @@ def _import(args: argparse.Namespace) -> int:
 def _removed_if_new_and_failed(store: str | Path) -> Iterator[None]:
     """A store this command creates and then fails to fill (a full disk, Ctrl-C) is removed, so a
     failed import leaves the disk as it found it; an existing store keeps everything it held."""
+    from protran._store import remove_database_files
+
     path = Path(store)
     new = not path.exists()
     try:
         yield
     except BaseException:
         if new:
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                path.with_name(path.name + suffix).unlink(missing_ok=True)
+            remove_database_files(path)
         raise
 
 
