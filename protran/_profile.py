@@ -12,12 +12,37 @@ A run is written by one process at a time: it holds the run's lease in the store
 ``protran._store``), and resuming a run another live process holds raises ``RunLeasedError`` instead
 of measuring its architectures a second time. ``take_over=True`` takes a lease from a process of
 another host, which cannot be checked from here, once the user knows that process is gone.
+
+Drift control: on a busy or thermally throttled machine latency drifts over a run of hours. A fixed
+reference architecture of the design space (``reference_spec``: the median-size one of a seeded sample)
+is measured at the start of every session (a new run or a resumed one) and after every
+``reference_every`` measurements; its measurements go to the store's ``references`` table, never to the
+measurement rows (no budget, no fit, no second row of an architecture). Each measurement row is
+corrected by ``baseline / latest``: the first successful reference latency of any run that measures
+what this run measures (same device, runtime, batch, sequence length and threads; usually the profile
+run itself) over this run's latest successful one before the row. A shared baseline is what makes a
+held-out or retest run, hours later, comparable with the profile run. The correction is causal and
+piecewise constant because a row is committed before the next reference exists and rows are never
+rewritten (an interrupted run loses nothing and readers never see a row change). The raw latency is
+kept (``latency_raw_s``) and the factor goes into the row's conditions (``drift_factor``); the
+interquartile range is scaled with the latency, energy and power are left as measured (the meter's
+reading, not a timing that the machine's speed scales). A failed reference measurement leaves the
+factor as it was; rows measured before the run's first successful reference are not corrected. The
+run's drift, the largest ``|reference / baseline - 1|`` over its references, is reported
+(``ProfileSummary.reference_drift``) and, above ``drift_threshold``, warned about once per session
+(``ReferenceDriftWarning``).
+
+Wide rows: a row whose confidence interval stayed wider than ``target_rel_ci`` within its time cap
+(``unstable``) is measured once more at the end of the run (``remeasure``), when a burst of load has
+usually passed; the store keeps both rows and makes the better one current.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -26,7 +51,14 @@ from typing import Any
 
 import numpy as np
 
-from flexibert import DEFAULT_MAX_POSITIONS, ArchSpec, DesignSpace, model_hash, sample_architectures
+from flexibert import (
+    DEFAULT_MAX_POSITIONS,
+    ArchSpec,
+    DesignSpace,
+    count_parameters,
+    model_hash,
+    sample_architectures,
+)
 from protran._store import Measurement, RunStore, RunStoreError
 from protran.vocabulary import (
     ACQUISITIONS,
@@ -40,6 +72,13 @@ from protran.vocabulary import (
 
 # Fewer training rows per fold than this give no meaningful validation error.
 _MIN_TRAINING_ROWS = 3
+# The reference architecture is the median-size one of this many random architectures drawn with this
+# fixed seed: the same for every run of a design space, whatever the run's own seed.
+_REFERENCE_SAMPLE, _REFERENCE_SEED = 9, 20_240_601
+
+
+class ReferenceDriftWarning(UserWarning):
+    """The reference architecture's latency drifted beyond ``ProfileConfig.drift_threshold`` in a run."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +111,14 @@ class ProfileConfig:
     # CPUs the measured process is pinned to (None: no pinning). Recorded with every measurement (its
     # conditions), not in run_settings(): a run may be resumed pinned elsewhere.
     cpus: tuple[int, ...] | None = None
+    # Drift control (see the module docstring): measure the reference architecture after every
+    # ``reference_every`` measurements (0: never, no correction), and warn when its latency drifted by
+    # more than ``drift_threshold`` (relative). Not in run_settings(): a run may be resumed with others.
+    reference_every: int = 8
+    drift_threshold: float = 0.05
+    # Measure every row whose CI stayed wider than target_rel_ci (``unstable``) once more at the end of
+    # the run; the better of the two rows is the current one (see protran._store, "Re-measurements").
+    remeasure: bool = True
 
     def __post_init__(self) -> None:
         if not self.device or "/" in self.device:
@@ -81,6 +128,11 @@ class ProfileConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.reference_every, bool) or not isinstance(self.reference_every, int) \
+                or self.reference_every < 0:
+            raise ValueError(f"reference_every must be a non-negative integer (0: off), got {self.reference_every!r}")
+        if not self.drift_threshold > 0 or not math.isfinite(self.drift_threshold):
+            raise ValueError(f"drift_threshold must be a positive finite number, got {self.drift_threshold}")
         if self.max_samples < self.seed_samples:
             raise ValueError(f"max_samples ({self.max_samples}) must be at least seed_samples ({self.seed_samples})")
         if not 0 < self.target_mse < 1:
@@ -130,6 +182,10 @@ class ProfileSummary:
     measures: list[str]
     surrogate_paths: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    # The largest relative drift of the reference architecture's latency over the run (None: no
+    # successful reference measurement, e.g. drift control off) and whether it exceeded drift_threshold.
+    reference_drift: float | None = None
+    drift_exceeded: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,9 +212,32 @@ def normalised_targets(rows: Sequence[Measurement], measure: str) -> tuple[np.nd
     return values / scale, scale
 
 
+def row_weights(rows: Sequence[Measurement], floor: float) -> np.ndarray | None:
+    """Inverse-variance fit weights ``1 / max(ci_rel, floor)^2`` from each row's ``latency_ci_rel``,
+    normalised to mean 1; None when every row weighs the same (the unweighted fit).
+
+    ``floor`` is the protocol's target relative CI, so every converged row weighs the same (a
+    narrower CI than asked for is luck, not a better measurement). A row without a CI (imported
+    rows: ``latency_ci_rel`` None) is taken as converged: it weighs what a converged row does.
+    Only latency has a CI; energy and peak power are fitted with the same row weights, as they come
+    from the same timed window.
+    """
+    ci = np.array([floor if row.latency_ci_rel is None else row.latency_ci_rel for row in rows], dtype=float)
+    ci = np.where(np.isfinite(ci), ci, floor)
+    weights = 1.0 / np.maximum(ci, floor) ** 2
+    if weights.size == 0 or np.all(weights == weights[0]):
+        return None
+    return weights / weights.mean()
+
+
 def cross_validated_mse(make_model: Callable[[], Any], features: np.ndarray, targets: np.ndarray,
-                        folds: int, seed: int) -> float:
-    """K-fold MSE of a fresh model on every fold (K capped by the number of rows)."""
+                        folds: int, seed: int, sample_weight: np.ndarray | None = None) -> float:
+    """K-fold MSE of a fresh model on every fold (K capped by the number of rows).
+
+    ``sample_weight`` (None: equal) weights the training folds' fits only; the validation MSE stays
+    unweighted, so the stopping rule (``target_mse``) keeps its meaning across weighted and
+    unweighted runs.
+    """
     n = len(targets)
     folds = min(folds, n)
     if folds < 2 or n - math.ceil(n / folds) < _MIN_TRAINING_ROWS:
@@ -167,7 +246,10 @@ def cross_validated_mse(make_model: Callable[[], Any], features: np.ndarray, tar
     errors = np.empty(n)
     for fold in np.array_split(order, folds):
         train = np.setdiff1d(order, fold)
-        model = make_model().fit(features[train], targets[train])
+        if sample_weight is None:
+            model = make_model().fit(features[train], targets[train])
+        else:
+            model = make_model().fit(features[train], targets[train], sample_weight=sample_weight[train])
         errors[fold] = model.predict(features[fold]) - targets[fold]
     return float(np.mean(errors**2))
 
@@ -186,6 +268,22 @@ def choose_next(
     return pool[int(np.argmax(score))]
 
 
+def reference_spec(space: DesignSpace) -> ArchSpec:
+    """The fixed reference architecture of a design space: the median by parameter count (ties by hash)
+    of a sample drawn with a fixed seed, so every run and session of one space measures the same one."""
+    sample = sample_architectures(_REFERENCE_SAMPLE, method="random", seed=_REFERENCE_SEED, space=space)
+    ordered = sorted(sample, key=lambda spec: (count_parameters(spec), model_hash(spec)))
+    return ordered[len(ordered) // 2]
+
+
+def drift_of(latencies: Sequence[float]) -> float | None:
+    """The largest ``|latest / first - 1|`` over successive reference latencies; None for none."""
+    if not latencies:
+        return None
+    first = latencies[0]
+    return max(abs(value / first - 1.0) for value in latencies)
+
+
 def _check_surrogate_choice(surrogate: str, features: str) -> None:
     from protran.surrogates import FEATURE_SETS, SURROGATE_NAMES
 
@@ -193,6 +291,78 @@ def _check_surrogate_choice(surrogate: str, features: str) -> None:
         raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {', '.join(SURROGATE_NAMES)}")
     if features not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {features!r}; choose one of {', '.join(FEATURE_SETS)}")
+
+
+# -- drift control ----------------------------------------------------------------------------------
+
+
+class DriftControl:
+    """The reference architecture of one run (see the module docstring): measured at ``start()`` and
+    after every ``reference_every`` measurements (``tick()``), and the factor that corrects a row.
+
+    The baseline is the first successful reference of any run that measures what this run measures
+    (``RunStore.references(comparable=True)``), so a held-out or retest run is corrected to the same
+    machine state as the profile run it is compared with; the factor is that baseline over this run's
+    latest successful reference.
+    """
+
+    def __init__(self, config: ProfileConfig, store: RunStore, run_id: int, space: DesignSpace,
+                 measure_fn: Callable[..., Any], meter: Any) -> None:
+        self.config, self.store, self.run_id, self.meter = config, store, run_id, meter
+        self._spec = reference_spec(space)
+        self._hash = model_hash(self._spec)
+        self._measure_fn = measure_fn
+        self._since = 0
+        self._warned = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.reference_every > 0
+
+    def _latencies(self, comparable: bool) -> list[float]:
+        return [ref.latency_s for ref in self.store.references(self.run_id, comparable=comparable)
+                if ref.status == "ok" and ref.arch_hash == self._hash and ref.latency_s is not None
+                and ref.latency_s > 0]
+
+    def start(self) -> None:
+        """Every session starts from a fresh reading of the machine."""
+        if self.enabled:
+            self.measure()
+
+    def tick(self) -> None:
+        """One measurement was stored: measure the reference when it is due."""
+        self._since += 1
+        if self.enabled and self._since >= self.config.reference_every:
+            self.measure()
+
+    def measure(self) -> None:
+        c = self.config
+        self.store.add_reference(self.run_id, self._measure_fn(self._spec, **_measure_settings(c, self.meter)))
+        self._since = 0
+        drift = self.drift()
+        if drift is not None and drift > c.drift_threshold and not self._warned:
+            self._warned = True
+            warnings.warn(f"run {self.run_id}: the reference architecture's latency drifted by {drift:.1%} "
+                          f"(threshold {c.drift_threshold:.1%}); latencies are corrected for it, but the machine is "
+                          "busy or throttling", ReferenceDriftWarning, stacklevel=3)
+
+    def drift(self) -> float | None:
+        """The largest ``|reference / baseline - 1|`` over this run's references (None: none yet)."""
+        baseline = self._latencies(comparable=True)
+        own = self._latencies(comparable=False)
+        return drift_of(baseline[:1] + own) if own else None
+
+    def correct(self, result: Any) -> tuple[Any, float | None]:
+        """The result with its latency (and IQR) scaled by ``baseline / latest``, and its raw latency;
+        unchanged, with None, where there is nothing to correct or nothing to correct by."""
+        own = self._latencies(comparable=False) if self.enabled else []
+        if not own or result.latency_s is None:
+            return result, None
+        factor = self._latencies(comparable=True)[0] / own[-1]
+        iqr = result.latency_iqr_s * factor if result.latency_iqr_s is not None else None
+        corrected = dataclasses.replace(result, latency_s=result.latency_s * factor, latency_iqr_s=iqr,
+                                        conditions={**(result.conditions or {}), "drift_factor": factor})
+        return corrected, result.latency_s
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -216,6 +386,7 @@ class Profiler:
         self.run_id = self._open_run(resume, take_over)
         self._passes = 0
         self.cv_mse: dict[str, float] = {}
+        self._drift = DriftControl(config, store, self.run_id, self.space, self._measure_fn, meter)
 
     def _open_run(self, resume: bool, take_over: bool) -> int:
         return _open_run(self.store, self.config, self.config.run_settings(), getattr(self.meter, "name", None),
@@ -233,16 +404,14 @@ class Profiler:
 
     # -- steps --
 
-    def _measure(self, spec: ArchSpec, reason: str) -> None:
+    def _measure(self, spec: ArchSpec, reason: str, replaces: int | None = None) -> None:
         c = self.config
         self._progress({"event": "measuring", "hash": model_hash(spec), "reason": reason, "spec": spec})
-        result = self._measure_fn(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
-                                  num_threads=c.num_threads, meter=self.meter, target_rel_ci=c.target_rel_ci,
-                                  time_cap_s=c.time_cap_s, timeout_s=c.timeout_s,
-                                  vocab_size=c.vocab_size, **_pinning(c))
-        self.store.add_measurement(self.run_id, result)
+        result, raw = self._drift.correct(self._measure_fn(spec, **_measure_settings(c, self.meter)))
+        self.store.add_measurement(self.run_id, result, latency_raw_s=raw, replaces=replaces)
         self._progress({"event": "measured", "result": result, "n_ok": len(self._ok_rows()),
                         "n_attempts": len(self._attempts()), "cv_mse": dict(self.cv_mse)})
+        self._drift.tick()
 
     def _budget_left(self) -> str | None:
         if len(self._attempts()) >= self.config.max_samples:
@@ -258,13 +427,16 @@ class Profiler:
         features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
                              seq_len=c.seq_len)
         models, self.cv_mse = {}, {}
+        # Noisy rows (wide latency CI) count less; energy and peak power share the latency rows'
+        # weights (same timed window). None: all rows alike, the plain unweighted fit.
+        weights = row_weights(rows, c.target_rel_ci)
         for measure in available_measures(rows):
             targets, _ = normalised_targets(rows, measure)
 
             def make():
                 return make_surrogate(c.surrogate, seed=c.seed)
-            self.cv_mse[measure] = cross_validated_mse(make, features, targets, c.cv_folds, c.seed)
-            models[measure] = make().fit(features, targets)
+            self.cv_mse[measure] = cross_validated_mse(make, features, targets, c.cv_folds, c.seed, weights)
+            models[measure] = make().fit(features, targets, sample_weight=weights)
         return models
 
     def _next_candidate(self, models: dict[str, Any], iteration: int) -> ArchSpec:
@@ -284,6 +456,7 @@ class Profiler:
         with _marks_interrupted(self.store, self.run_id):
             attempts = self._attempts()
             self._progress({"event": "started", "n_attempts": len(attempts)})
+            self._drift.start()
             measured = {row.arch_hash for row in attempts}
             for spec in sample_architectures(c.seed_samples, method="lhs_split", seed=c.seed, space=self.space):
                 if model_hash(spec) not in measured:
@@ -307,13 +480,29 @@ class Profiler:
                     break
                 self._measure(self._next_candidate(models, iteration), "uncertainty")
                 iteration += 1
+            if c.remeasure and stop_reason != "max_hours":
+                self._remeasure_wide()
         return self._finish(stop_reason)
+
+    def _remeasure_wide(self) -> None:
+        """Measure once more, at the end of the run, every row whose CI stayed wider than the target
+        (``unstable``) and that was not measured again yet: a burst of load rarely lasts that long."""
+        again = {row.arch_hash for row in self.store.measurements(run_id=self.run_id, status=None,
+                                                                  include_superseded=True)
+                 if row.superseded_by is not None}
+        for row in self.store.measurements(run_id=self.run_id, status="unstable"):
+            if row.arch_hash in again:
+                continue
+            if time.monotonic() - self._started >= self.config.max_hours * 3600:
+                break
+            self._measure(row.spec, "remeasure", replaces=row.id)
 
     def _finish(self, stop_reason: str) -> ProfileSummary:
         rows = self._ok_rows()
         attempts = self._attempts()
         paths: dict[str, str] = {}
         measures = available_measures(rows)
+        drift = self._drift.drift()
         with _marks_interrupted(self.store, self.run_id):  # a failed save leaves the run free to resume
             if len(rows) >= 2:
                 paths = self.save_surrogates(rows)
@@ -324,7 +513,8 @@ class Profiler:
             failed=sum(a.status in ("failed", "timeout", "oom") for a in attempts),
             unstable=sum(a.status == "unstable" for a in attempts), converged=stop_reason == "converged",
             stop_reason=stop_reason, cv_mse=_finite(self.cv_mse), measures=measures, surrogate_paths=paths,
-            elapsed_s=time.monotonic() - self._started,
+            elapsed_s=time.monotonic() - self._started, reference_drift=drift,
+            drift_exceeded=drift is not None and drift > self.config.drift_threshold,
         )
 
     def save_surrogates(self, rows: list[Measurement]) -> dict[str, str]:
@@ -336,7 +526,8 @@ class Profiler:
         specs = [row.spec for row in rows]
         hardware = {name_of(measure): fit_hardware_model(
             specs, np.array([getattr(row, measure) for row in rows], dtype=float), batch_size=c.batch_size,
-            seq_len=c.seq_len, surrogate=c.surrogate, features=c.features, seed=c.seed)
+            seq_len=c.seq_len, surrogate=c.surrogate, features=c.features, seed=c.seed,
+            sample_weight=row_weights(rows, c.target_rel_ci))  # same weights for every measure (see _fit)
             for measure in available_measures(rows)}
         models = FittedModels(None, [], np.zeros(0), {c.device: hardware}, {}, "", c.seed,
                               {c.device: Workload(c.batch_size, c.seq_len, c.features, c.runtime)})
@@ -394,6 +585,13 @@ def _pinning(c: ProfileConfig) -> dict[str, Any]:
     return {"cpus": list(c.cpus)} if c.cpus is not None else {}
 
 
+def _measure_settings(c: ProfileConfig, meter: Any) -> dict[str, Any]:
+    """The keyword arguments of one call of the measure function under ``c``."""
+    return dict(runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len, num_threads=c.num_threads,
+                meter=meter, target_rel_ci=c.target_rel_ci, time_cap_s=c.time_cap_s, timeout_s=c.timeout_s,
+                vocab_size=c.vocab_size, **_pinning(c))
+
+
 def _default_measure(spec: ArchSpec, **settings: Any):
     from protran._protocol import measure_architecture
 
@@ -437,20 +635,29 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
     run_id = _open_run(store, c, settings, getattr(meter, "name", None), resume=resume, take_over=take_over)
     measure = measure_fn or _default_measure
     report = progress or (lambda event: None)
+    drift = DriftControl(c, store, run_id, c.design_space(), measure, meter)
+
+    def measure_one(spec: ArchSpec, arch_hash: str, reason: str, replaces: int | None = None) -> None:
+        report({"event": "measuring", "hash": arch_hash, "reason": reason, "spec": spec})
+        result, raw = drift.correct(measure(spec, **_measure_settings(c, meter)))
+        store.add_measurement(run_id, result, latency_raw_s=raw, replaces=replaces)
+        attempts = store.measurements(run_id=run_id, status=None)
+        report({"event": "measured", "result": result, "n_attempts": len(attempts),
+                "n_ok": sum(a.status in USABLE_STATUSES for a in attempts), "cv_mse": {}})
+        drift.tick()
+
     with _marks_interrupted(store, run_id):
         report({"event": "started", "n_attempts": len(store.measurements(run_id=run_id, status=None))})
+        drift.start()
         for spec, arch_hash in zip(specs, hashes):
-            if arch_hash in store.measured_hashes(run_id):
-                continue
-            report({"event": "measuring", "hash": arch_hash, "reason": purpose, "spec": spec})
-            result = measure(spec, runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
-                             num_threads=c.num_threads, meter=meter, target_rel_ci=c.target_rel_ci,
-                             time_cap_s=c.time_cap_s, timeout_s=c.timeout_s, vocab_size=c.vocab_size,
-                             **_pinning(c))
-            store.add_measurement(run_id, result)
-            attempts = store.measurements(run_id=run_id, status=None)
-            report({"event": "measured", "result": result, "n_attempts": len(attempts),
-                    "n_ok": sum(a.status in USABLE_STATUSES for a in attempts), "cv_mse": {}})
+            if arch_hash not in store.measured_hashes(run_id):
+                measure_one(spec, arch_hash, purpose)
+        if c.remeasure:
+            again = {row.arch_hash for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
+                     if row.superseded_by is not None}
+            for row in store.measurements(run_id=run_id, status="unstable"):
+                if row.arch_hash not in again:
+                    measure_one(row.spec, row.arch_hash, "remeasure", replaces=row.id)
     store.release_lease(run_id, "finished")
     attempts = store.measurements(run_id=run_id, status=None)
     return ListedSummary(

@@ -9,13 +9,22 @@ Tables: ``meta`` (schema version), ``runs`` (one profiling session: device, runt
 sequence length, threads, meter, host, software versions, configuration, status), ``measurements``
 (one row per attempt to measure an architecture, whatever its outcome), ``models`` (records of
 fitted surrogates saved beside the store), ``accuracy`` (task scores and pre-training losses of
-architectures, for accuracy surrogates and Pareto frontiers) and ``leases`` (which process is writing
-a run: see "Leases" below).
+architectures, for accuracy surrogates and Pareto frontiers), ``leases`` (which process is writing
+a run: see "Leases" below) and ``references`` (measurements of a run's fixed reference architecture,
+for drift control: see ``protran._profile``; they are not measurement rows).
 
 Schema versions: 1 had no ``accuracy`` table, 2 no ``accuracy.recipe`` column, 3 no ``leases`` table;
 opening an older store for writing adds them (version 4), and one opened read-only reads as it is (a
 version-1 store as one without accuracy rows, a version-2 one with no recipes, a version-3 one with
-no leases).
+no leases). Version 4 had no ``measurements.conditions``, version 5 no ``references`` table, no
+``measurements.latency_raw_s`` (the latency before drift correction; NULL where none was applied) and
+no ``measurements.superseded_by``.
+
+Re-measurements: a row whose confidence interval stayed wide may be measured again later in its run
+(``add_measurement(..., replaces=ID)``). Both rows are kept; in the same transaction the worse of the
+two (by status, then by relative CI width) is marked ``superseded_by`` the other, and readers see only
+rows that are not superseded unless they ask (``include_superseded=True``). Nothing measured is lost,
+and a run still has one current row per architecture.
 
 Leases: two profilers writing one run measure the same architectures twice and overrun its sample
 budget, so a run being written is leased to one process, identified by its pid, its host name and its
@@ -32,6 +41,7 @@ are never leased: nothing measures into them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -50,7 +60,7 @@ from flexibert import ArchSpec, EdgetranError, InvalidArchitectureError, embed, 
 from protran._files import is_run_store, read_hash_keyed_json
 from protran._protocol import STATUSES, MeasurementResult
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 RUN_STATUSES = ("running", "finished", "interrupted", "imported")
 
 _SCHEMA = """
@@ -98,7 +108,9 @@ CREATE TABLE measurements (
     started_at TEXT,
     finished_at TEXT,
     versions TEXT NOT NULL DEFAULT '{}',
-    conditions TEXT NOT NULL DEFAULT '{}'
+    conditions TEXT NOT NULL DEFAULT '{}',
+    latency_raw_s REAL,
+    superseded_by INTEGER
 );
 CREATE INDEX measurements_by_run_hash ON measurements (run_id, arch_hash);
 CREATE TABLE models (
@@ -144,11 +156,27 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
+# Added in schema version 6: the run's reference architecture, measured now and then to follow the
+# machine's drift (``protran._profile``). ``references`` is an SQL keyword, hence the quotes.
+_REFERENCE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS "references" (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    arch_hash TEXT NOT NULL,
+    measured_at TEXT NOT NULL,
+    latency_s REAL,
+    latency_ci_rel REAL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'unstable', 'failed', 'timeout', 'oom')),
+    conditions TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS references_by_run ON "references" (run_id);
+"""
+
 _MEASUREMENT_COLUMNS = (
     "run_id", "arch_hash", "model_dict", "embedding", "runtime", "batch_size", "seq_len", "num_threads",
     "status", "latency_s", "latency_ci_rel", "latency_iqr_s", "repeats", "energy_j", "peak_power_w",
     "idle_power_w", "mean_power_w", "meter", "time_capped", "error", "started_at", "finished_at", "versions",
-    "conditions",
+    "conditions", "latency_raw_s",
 )
 
 
@@ -248,10 +276,30 @@ class Measurement:
     # The machine during the timed window (pinned CPUs, governor, frequencies, load, under_load): see
     # protran._protocol. Empty for rows from before schema version 5, imports and workers that report none.
     conditions: dict[str, Any] = field(default_factory=dict)
+    # The latency as measured, before the profiler's drift correction (``latency_s`` holds the corrected
+    # value, and ``conditions["drift_factor"]`` the factor); None where no correction was applied.
+    latency_raw_s: float | None = None
+    # The id of the re-measurement of the same architecture that replaced this row (see "Re-measurements"
+    # in the module docstring); None for a current row.
+    superseded_by: int | None = None
 
     @property
     def spec(self) -> ArchSpec:
         return ArchSpec.from_model_dict(self.model_dict, space=False)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One measurement of a run's reference architecture (drift control): not a measurement row."""
+
+    id: int
+    run_id: int
+    measured_at: str
+    latency_s: float | None
+    latency_ci_rel: float | None
+    status: str
+    conditions: dict[str, Any] = field(default_factory=dict)
+    arch_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -452,8 +500,25 @@ class RunStore:
                 f"run store {self.path} has schema version {version}, newer than the {SCHEMA_VERSION} this "
                 "version of protran understands; upgrade edgetran to read it"
             )
+        self._check_columns(version)
         if version < SCHEMA_VERSION and not self.readonly:
             self._migrate(version)
+
+    def _check_columns(self, version: int) -> None:
+        """Refuse a store whose tables' columns are not the ones this schema writes (a damaged schema
+        text): reading it would fail later, row by row, with a message that names no file. An older
+        version may lack the columns added since; a current one has exactly this schema's."""
+        expected = _expected_columns()
+        with self._errors("read"):
+            tables = [row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                if table not in expected:
+                    continue
+                columns = {row[1] for row in self._conn.execute(f'PRAGMA table_info("{table}")')}
+                needed = expected[table] if version == SCHEMA_VERSION else _CORE_COLUMNS.get(table, set())
+                if not needed <= columns <= expected[table]:
+                    raise RunStoreError(f"run store {self.path} is damaged (the {table!r} table's columns are not "
+                                        "the ones protran wrote); restore it from a copy or import its data again")
 
     def _migrate(self, version: int) -> None:
         """Bring an older store up to date in one transaction; its existing rows are untouched."""
@@ -467,11 +532,17 @@ class RunStore:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
             if version < 5 and "conditions" not in columns:  # the old rows recorded no conditions
                 conn.execute("ALTER TABLE measurements ADD COLUMN conditions TEXT NOT NULL DEFAULT '{}'")
+            if version < 6:  # the old rows were never drift-corrected: their raw latency stays NULL
+                _execute_script(conn, _REFERENCE_SCHEMA)
+                if "latency_raw_s" not in columns:
+                    conn.execute("ALTER TABLE measurements ADD COLUMN latency_raw_s REAL")
+                if "superseded_by" not in columns:  # the old rows were never re-measured
+                    conn.execute("ALTER TABLE measurements ADD COLUMN superseded_by INTEGER")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create_schema(self) -> None:
         with self._transaction("initialise") as conn:
-            _execute_script(conn, _SCHEMA + _ACCURACY_SCHEMA + _LEASE_SCHEMA)
+            _execute_script(conn, _SCHEMA + _ACCURACY_SCHEMA + _LEASE_SCHEMA + _REFERENCE_SCHEMA)
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?)", (_now(),))
 
@@ -634,8 +705,14 @@ class RunStore:
 
     # -- measurements -------------------------------------------------------------------------------
 
-    def add_measurement(self, run_id: int, result: MeasurementResult) -> int:
+    def add_measurement(self, run_id: int, result: MeasurementResult, latency_raw_s: float | None = None,
+                        replaces: int | None = None) -> int:
         """Store one measurement attempt (any status) and commit it at once. Returns its id.
+
+        ``latency_raw_s`` is the latency as measured where ``result.latency_s`` holds a drift-corrected
+        value (see ``protran._profile``); None where no correction was applied. ``replaces`` is the id of
+        a current row of the same run and architecture that this one measures again: the worse of the two
+        becomes superseded (see "Re-measurements" in the module docstring).
 
         Only the process holding the run's lease writes to it: the lease is checked, and renewed, in the
         same transaction, and RunLeasedError is raised where another process has taken it over (or the
@@ -643,19 +720,89 @@ class RunStore:
         """
         self.get_run(run_id)
         row = _measurement_row(run_id, result)
+        row["latency_raw_s"] = _optional_number("latency_raw_s", latency_raw_s)
+        with self._leased_write(run_id) as conn:
+            old = self._replaced_row(conn, run_id, result.arch_hash, replaces) if replaces is not None else None
+            new_id = _insert_measurement(conn, row)
+            if old is not None:
+                worse, better = (old["id"], new_id) if _quality(row) >= _quality(old) else (new_id, old["id"])
+                conn.execute("UPDATE measurements SET superseded_by = ? WHERE id = ?", (better, worse))
+            return new_id
+
+    @staticmethod
+    def _replaced_row(conn: sqlite3.Connection, run_id: int, arch_hash: str, replaces: int) -> sqlite3.Row:
+        old = conn.execute("SELECT * FROM measurements WHERE id = ?", (replaces,)).fetchone()
+        if old is None or old["run_id"] != run_id or old["arch_hash"] != arch_hash:
+            raise ValueError(f"measurement {replaces} is not a row of run {run_id} for architecture {arch_hash}")
+        if old["superseded_by"] is not None:
+            raise ValueError(f"measurement {replaces} was already superseded by {old['superseded_by']}")
+        return old
+
+    @contextmanager
+    def _leased_write(self, run_id: int) -> Iterator[sqlite3.Connection]:
+        """A write transaction that goes ahead only while this process holds the run's lease (renewed)."""
         me = _Process.current()
         with self._transaction("write") as conn:
             held = _read_lease(conn, run_id)
             if held is None or not me.holds(held):
                 raise self._lost_lease(run_id, held, me)
             conn.execute("UPDATE leases SET renewed_at = ? WHERE run_id = ?", (_now(), run_id))
-            return _insert_measurement(conn, row)
+            yield conn
+
+    def add_reference(self, run_id: int, result: MeasurementResult) -> int:
+        """Store one measurement of the run's reference architecture (drift control) and return its id.
+
+        Not a measurement row: it never counts toward a sample budget nor enters a fit. Written only
+        while this process holds the run's lease, as ``add_measurement``.
+        """
+        self.get_run(run_id)
+        if result.status not in STATUSES:
+            raise ValueError(f"status {result.status!r} is not one of {STATUSES}")
+        if result.status == "ok" and result.latency_s is None:
+            raise ValueError("a reference measurement with status 'ok' needs latency_s")
+        values = (run_id, result.arch_hash, result.finished_at or _now(),
+                  _optional_number("latency_s", result.latency_s),
+                  _optional_number("latency_ci_rel", result.latency_ci_rel), result.status,
+                  _dumps(result.conditions or {}))
+        with self._leased_write(run_id) as conn:
+            cursor = conn.execute(
+                'INSERT INTO "references" (run_id, arch_hash, measured_at, latency_s, latency_ci_rel, status,'
+                " conditions) VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            return int(cursor.lastrowid)
+
+    def references(self, run_id: int, *, comparable: bool = False) -> list[Reference]:
+        """The run's reference measurements (every outcome) in the order they were taken; none for a
+        store from before schema version 6 opened read-only.
+
+        ``comparable=True`` returns, instead, those of every run that measures what this run measures
+        (same device, runtime, batch size, sequence length and threads), oldest first: one board's
+        drift across runs, which is what makes a retest run comparable with the run it repeats.
+        """
+        if not self._has_table("references"):
+            return []
+        run = self.get_run(run_id)
+        if comparable:
+            query = ('SELECT f.* FROM "references" f JOIN runs r ON r.id = f.run_id WHERE r.device = ? AND '
+                     "r.runtime = ? AND r.batch_size = ? AND r.seq_len = ? AND r.num_threads IS ? ORDER BY f.id")
+            params: tuple[Any, ...] = (run.device, run.runtime, run.batch_size, run.seq_len, run.num_threads)
+        else:
+            query, params = 'SELECT * FROM "references" WHERE run_id = ? ORDER BY id', (run_id,)
+        with self._errors("read"):
+            rows = self._conn.execute(query, params).fetchall()
+        return [Reference(id=row["id"], run_id=row["run_id"], measured_at=row["measured_at"],
+                          latency_s=row["latency_s"], latency_ci_rel=row["latency_ci_rel"], status=row["status"],
+                          conditions=json.loads(row["conditions"]), arch_hash=row["arch_hash"])
+                for row in rows]
 
     def measurements(
-        self, run_id: int | None = None, status: str | Sequence[str] | None = "ok", device: str | None = None
+        self, run_id: int | None = None, status: str | Sequence[str] | None = "ok", device: str | None = None,
+        include_superseded: bool = False,
     ) -> list[Measurement]:
-        """Stored measurements in insertion order; ``status=None`` returns every attempt."""
+        """Stored measurements in insertion order; ``status=None`` returns every attempt, and
+        ``include_superseded`` the rows a re-measurement replaced too."""
         clauses, params = [], []
+        if not include_superseded and self._has_column("measurements", "superseded_by"):
+            clauses.append("m.superseded_by IS NULL")
         if run_id is not None:
             clauses.append("m.run_id = ?")
             params.append(run_id)
@@ -710,6 +857,10 @@ class RunStore:
 
     def _has_accuracy_table(self) -> bool:
         return self._has_table("accuracy")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        with self._errors("read"):
+            return any(row[1] == column for row in self._conn.execute(f"PRAGMA table_info({table})"))
 
     def _has_table(self, name: str) -> bool:
         """Whether the store has the table (an older one opened read-only may lack it)."""
@@ -1070,6 +1221,25 @@ def remove_database_files(path: Path) -> None:
         path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
+# The columns a table had from its first schema version: every readable store has them.
+_CORE_COLUMNS = {
+    "runs": {"id", "device", "runtime", "batch_size", "seq_len", "num_threads", "config", "status"},
+    "measurements": {"id", "run_id", "arch_hash", "model_dict", "status", "latency_s"},
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_columns() -> dict[str, set[str]]:
+    """Every table's columns in the current schema, read from a scratch in-memory database."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(_SCHEMA + _ACCURACY_SCHEMA + _LEASE_SCHEMA + _REFERENCE_SCHEMA)
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {table: {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')} for table in tables}
+    finally:
+        conn.close()
+
+
 def _execute_script(conn: sqlite3.Connection, script: str) -> None:
     """Run ``;``-separated statements inside the caller's transaction (``executescript`` would commit)."""
     for statement in script.split(";"):
@@ -1186,4 +1356,16 @@ def _measurement_from_row(row: sqlite3.Row) -> Measurement:
         # A store older than version 5, read without upgrading it, has no conditions column. (`in row`
         # would search the row's values, not its column names.)
         conditions=json.loads(row["conditions"]) if "conditions" in row.keys() else {},  # noqa: SIM118
+        latency_raw_s=row["latency_raw_s"] if "latency_raw_s" in row.keys() else None,  # noqa: SIM118
+        superseded_by=row["superseded_by"] if "superseded_by" in row.keys() else None,  # noqa: SIM118
     )
+
+
+# A re-measurement replaces its row where it is at least as good: a usable status first, then the
+# narrower relative confidence interval (None, e.g. a failed attempt, counts as infinitely wide).
+_STATUS_RANK = {"ok": 2, "unstable": 1}
+
+
+def _quality(row: Any) -> tuple[int, float]:
+    ci = row["latency_ci_rel"]
+    return _STATUS_RANK.get(row["status"], 0), -(ci if ci is not None else math.inf)

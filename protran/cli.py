@@ -73,6 +73,10 @@ def _profile(args: argparse.Namespace) -> int:
         missing = [m.field for m in MEASURES if m.needs_meter and m.field not in summary.measures]
         if missing:
             print(f"  {', '.join(missing)}: not available (no power meter)")
+        if summary.reference_drift is not None:
+            verdict = "above" if summary.drift_exceeded else "within"
+            print(f"  reference drift {summary.reference_drift:.1%} ({verdict} the {config.drift_threshold:.1%} "
+                  "threshold; latencies corrected for it)")
         for measure, path in summary.surrogate_paths.items():
             print(f"  surrogate {measure}: {path}")
         print(f"  store: {store_path}")
@@ -88,7 +92,8 @@ def _measurement_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"device": args.device, "runtime": args.runtime, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "num_threads": args.threads, "meter": args.meter, "target_rel_ci": args.target_rel_ci,
             "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size,
-            "cpus": args.cpus}
+            "cpus": args.cpus, "reference_every": args.reference_every, "drift_threshold": args.drift_threshold,
+            "remeasure": not args.no_remeasure}
 
 
 def _detect_meter(name: str):
@@ -653,6 +658,13 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus", type=_cpu_list,
                         help="pin the measured process and its threads to these CPUs, e.g. 2,3 or 0-3 (default: "
                              "no pinning); --threads must not exceed their number")
+    parser.add_argument("--reference-every", type=clitools.non_negative_int, default=8, metavar="N",
+                        help="measure a fixed reference architecture at the start and after every N measurements, "
+                             "and correct latencies for the machine's drift (default 8; 0: off)")
+    parser.add_argument("--drift-threshold", type=clitools.positive_float, default=0.05, metavar="F",
+                        help="warn when the reference latency drifts by more than this fraction (default 0.05)")
+    parser.add_argument("--no-remeasure", action="store_true",
+                        help="do not measure rows whose confidence interval stayed wide once more at the end")
 
 
 def _cpu_list(text: str) -> tuple[int, ...]:

@@ -146,12 +146,15 @@ def hardware_features(specs: Sequence[ArchSpec], batch_size: int, seq_len: int,
 
 
 def fit_hardware_model(specs: Sequence[ArchSpec], values: np.ndarray, *, batch_size: int, seq_len: int,
-                       surrogate: str = DEFAULT_SURROGATE, features: str = DEFAULT_FEATURES, seed: int = 0) -> Any:
-    """One hardware surrogate fitted on measured ``values`` (real units, log target)."""
+                       surrogate: str = DEFAULT_SURROGATE, features: str = DEFAULT_FEATURES, seed: int = 0,
+                       sample_weight: np.ndarray | None = None) -> Any:
+    """One hardware surrogate fitted on measured ``values`` (real units, log target); ``sample_weight``
+    (one per row, None = equal) is passed to the surrogate's ``fit``."""
     from protran.surrogates import make_surrogate
 
     model = make_surrogate(surrogate, seed=seed, log_target=True, features=features)
-    return model.fit(hardware_features(specs, batch_size, seq_len, features), np.asarray(values, dtype=float))
+    return model.fit(hardware_features(specs, batch_size, seq_len, features), np.asarray(values, dtype=float),
+                     sample_weight=sample_weight)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Surrogate models of hardware cost with predictive uncertainty, behind one contract.
 
-Every surrogate follows the scikit-learn style ``fit(X, y) -> self`` and
+Every surrogate follows the scikit-learn style ``fit(X, y, sample_weight=None) -> self`` and
 ``predict(X, return_std=False) -> mean`` or ``(mean, std)``, takes ``seed`` and ``log_target``, and
 saves to a directory of JSON and NPZ files (``save(path)`` / :func:`load_surrogate`), never pickle.
 

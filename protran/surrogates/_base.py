@@ -44,7 +44,13 @@ def library_versions() -> dict[str, str]:
 
 
 class Surrogate:
-    """Base class: ``fit(X, y) -> self``, ``predict(X, return_std=False)``, ``save(path)``.
+    """Base class: ``fit(X, y, sample_weight=None) -> self``, ``predict(X, return_std=False)``, ``save(path)``.
+
+    ``sample_weight`` (shape ``(n,)``, finite, non-negative, not all zero; None = equal weights) says
+    how much each row counts, e.g. the inverse variance of a noisy measurement. Weights are
+    normalised to mean 1 so that regularisation keeps its strength; an integer weight ``k`` on a row
+    stands for ``k`` copies of it (exactly where the model allows, approximately otherwise: see each
+    model). Equal weights are the unweighted fit, bit for bit.
 
     ``log_target=True`` fits the model to ``log(y)`` (targets must be positive). Predictions are then
     reported in original units as the median ``exp(mu)`` with the delta-method standard deviation
@@ -80,7 +86,7 @@ class Surrogate:
 
     # -- fit / predict --------------------------------------------------------------------------------
 
-    def fit(self, X, y) -> Surrogate:
+    def fit(self, X, y, sample_weight=None) -> Surrogate:
         X = self._check_X(X, fitting=True)
         y = np.asarray(y, dtype=float)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
@@ -91,9 +97,10 @@ class Surrogate:
             raise ValueError("log_target=True needs strictly positive targets; got a value <= 0")
         if X.shape[0] < 2:
             raise ValueError(f"need at least 2 training rows, got {X.shape[0]}")
+        weights = check_sample_weight(sample_weight, X.shape[0])
         target = np.log(y) if self.log_target and not self._handles_log_target else y
         self.n_features_in_ = X.shape[1]
-        self._fit(X, target)
+        self._fit(X, target, weights)
         self.n_train_rows_ = X.shape[0]
         return self
 
@@ -123,7 +130,8 @@ class Surrogate:
     def _out_of_sample(self) -> np.ndarray | None:
         return None
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        """Fit on the (transformed) target; ``sample_weight`` is None (equal weights) or has mean 1."""
         raise NotImplementedError
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,6 +221,25 @@ def read_header(path: str | Path) -> dict[str, Any]:
             f"{header_path} has format version {header.get('format_version')}, this edgetran reads {FORMAT_VERSION}"
         )
     return header
+
+
+def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray | None:
+    """Validated weights normalised to mean 1, or None when they are all equal (the unweighted fit)."""
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=float)
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},) (one weight per row), got {weights.shape}")
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight contains NaN or infinite values")
+    if np.any(weights < 0):
+        raise ValueError("sample_weight must be non-negative")
+    total = weights.sum()
+    if not total > 0:
+        raise ValueError("sample_weight must not be all zero")
+    if np.all(weights == weights[0]):
+        return None
+    return weights * (n_rows / total)
 
 
 class Standardizer:

@@ -22,7 +22,31 @@ from protran.surrogates._base import (
 _KERNELS = ("matern", "rbf")
 
 
-def _gp_kernel(name: str, nu: float, constant: float, length_scale, noise: float, fixed: bool = False):
+def _row_noise_kernel(noise: float, bounds, inverse_weight: np.ndarray):
+    """A white-noise kernel whose level on the training rows is ``noise / w_i`` (per-row noise)."""
+    from sklearn.gaussian_process.kernels import WhiteKernel
+
+    class RowNoiseKernel(WhiteKernel):
+        def __init__(self, noise_level=1.0, noise_level_bounds=(1e-5, 1e5), inverse_weight=None):
+            super().__init__(noise_level, noise_level_bounds)
+            self.inverse_weight = inverse_weight
+
+        def __call__(self, X, Y=None, eval_gradient=False):
+            result = super().__call__(X, Y, eval_gradient)
+            training = Y is None and self.inverse_weight is not None and len(X) == len(self.inverse_weight)
+            if not training:
+                return result
+            scale = np.diag(self.inverse_weight)
+            if eval_gradient:
+                K, gradient = result
+                return K @ scale, gradient * self.inverse_weight[None, :, None] * np.eye(len(X))[:, :, None]
+            return result @ scale
+
+    return RowNoiseKernel(noise, bounds, inverse_weight)
+
+
+def _gp_kernel(name: str, nu: float, constant: float, length_scale, noise: float, fixed: bool = False,
+               inverse_weight: np.ndarray | None = None):
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
     bounds = "fixed" if fixed else None
@@ -33,7 +57,11 @@ def _gp_kernel(name: str, nu: float, constant: float, length_scale, noise: float
     else:
         shape = RBF(length_scale, (1e-2, 1e3) if bounds is None else bounds)
     scale = ConstantKernel(constant, (1e-3, 1e3) if bounds is None else bounds)
-    white = WhiteKernel(noise, (1e-6, 1e1) if bounds is None else bounds)
+    noise_bounds = (1e-6, 1e1) if bounds is None else bounds
+    if inverse_weight is None:
+        white = WhiteKernel(noise, noise_bounds)
+    else:
+        white = _row_noise_kernel(noise, noise_bounds, inverse_weight)
     return scale * shape + white
 
 
@@ -42,6 +70,15 @@ class GaussianProcessSurrogate(Surrogate):
     standardised features, ``normalize_y=True``. The std includes the fitted noise level.
     ``ard=True`` gives one length scale per feature (slow for the 37-entry embedding).
     Out-of-sample predictions are the exact leave-one-out values at the fitted hyper-parameters.
+
+    ``sample_weight`` makes the noise per row: row ``i`` gets the noise level ``sigma^2 / w_i``
+    (``sigma^2`` the fitted white-noise level, i.e. the noise of a row of average weight, as weights
+    have mean 1), so a row of weight 2 counts as two independent copies of it would for the
+    posterior at given hyper-parameters (the hyper-parameters, feature scaling and target
+    normalisation still see each row once). This is the ``alpha_i = base_alpha / w_i`` of
+    scikit-learn's per-row ``alpha`` with the base fitted instead of fixed. A weight of 0 is
+    floored at 1e-12 (a row with practically infinite noise). Predictions at new rows use the noise
+    ``sigma^2`` of an average row.
     """
 
     name = "gpr"
@@ -60,7 +97,7 @@ class GaussianProcessSurrogate(Surrogate):
     def _hyper_params(self) -> dict[str, Any]:
         return {"kernel": self.kernel, "nu": self.nu, "ard": self.ard, "n_restarts": self.n_restarts}
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
@@ -69,8 +106,9 @@ class GaussianProcessSurrogate(Surrogate):
         self.scaler_ = Standardizer().fit(X)
         Z = self.scaler_.transform(X)
         length_scale = np.ones(Z.shape[1]) if self.ard else 1.0
+        inverse_weight = None if sample_weight is None else 1.0 / np.maximum(sample_weight, 1e-12)
         model = GaussianProcessRegressor(
-            _gp_kernel(self.kernel, self.nu, 1.0, length_scale, 1e-2),
+            _gp_kernel(self.kernel, self.nu, 1.0, length_scale, 1e-2, inverse_weight=inverse_weight),
             normalize_y=True,
             n_restarts_optimizer=self.n_restarts,
             random_state=self.seed,
@@ -144,6 +182,8 @@ class SVRSurrogate(Surrogate):
 
     The mean is the SVR fit on all rows. The std is the spread of ``n_members`` SVRs fit on bootstrap
     samples, rescaled (robustly) to match their out-of-bag residuals, like the ``gbdt`` ensemble.
+    ``sample_weight`` goes to scikit-learn's ``SVR`` (it scales ``C`` per row), for the full model and
+    for each member along with its bootstrap rows.
     """
 
     name = "svr"
@@ -162,13 +202,15 @@ class SVRSurrogate(Surrogate):
     def _hyper_params(self) -> dict[str, Any]:
         return {"C": self.C, "epsilon": self.epsilon, "gamma": self.gamma, "n_members": self.n_members}
 
-    def _fit_one(self, Z: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def _fit_one(
+        self, Z: np.ndarray, t: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         from sklearn.svm import SVR
 
-        model = SVR(kernel="rbf", C=self.C, epsilon=self.epsilon, gamma=self.gamma_).fit(Z, t)
+        model = SVR(kernel="rbf", C=self.C, epsilon=self.epsilon, gamma=self.gamma_).fit(Z, t, sample_weight=weights)
         return Z[model.support_], np.asarray(model.dual_coef_, dtype=float).ravel(), float(model.intercept_[0])
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         self.scaler_ = Standardizer().fit(X)
         Z = self.scaler_.transform(X)
         self.y_mean_ = float(y.mean())
@@ -179,12 +221,12 @@ class SVRSurrogate(Surrogate):
             1.0 if self.gamma == "scale" else float(self.gamma)
         )
         rng = np.random.default_rng(self.seed)
-        fits = [self._fit_one(Z, t)]
+        fits = [self._fit_one(Z, t, sample_weight)]
         in_bag = np.zeros((self.n_members, Z.shape[0]), dtype=bool)
         for index in range(self.n_members):
             rows = bootstrap_indices(rng, Z.shape[0])
             in_bag[index, rows] = True
-            fits.append(self._fit_one(Z[rows], t[rows]))
+            fits.append(self._fit_one(Z[rows], t[rows], None if sample_weight is None else sample_weight[rows]))
         self.support_ = np.concatenate([fit[0] for fit in fits])
         self.dual_ = np.concatenate([fit[1] for fit in fits])
         self.intercepts_ = np.array([fit[2] for fit in fits])

@@ -37,6 +37,8 @@ class BayesianRidgeSurrogate(Surrogate):
 
     The std is the posterior predictive std: parameter uncertainty plus the fitted noise level.
     Out-of-sample predictions are the exact leave-one-out values at the fitted hyper-parameters.
+    ``sample_weight`` goes to ``BayesianRidge`` (weighted least squares: row ``i``'s noise precision
+    is ``w_i`` times the fitted one); the leave-one-out values use the weighted hat matrix.
     """
 
     name = "lr"
@@ -48,22 +50,24 @@ class BayesianRidgeSurrogate(Surrogate):
     def _hyper_params(self) -> dict[str, Any]:
         return {"max_iter": self.max_iter}
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from sklearn.linear_model import BayesianRidge
 
         self.scaler_ = Standardizer().fit(X)
         Z = self.scaler_.transform(X)
-        model = BayesianRidge(max_iter=self.max_iter).fit(Z, y)
+        model = BayesianRidge(max_iter=self.max_iter).fit(Z, y, sample_weight=sample_weight)
         self.coef_ = np.asarray(model.coef_, dtype=float)
         self.intercept_ = float(model.intercept_)
         self.sigma_ = np.asarray(model.sigma_, dtype=float)
         self.noise_precision_ = float(model.alpha_)
         self.z_offset_ = np.asarray(model.X_offset_, dtype=float)
-        self.loo_ = self._leave_one_out(Z, y)
+        self.loo_ = self._leave_one_out(Z, y, sample_weight)
 
-    def _leave_one_out(self, Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _leave_one_out(self, Z: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray:
         centred = Z - self.z_offset_
-        hat_diag = self.noise_precision_ * np.einsum("ij,jk,ik->i", centred, self.sigma_, centred) + 1.0 / len(y)
+        weights = np.ones(len(y)) if sample_weight is None else sample_weight
+        quadratic = np.einsum("ij,jk,ik->i", centred, self.sigma_, centred)
+        hat_diag = weights * (self.noise_precision_ * quadratic + 1.0 / weights.sum())
         fitted = Z @ self.coef_ + self.intercept_
         return y - (y - fitted) / np.maximum(1.0 - hat_diag, 1e-6)
 
@@ -109,6 +113,9 @@ class AdditiveCostSurrogate(Surrogate):
     a few wild measurements from pulling the fit. ``alpha`` is a small ridge penalty on the weights
     (features scaled to a maximum of 1). The fit is iteratively reweighted least squares under the
     sign constraints: one ``scipy.optimize.nnls`` per iteration, with a backtracking line search.
+
+    ``sample_weight`` multiplies each row's term of the (robust) loss, i.e. weighted least squares
+    in every IRLS step; bootstrap members take the weights of the rows they draw.
 
     Uncertainty: ``n_members`` bootstrap refits; the std is their spread (of the log prediction with
     ``log_target``, turned into original units by the delta method) times a factor fit robustly on
@@ -166,12 +173,13 @@ class AdditiveCostSurrogate(Surrogate):
             return np.log(fitted) - np.log(t), Z / fitted[:, None]
         return fitted - t, Z
 
-    def _objective(self, residual: np.ndarray, w: np.ndarray) -> float:
+    def _objective(self, residual: np.ndarray, w: np.ndarray, row_weight: np.ndarray | None) -> float:
         z2 = (residual / self.f_scale) ** 2
         penalty = self.alpha * np.sum(w[1:] ** 2)  # the intercept is not penalised
-        return float(self.f_scale**2 * np.sum(_RHO[self.loss](z2)) + penalty)
+        loss = _RHO[self.loss](z2) if row_weight is None else row_weight * _RHO[self.loss](z2)
+        return float(self.f_scale**2 * np.sum(loss) + penalty)
 
-    def _solve(self, Z: np.ndarray, t: np.ndarray, start: np.ndarray) -> np.ndarray:
+    def _solve(self, Z: np.ndarray, t: np.ndarray, start: np.ndarray, row_weight: np.ndarray | None) -> np.ndarray:
         """Iteratively reweighted, projected Gauss-Newton: each step is one non-negative least-squares
         problem (the robust loss as weights, the log model linearised), then a backtracking line search."""
         from scipy.optimize import nnls
@@ -181,9 +189,10 @@ class AdditiveCostSurrogate(Surrogate):
         w = np.maximum(start, 0.0)
         w[0] = max(w[0], 1e-6 * float(np.mean(t)))  # a positive intercept keeps every prediction > 0
         residual, jacobian = self._residuals(Z, t, w)
-        objective = self._objective(residual, w)
+        objective = self._objective(residual, w, row_weight)
         for _ in range(self.max_iter):
-            root_weight = np.sqrt(_WEIGHT[self.loss]((residual / self.f_scale) ** 2))
+            irls_weight = _WEIGHT[self.loss]((residual / self.f_scale) ** 2)
+            root_weight = np.sqrt(irls_weight if row_weight is None else row_weight * irls_weight)
             A = np.vstack([root_weight[:, None] * jacobian, ridge])
             b = np.concatenate([root_weight * (jacobian @ w - residual), np.zeros(n_weights - 1)])
             target, _ = nnls(A, b, maxiter=50 * n_weights)
@@ -191,7 +200,7 @@ class AdditiveCostSurrogate(Surrogate):
             while True:
                 candidate = w + step * (target - w)
                 new_residual, new_jacobian = self._residuals(Z, t, candidate)
-                new_objective = self._objective(new_residual, candidate)
+                new_objective = self._objective(new_residual, candidate, row_weight)
                 if new_objective <= objective or step < 1e-4:
                     break
                 step *= 0.5
@@ -203,7 +212,7 @@ class AdditiveCostSurrogate(Surrogate):
                 break
         return w
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from scipy.optimize import nnls
 
         if np.any(X < 0):
@@ -216,8 +225,12 @@ class AdditiveCostSurrogate(Surrogate):
         self.y_scale_ = float(np.max(np.abs(y))) or 1.0
         Z = self._design(X)
         t = y / self.y_scale_
-        start, _ = nnls(Z, t)
-        self.weights_ = self._solve(Z, t, start)
+        if sample_weight is None:
+            start, _ = nnls(Z, t)
+        else:
+            root = np.sqrt(sample_weight)
+            start, _ = nnls(root[:, None] * Z, root * t)
+        self.weights_ = self._solve(Z, t, start, sample_weight)
 
         rng = np.random.default_rng(self.seed)
         members = np.empty((self.n_members, Z.shape[1]))
@@ -225,7 +238,8 @@ class AdditiveCostSurrogate(Surrogate):
         for index in range(self.n_members):
             rows = bootstrap_indices(rng, Z.shape[0])
             in_bag[index, rows] = True
-            members[index] = self._solve(Z[rows], t[rows], self.weights_)
+            row_weight = None if sample_weight is None else sample_weight[rows]
+            members[index] = self._solve(Z[rows], t[rows], self.weights_, row_weight)
         self.members_ = members
         each = self._member_outputs(Z)
         oob, counts = out_of_bag_mean(each, in_bag)
@@ -237,11 +251,11 @@ class AdditiveCostSurrogate(Surrogate):
             spread = np.nanstd(spread, axis=0, ddof=1)
             residual = self._to_output(t[usable]) - oob[usable]
             self.calibration_ = robust_scale_ratio(residual, spread)
-        self.residual_model_ = self._fit_residual_model(X, Z, t) if self.residual_gp else None
+        self.residual_model_ = self._fit_residual_model(X, Z, t, sample_weight) if self.residual_gp else None
         if self.residual_model_ is not None:
             self.oob_ = self._from_output(oob + self.residual_model_._out_of_sample())
 
-    def _fit_residual_model(self, X: np.ndarray, Z: np.ndarray, t: np.ndarray):
+    def _fit_residual_model(self, X: np.ndarray, Z: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None):
         from protran.surrogates._kernel import GaussianProcessSurrogate
 
         residual = self._to_output(t) - self._to_output(Z @ self.weights_)
@@ -249,7 +263,7 @@ class AdditiveCostSurrogate(Surrogate):
         if bound <= 1e-9 or X.shape[0] < 3:
             return None  # nothing left to correct (or too little to learn it from)
         model = GaussianProcessSurrogate(seed=self.seed, n_restarts=1)
-        return model.fit(X, np.clip(residual, -bound, bound))
+        return model.fit(X, np.clip(residual, -bound, bound), sample_weight=sample_weight)
 
     # -- prediction ---------------------------------------------------------------------------------
 

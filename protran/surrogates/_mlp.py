@@ -44,6 +44,8 @@ class MLPEnsembleSurrogate(Surrogate):
     rows, at least one, when there are 5 rows or more); it trains full-batch with Adam and keeps the
     weights of its best held-out loss (early stopping after ``patience`` epochs without
     improvement). Mean and std are taken over the members. Weights are saved as plain arrays.
+    ``sample_weight`` turns both losses into weighted means of the squared errors
+    (``sum w_i r_i^2 / sum w_i`` over the member's training or held-out rows).
     """
 
     name = "mlp"
@@ -82,7 +84,7 @@ class MLPEnsembleSurrogate(Surrogate):
             "validation_fraction": self.validation_fraction,
         }
 
-    def _train_member(self, index: int, Z, t):
+    def _train_member(self, index: int, Z, t, weights=None):
         import torch
 
         generator = torch.Generator().manual_seed(self.seed * 1009 + index)
@@ -93,16 +95,26 @@ class MLPEnsembleSurrogate(Surrogate):
         if n_val == 0:
             val_rows = train_rows
         optimiser = torch.optim.Adam(network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        if weights is None:
+            train_weight = val_weight = None
+        else:
+            train_weight = weights[train_rows] / weights[train_rows].sum().clamp_min(1e-300)
+            val_weight = weights[val_rows] / weights[val_rows].sum().clamp_min(1e-300)
+
+        def loss_of(rows, row_weight):
+            squared = (network(Z[rows]).squeeze(1) - t[rows]) ** 2
+            return torch.mean(squared) if row_weight is None else torch.sum(row_weight * squared)
+
         best_loss, best_state, stale = math.inf, None, 0
         for _ in range(self.max_epochs):
             network.train()
             optimiser.zero_grad()
-            loss = torch.mean((network(Z[train_rows]).squeeze(1) - t[train_rows]) ** 2)
+            loss = loss_of(train_rows, train_weight)
             loss.backward()
             optimiser.step()
             network.eval()
             with torch.no_grad():
-                val_loss = float(torch.mean((network(Z[val_rows]).squeeze(1) - t[val_rows]) ** 2))
+                val_loss = float(loss_of(val_rows, val_weight))
             if val_loss < best_loss - 1e-9:
                 best_loss, stale = val_loss, 0
                 best_state = {key: value.detach().clone() for key, value in network.state_dict().items()}
@@ -114,7 +126,7 @@ class MLPEnsembleSurrogate(Surrogate):
         network.eval()
         return network
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         import torch
 
         self.scaler_ = Standardizer().fit(X)
@@ -122,7 +134,8 @@ class MLPEnsembleSurrogate(Surrogate):
         self.y_std_ = float(y.std()) or 1.0
         Z = torch.from_numpy(self.scaler_.transform(X))
         t = torch.from_numpy((y - self.y_mean_) / self.y_std_)
-        self.networks_ = [self._train_member(index, Z, t) for index in range(self.n_members)]
+        weights = None if sample_weight is None else torch.from_numpy(np.asarray(sample_weight, dtype=np.float64))
+        self.networks_ = [self._train_member(index, Z, t, weights) for index in range(self.n_members)]
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch

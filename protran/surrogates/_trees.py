@@ -77,7 +77,11 @@ class TreeArrays:
 class DecisionTreeSurrogate(Surrogate):
     """One CART regression tree. The std is the spread (population std) of the training targets in
     the leaf a row falls into, so it is 0 wherever a leaf holds a single row or equal targets;
-    ``min_samples_leaf=2`` (the default) keeps it informative."""
+    ``min_samples_leaf=2`` (the default) keeps it informative.
+
+    ``sample_weight`` goes to scikit-learn's tree (weighted split criterion and leaf means); the leaf
+    std is then the weighted spread. ``min_samples_leaf`` counts rows, not weight, so a weight of 2
+    is like a duplicated row only where that limit does not bind."""
 
     name = "dt"
 
@@ -89,17 +93,23 @@ class DecisionTreeSurrogate(Surrogate):
     def _hyper_params(self) -> dict[str, Any]:
         return {"max_depth": self.max_depth, "min_samples_leaf": self.min_samples_leaf}
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         from sklearn.tree import DecisionTreeRegressor
 
         model = DecisionTreeRegressor(
             max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf, random_state=self.seed
-        ).fit(X, y)
+        ).fit(X, y, sample_weight=sample_weight)
         self.trees_ = TreeArrays.from_sklearn([model.tree_])
         leaves = self.trees_.apply(X)[0]
         leaf_std = np.zeros_like(self.trees_.value)
+        weights = np.ones(len(y)) if sample_weight is None else sample_weight
         for leaf in np.unique(leaves):
-            leaf_std[leaf] = y[leaves == leaf].std()
+            inside = leaves == leaf
+            if sample_weight is None:
+                leaf_std[leaf] = y[inside].std()
+            elif weights[inside].sum() > 0:
+                mean = np.average(y[inside], weights=weights[inside])
+                leaf_std[leaf] = np.sqrt(np.average((y[inside] - mean) ** 2, weights=weights[inside]))
         self.leaf_std_ = leaf_std
 
     def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,14 +135,16 @@ def weighted_median(predictions: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def adaboost_r2(
-    X: np.ndarray, y: np.ndarray, n_estimators: int, learning_rate: float, loss: str, max_depth: int | None, seed: int
+    X: np.ndarray, y: np.ndarray, n_estimators: int, learning_rate: float, loss: str, max_depth: int | None, seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[list, np.ndarray]:
     """AdaBoost.R2 over CART trees; the fitted trees (``tree_`` objects) and their weights.
 
     The same algorithm and random stream as ``sklearn.ensemble.AdaBoostRegressor(
     DecisionTreeRegressor(max_depth, random_state=seed), random_state=seed)``, so the same trees,
     without its per-estimator cloning and input validation (which cost most of the time on the small
-    data of a profiling run).
+    data of a profiling run). ``sample_weight`` is the initial boosting distribution (as in
+    scikit-learn); None is uniform.
     """
     import sklearn
     from sklearn.tree import DecisionTreeRegressor
@@ -141,7 +153,10 @@ def adaboost_r2(
     n_rows = len(y)
     X32 = np.ascontiguousarray(X, dtype=np.float32)  # what the trees see in any case
     y = np.ascontiguousarray(y, dtype=np.float64)
-    sample_weight = np.full(n_rows, 1.0 / n_rows)
+    if sample_weight is None:
+        sample_weight = np.full(n_rows, 1.0 / n_rows)
+    else:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64) / np.sum(sample_weight)
     epsilon = np.finfo(np.float64).eps
     trees, weights = [], []
     with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
@@ -186,6 +201,7 @@ class AdaBoostSurrogate(Surrogate):
     Mean: the weighted median of the trees (scikit-learn's ``AdaBoostRegressor.predict``).
     Std: the unweighted standard deviation of the individual trees' predictions, as the reference
     computes it. That spread is not calibrated; it only ranks candidates.
+    ``sample_weight`` is the initial boosting distribution (the rows each tree's resample draws from).
     """
 
     name = "adaboost"
@@ -215,8 +231,9 @@ class AdaBoostSurrogate(Surrogate):
             "max_depth": self.max_depth,
         }
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        trees, weights = adaboost_r2(X, y, self.n_estimators, self.learning_rate, self.loss, self.max_depth, self.seed)
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
+        trees, weights = adaboost_r2(X, y, self.n_estimators, self.learning_rate, self.loss, self.max_depth, self.seed,
+                                     sample_weight)
         self.trees_ = TreeArrays.from_sklearn(trees)
         self.estimator_weights_ = weights
 
@@ -242,6 +259,8 @@ class GBDTEnsembleSurrogate(Surrogate):
     are the out-of-bag residuals of the training rows and ``s`` the out-of-bag members' spread there:
     the std then matches the errors on unseen rows (noise included), not only the members'
     disagreement, and a few outlying measurements cannot inflate it.
+    ``sample_weight`` reaches every member as xgboost's instance weights, taken along with the
+    bootstrap rows (a row drawn twice carries its weight twice); the bootstrap itself stays uniform.
     """
 
     name = "gbdt"
@@ -295,7 +314,7 @@ class GBDTEnsembleSurrogate(Surrogate):
             n_jobs=1,
         )
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None) -> None:
         rng = np.random.default_rng(self.seed)
         n_rows = X.shape[0]
         self.boosters_ = []
@@ -303,7 +322,8 @@ class GBDTEnsembleSurrogate(Surrogate):
         for index in range(self.n_members):
             rows = bootstrap_indices(rng, n_rows)
             in_bag[index, rows] = True
-            self.boosters_.append(self._member(index).fit(X[rows], y[rows]).get_booster())
+            weights = None if sample_weight is None else sample_weight[rows]
+            self.boosters_.append(self._member(index).fit(X[rows], y[rows], sample_weight=weights).get_booster())
         each = self._predict_each(X)
         self.oob_mean_, counts = out_of_bag_mean(each, in_bag)
         self.calibration_ = self._calibration(each, in_bag, counts, y) if self.calibrate else 1.0

@@ -140,7 +140,7 @@ def test_accuracy_lives_in_the_run_store_and_imports_idempotently(tmp_path):
     assert import_accuracy(store_path, csv_path) == 4
     assert import_accuracy(store_path, csv_path) == 0  # the same file again adds nothing
     with RunStore(store_path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 5
+        assert store.schema_version == SCHEMA_VERSION == 6
         assert store.accuracy_tasks() == ["glue"]
         stored = store.accuracy()
         repeat = AccuracyRecord(SPECS[0], model_hash(SPECS[0]), "glue", 0.99, source="rerun")

@@ -172,7 +172,7 @@ def test_ctrl_c_keeps_every_measurement_and_resume_goes_on(tmp_path, capsys, mon
     monkeypatch.setattr(profiling, "_default_measure", interrupted_on_the_third)
     store = tmp_path / "runs" / "ci-cpu.sqlite"
     args = ["profile", "--device", "ci-cpu", "--space", str(space), "--seed-samples", "4", "--max-samples", "4",
-            "--meter", "none", "--surrogate", "gbdt", "--out", str(tmp_path / "runs")]
+            "--meter", "none", "--surrogate", "gbdt", "--reference-every", "0", "--out", str(tmp_path / "runs")]
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -1,9 +1,11 @@
 """The profiling loop: seeds, acquisition, stopping, resume after an interruption, saved surrogates."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -12,10 +14,12 @@ from flexibert import count_parameters, model_hash
 from protran._profile import (
     ProfileConfig,
     Profiler,
+    ReferenceDriftWarning,
     available_measures,
     choose_next,
     cross_validated_mse,
     normalised_targets,
+    reference_spec,
 )
 from protran._protocol import MeasurementResult
 from protran._store import RunLeasedError, RunStore
@@ -44,8 +48,9 @@ class FakeBoard:
 
 
 def _config(**changes):
+    # reference_every=0: these tests count the board's calls; drift control has tests of its own
     settings = dict(device="fake-board", seed_samples=6, max_samples=9, pool_size=16,
-                    target_mse=1e-9, patience=2)
+                    target_mse=1e-9, patience=2, reference_every=0)
     settings.update(changes)
     return ProfileConfig(**settings)
 
@@ -140,7 +145,7 @@ def test_listed_architectures_are_measured_in_order_as_their_own_run_and_resume(
     from protran._profile import measure_listed
 
     specs = sample_architectures(5, method="random", seed=3)
-    config = ProfileConfig(device="fake-board")
+    config = ProfileConfig(device="fake-board", reference_every=0)
     with RunStore(tmp_path / "runs.sqlite") as store:
         with pytest.raises(KeyboardInterrupt):
             measure_listed(config, specs, store, purpose="holdout", measure_fn=FakeBoard(interrupt_at=2))
@@ -196,7 +201,7 @@ def test_listed_resume_refuses_a_run_another_live_process_holds(tmp_path, other_
     from protran._profile import measure_listed
 
     specs = sample_architectures(4, method="random", seed=3)
-    config = ProfileConfig(device="fake-board")
+    config = ProfileConfig(device="fake-board", reference_every=0)
     with RunStore(tmp_path / "runs.sqlite") as store:
         with pytest.raises(KeyboardInterrupt):
             measure_listed(config, specs, store, purpose="holdout", measure_fn=FakeBoard(interrupt_at=1))
@@ -299,3 +304,263 @@ def test_two_processes_resuming_one_interrupted_run_measure_it_once(tmp_path):
         attempts = store.measurements(status=None)
         assert len(store.runs()) == 1 and len(attempts) == 9 == len({a.arch_hash for a in attempts})
         assert store.get_run(run_id).status == "finished" and store.lease(run_id) is None
+
+
+# -- drift control ---------------------------------------------------------------------------------------
+
+
+class DriftingBoard(FakeBoard):
+    """A board that slows down by ``slowdown`` per call (references included), from ``start`` times the
+    true latency: a machine that heats up and throttles. ``truth`` keeps the undrifted latencies."""
+
+    def __init__(self, slowdown=0.01, start=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.slowdown, self.start, self.truth = slowdown, start, {}
+
+    def __call__(self, spec, **settings):
+        measured = super().__call__(spec, **settings)
+        self.truth[measured.arch_hash] = measured.latency_s
+        latency = measured.latency_s * self.start * (1 + self.slowdown * (len(self.calls) - 1))
+        return dataclasses.replace(measured, latency_s=latency, latency_iqr_s=0.1 * latency)
+
+
+def test_references_correct_a_drifting_board_and_flag_the_drift(tmp_path):
+    board = DriftingBoard()
+    with RunStore(tmp_path / "runs.sqlite") as store, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = Profiler(_config(reference_every=2), store, tmp_path / "out", measure_fn=board).run()
+        rows = store.measurements(run_id=summary.run_id, status=None)
+        references = store.references(summary.run_id)
+        models = store.models()
+    # 9 rows (the budget, references not counted), one reference at the start and after every 2 rows
+    assert summary.measured_ok == 9 and len(rows) == 9 and len({row.arch_hash for row in rows}) == 9
+    assert len(references) == 5 and all(ref.status == "ok" for ref in references)
+    assert len(board.calls) == 14 and set(board.calls[i] for i in (0, 3, 6, 9, 12)) == {model_hash(reference_spec(
+        ProfileConfig(device="x").design_space()))}
+    assert models and all(record.metrics["rows"] == 9 for record in models)  # fitted on the rows alone
+    corrected = np.array([row.latency_s / board.truth[row.arch_hash] - 1 for row in rows])
+    raw = np.array([row.latency_raw_s / board.truth[row.arch_hash] - 1 for row in rows])
+    assert np.abs(corrected).max() < 0.025 and np.abs(raw).max() > 0.1
+    assert np.abs(corrected).mean() < np.abs(raw).mean() / 4
+    for row in rows:
+        assert row.conditions["drift_factor"] == pytest.approx(row.latency_s / row.latency_raw_s)
+        assert row.latency_iqr_s == pytest.approx(0.1 * row.latency_raw_s * row.conditions["drift_factor"])
+    assert summary.reference_drift == pytest.approx(0.12) and summary.drift_exceeded
+    drift_warnings = [w for w in caught if issubclass(w.category, ReferenceDriftWarning)]
+    assert len(drift_warnings) == 1 and "\n" not in str(drift_warnings[0].message)
+    assert "drifted by 6.0%" in str(drift_warnings[0].message)  # warned once, when it first crossed 5%
+
+
+def test_a_steady_board_is_within_the_threshold_and_a_failed_reference_keeps_the_factor(tmp_path):
+    class FailingReferences(DriftingBoard):
+        def __call__(self, spec, **settings):
+            measured = super().__call__(spec, **settings)
+            if len(self.calls) == 5:  # the second reference, after 3 rows
+                return dataclasses.replace(measured, status="failed", latency_s=None, latency_iqr_s=None)
+            return measured
+
+    board = FailingReferences(slowdown=0.001)
+    with RunStore(tmp_path / "runs.sqlite") as store, warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceDriftWarning)
+        summary = Profiler(_config(reference_every=3), store, tmp_path / "out", measure_fn=board).run()
+        rows = store.measurements(run_id=summary.run_id, status=None)
+        statuses = [ref.status for ref in store.references(summary.run_id)]
+    assert statuses == ["ok", "failed", "ok", "ok"]
+    assert not summary.drift_exceeded and summary.reference_drift == pytest.approx(0.012)
+    factors = [row.conditions["drift_factor"] for row in rows]
+    assert factors[:6] == [1.0] * 6 and factors[6] == pytest.approx(1 / 1.008)  # unchanged by the failure
+
+
+def test_reference_every_0_leaves_the_rows_uncorrected(tmp_path):
+    board = DriftingBoard()
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(_config(reference_every=0), store, tmp_path / "out", measure_fn=board).run()
+        rows = store.measurements(run_id=summary.run_id, status=None)
+        assert store.references(summary.run_id) == []
+    assert len(board.calls) == 9 and summary.reference_drift is None and not summary.drift_exceeded
+    assert all(row.latency_raw_s is None and "drift_factor" not in row.conditions for row in rows)
+
+
+def test_resume_corrects_relative_to_the_first_reference_of_the_run(tmp_path):
+    store_path = tmp_path / "runs.sqlite"
+    with RunStore(store_path) as store, pytest.raises(KeyboardInterrupt):
+        Profiler(_config(reference_every=3), store, tmp_path / "out",
+                 measure_fn=DriftingBoard(slowdown=0, interrupt_at=5)).run()
+    hotter = DriftingBoard(slowdown=0, start=1.5)  # the machine is 50% slower in the second session
+    with RunStore(store_path) as store, pytest.warns(ReferenceDriftWarning, match="drifted by 50.0%"):
+        summary = Profiler(_config(reference_every=3), store, tmp_path / "out", resume=True, measure_fn=hotter).run()
+        rows = store.measurements(run_id=summary.run_id, status=None)
+        references = [ref.latency_s for ref in store.references(summary.run_id)]
+    # 2 references in the first session (start, after 3 rows), 3 in the second (start, after 3 and 6 rows)
+    assert summary.run_id == 1 and len(rows) == 9 and len(references) == 5
+    assert references[2] == pytest.approx(1.5 * references[0])  # the resumed session starts with a reference
+    for row in rows[3:]:  # measured after the resume
+        assert row.conditions["drift_factor"] == pytest.approx(1 / 1.5)
+        assert row.latency_s == pytest.approx(hotter.truth[row.arch_hash])
+    assert summary.reference_drift == pytest.approx(0.5) and summary.drift_exceeded
+
+
+def test_the_cli_refuses_a_negative_reference_interval_in_one_line(tmp_path, capsys):
+    from protran.cli import main
+
+    assert main(["profile", "--device", "x", "--reference-every", "-1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--reference-every" in err
+    assert main(["profile", "--device", "x", "--drift-threshold", "0", "--out", str(tmp_path)]) == 2
+    assert "--drift-threshold" in capsys.readouterr().err
+
+
+class NoisyBoard(FakeBoard):
+    """A FakeBoard whose every ``noisy_every``-th row is off by +-50 % and says so with a wide CI; the
+    other rows are exact and converged (a CI below the protocol's target)."""
+
+    def __init__(self, noisy_every=4):
+        super().__init__()
+        self.noisy_every = noisy_every
+
+    def __call__(self, spec, **settings):
+        result = super().__call__(spec, **settings)
+        index = len(self.calls) - 1
+        if index % self.noisy_every == self.noisy_every - 1:
+            factor = 1.5 if (index // self.noisy_every) % 2 == 0 else 0.5
+            return dataclasses.replace(result, latency_s=result.latency_s * factor, latency_ci_rel=0.5)
+        return dataclasses.replace(result, latency_ci_rel=0.005)
+
+
+def test_noisy_rows_weigh_less_and_the_weighted_fit_is_closer_to_the_truth(tmp_path):
+    from flexibert import sample_architectures
+    from protran._profile import row_weights
+    from protran.surrogates import featurize, make_surrogate
+
+    config = _config(seed_samples=24, max_samples=24)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        profiler = Profiler(config, store, tmp_path / "out", measure_fn=NoisyBoard())
+        profiler.run()
+        rows = profiler._ok_rows()
+        weighted = profiler._fit(rows)["latency_s"]
+    noisy = np.array([row.latency_ci_rel == 0.5 for row in rows])
+    assert 4 <= noisy.sum() <= 8
+
+    weights = row_weights(rows, config.target_rel_ci)
+    assert weights is not None and np.isclose(weights.mean(), 1.0)
+    assert np.allclose(weights[~noisy], weights[~noisy][0])  # converged rows weigh the same
+    assert np.allclose(weights[noisy] / weights[~noisy][0], (config.target_rel_ci / 0.5) ** 2)
+
+    features = featurize([row.spec for row in rows], features=config.features, batch_size=config.batch_size,
+                         seq_len=config.seq_len)
+    targets, scale = normalised_targets(rows, "latency_s")
+    unweighted = make_surrogate(config.surrogate, seed=config.seed).fit(features, targets)
+
+    held_out = sample_architectures(60, method="random", seed=12345, space=profiler.space)
+    truth = np.array([1e-9 * count_parameters(spec) + 1e-4 for spec in held_out]) / scale
+    X = featurize(held_out, features=config.features, batch_size=config.batch_size, seq_len=config.seq_len)
+    error_weighted = np.mean((weighted.predict(X) - truth) ** 2)
+    error_unweighted = np.mean((unweighted.predict(X) - truth) ** 2)
+    assert error_weighted < 0.5 * error_unweighted
+
+    # without CIs (imported rows) every row weighs the same: the plain fit
+    assert row_weights([dataclasses.replace(row, latency_ci_rel=None) for row in rows], 0.02) is None
+
+
+def test_the_cli_prints_the_drift(tmp_path, capsys, monkeypatch):
+    import protran._profile as profiling
+    from protran.cli import main
+    from tests.protran.test_cli import TINY_SPACE, _fake_measure
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    monkeypatch.setattr(profiling, "_default_measure", _fake_measure)
+    args = ["profile", "--device", "ci-cpu", "--space", str(space), "--seed-samples", "4", "--max-samples", "4",
+            "--meter", "none", "--surrogate", "gbdt", "--reference-every", "2"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    drift_lines = [line for line in capsys.readouterr().out.splitlines() if "reference drift" in line]
+    assert drift_lines == ["  reference drift 0.0% (within the 5.0% threshold; latencies corrected for it)"]
+    assert main([*args, "--out", str(tmp_path / "b"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reference_drift"] == 0.0 and summary["drift_exceeded"] is False
+
+
+def test_a_retest_run_is_corrected_to_the_profile_runs_baseline(tmp_path):
+    from flexibert import sample_architectures
+    from protran._profile import measure_listed
+
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        Profiler(_config(reference_every=3), store, tmp_path / "out", measure_fn=DriftingBoard(slowdown=0)).run()
+        specs = sample_architectures(4, method="random", seed=5)
+        hotter = DriftingBoard(slowdown=0, start=1.3)  # hours later the machine is 30% slower
+        other = ProfileConfig(device="other-board", reference_every=3)
+        with pytest.warns(ReferenceDriftWarning, match="drifted by 30.0%"):
+            retest = measure_listed(_config(reference_every=3), specs, store, purpose="retest", measure_fn=hotter)
+        rows = store.measurements(run_id=retest.run_id)
+        # another board's run has a baseline of its own: its first reference, so no correction
+        fresh = measure_listed(other, specs[:1], store, purpose="retest", measure_fn=DriftingBoard(slowdown=0,
+                                                                                                      start=1.3))
+        other_row = store.measurements(run_id=fresh.run_id)[0]
+    assert len(rows) == 4
+    for row in rows:
+        assert row.latency_s == pytest.approx(hotter.truth[row.arch_hash])
+        assert row.latency_raw_s == pytest.approx(1.3 * hotter.truth[row.arch_hash])
+    assert other_row.conditions["drift_factor"] == pytest.approx(1.0)
+
+
+class WideOnce(FakeBoard):
+    """The first measurement of every architecture in ``wide`` misses the CI target (a burst of load);
+    the next one converges."""
+
+    def __init__(self, wide, **kwargs):
+        super().__init__(**kwargs)
+        self.wide = set(wide)
+
+    def __call__(self, spec, **settings):
+        measured = super().__call__(spec, **settings)
+        if measured.arch_hash in self.wide:
+            self.wide.discard(measured.arch_hash)
+            return dataclasses.replace(measured, status="unstable", latency_ci_rel=0.08,
+                                       latency_s=measured.latency_s * 1.3, time_capped=True)
+        return dataclasses.replace(measured, latency_ci_rel=0.01)
+
+
+@pytest.mark.parametrize("remeasure", [True, False])
+def test_rows_whose_ci_stayed_wide_are_measured_again_at_the_end(tmp_path, remeasure):
+    from flexibert import sample_architectures
+
+    seeds = sample_architectures(6, method="lhs_split", seed=0)
+    wide = {model_hash(seeds[1]), model_hash(seeds[4])}
+    board = WideOnce(wide)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(_config(remeasure=remeasure), store, tmp_path / "out", measure_fn=board).run()
+        current = store.measurements(run_id=summary.run_id, status=None)
+        every = store.measurements(run_id=summary.run_id, status=None, include_superseded=True)
+    assert len(current) == 9 == len({row.arch_hash for row in current})  # still one row per architecture
+    if not remeasure:
+        assert len(board.calls) == 9 and summary.unstable == 2 and len(every) == 9
+        return
+    assert board.calls[9:] == [model_hash(seeds[1]), model_hash(seeds[4])]  # after the budget, in order
+    assert summary.unstable == 0 and all(row.status == "ok" for row in current)
+    superseded = [row for row in every if row.superseded_by is not None]
+    assert len(every) == 11 and {row.arch_hash for row in superseded} == wide
+    assert all(row.status == "unstable" for row in superseded)  # kept, never deleted
+
+
+def test_a_listed_run_measures_its_wide_rows_again_and_keeps_the_better_one(tmp_path):
+    from flexibert import sample_architectures
+    from protran._profile import measure_listed
+
+    specs = sample_architectures(3, method="random", seed=3)
+
+    class StillWide(FakeBoard):  # the re-measurement is even wider: the first row stays current
+        def __call__(self, spec, **settings):
+            measured = super().__call__(spec, **settings)
+            if measured.arch_hash != model_hash(specs[0]):
+                return measured
+            ci = 0.05 if self.calls.count(measured.arch_hash) == 1 else 0.09
+            return dataclasses.replace(measured, status="unstable", latency_ci_rel=ci)
+
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        board = StillWide()
+        summary = measure_listed(_config(), specs, store, purpose="holdout", measure_fn=board)
+        current = store.measurements(run_id=summary.run_id, status=None)
+        every = store.measurements(run_id=summary.run_id, status=None, include_superseded=True)
+    assert len(board.calls) == 4 and len(current) == 3 and len(every) == 4
+    assert [row.latency_ci_rel for row in current if row.status == "unstable"] == [0.05]
+    assert every[3].superseded_by == every[0].id

@@ -755,4 +755,4 @@ def test_a_version_4_store_gains_empty_conditions(tmp_path):
     conn.close()
     with RunStore(path) as store:
         (stored,) = store.measurements(run_id, status=None)
-        assert store.schema_version == 5 and stored.conditions == {}
+        assert store.schema_version == 6 and stored.conditions == {}

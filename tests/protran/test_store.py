@@ -500,7 +500,7 @@ def test_a_version_3_store_reads_without_leases_and_upgrades_with_its_runs_free(
         assert reader.schema_version == 3 and reader.lease(run_id) is None
         assert len(reader.measurements(run_id)) == 1
     with RunStore(path) as writer:
-        assert writer.schema_version == SCHEMA_VERSION == 5
+        assert writer.schema_version == SCHEMA_VERSION == 6
         assert writer.lease(run_id) is None  # the old code leased nothing: every run starts free
         assert writer.find_resumable_run("old-board", "onnxruntime") == run_id
         assert writer.take_lease(run_id).pid == os.getpid()
@@ -544,3 +544,63 @@ def test_processes_racing_to_resume_one_run_get_it_exactly_once(store, tmp_path)
         for racer in racers:
             racer.communicate("", timeout=30)
     assert store.take_lease(run_id).pid == os.getpid()  # the winner exited: its lease is stale
+
+
+# -- references (drift control) ------------------------------------------------------------------------
+
+
+def test_references_have_their_own_table_and_need_the_lease(store):
+    run_id = store.create_run("board", "onnxruntime")
+    store.add_measurement(run_id, result(latency_s=0.011), latency_raw_s=0.010)
+    reference_id = store.add_reference(run_id, result(MINI, latency_s=0.02, conditions={"under_load": False}))
+    store.add_reference(run_id, result(MINI, status="failed", latency_s=None, latency_ci_rel=None))
+    (row,) = store.measurements(run_id, status=None)  # a reference is no measurement row
+    assert row.latency_s == 0.011 and row.latency_raw_s == 0.010
+    first, failed = store.references(run_id)
+    assert (first.id, first.run_id, first.latency_s, first.latency_ci_rel, first.status) == (
+        reference_id, run_id, 0.02, 0.01, "ok")
+    assert first.conditions == {"under_load": False} and first.measured_at
+    assert failed.status == "failed" and failed.latency_s is None
+    store.release_lease(run_id, "interrupted")
+    with pytest.raises(RunLeasedError, match="not leased to this process"):
+        store.add_reference(run_id, result(MINI))
+    assert len(store.references(run_id)) == 2
+
+
+def test_a_version_5_store_upgrades_with_references_and_raw_latency(tmp_path):
+    path = tmp_path / "v5.sqlite"
+    with RunStore(path) as store:
+        run_id = store.create_run("old-board", "onnxruntime")
+        store.add_measurement(run_id, result())
+    with sqlite3.connect(path) as conn:
+        conn.execute('DROP TABLE "references"')
+        conn.execute("ALTER TABLE measurements DROP COLUMN latency_raw_s")
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    conn.close()
+    with RunStore(path, readonly=True) as reader:
+        assert reader.schema_version == 5 and reader.references(run_id) == []
+        assert reader.measurements(run_id)[0].latency_raw_s is None
+    with RunStore(path) as writer:
+        assert writer.schema_version == SCHEMA_VERSION == 6
+        assert writer.measurements(run_id)[0].latency_raw_s is None  # the old rows were never corrected
+        writer.add_reference(run_id, result(MINI))
+        writer.add_measurement(run_id, result(MIXED), latency_raw_s=0.01)
+        assert len(writer.references(run_id)) == 1
+        assert [m.latency_raw_s for m in writer.measurements(run_id)] == [None, 0.01]
+
+
+def test_a_re_measurement_supersedes_the_worse_row_and_keeps_both(tmp_path):
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.create_run(device="d", runtime="onnxruntime")
+        wide = store.add_measurement(run_id, result(TINY, status="unstable", latency_ci_rel=0.06))
+        with pytest.raises(ValueError, match="not a row of run"):
+            store.add_measurement(run_id, result(MINI), replaces=wide)
+        narrow = store.add_measurement(run_id, result(TINY, latency_ci_rel=0.01), replaces=wide)
+        with pytest.raises(ValueError, match="already superseded"):
+            store.add_measurement(run_id, result(TINY), replaces=wide)
+        failed = store.add_measurement(run_id, result(TINY, status="failed", latency_s=None), replaces=narrow)
+        current = store.measurements(run_id=run_id, status=None)
+        every = {row.id: row for row in store.measurements(run_id=run_id, status=None, include_superseded=True)}
+    assert [row.id for row in current] == [narrow]
+    assert every[wide].superseded_by == narrow and every[failed].superseded_by == narrow
+    assert every[narrow].superseded_by is None

@@ -313,3 +313,52 @@ def test_costs_grow_with_the_batch(specs):
     flops = COST_FEATURE_NAMES.index("gflops")
     np.testing.assert_allclose(many[:, flops], 8 * one[:, flops])
     np.testing.assert_array_equal(many[:, 0], one[:, 0])  # parameters do not depend on the batch
+
+
+# Weight k on a row should act like k copies of it. Exactly so for the additive model (weighted
+# least squares, up to the solver's tolerance); for Bayesian ridge closely (its evidence updates
+# count rows, not weight). Elsewhere the copies also change bootstraps, scalings, tree limits or
+# hyper-parameter fits, so the test checks the weaker property that matters: down-weighting a few
+# outliers lowers the error on clean held-out truth (the additive model's robust loss already
+# ignores outliers, so it is checked by the copies alone).
+_COPIES_TOLERANCE = {"additive": 1e-4, "lr": 2e-2}
+
+
+@pytest.mark.parametrize("name", SURROGATE_NAMES)
+def test_sample_weight_conformance(name, data):
+    X, y, X_test, y_test = data
+    n = len(y)
+
+    def fit_predict(X_fit, y_fit, sample_weight=None):
+        model = make_surrogate(name, seed=3, **FAST[name]).fit(X_fit, y_fit, sample_weight=sample_weight)
+        return model.predict(X_test, return_std=True)
+
+    # None and all-ones (any constant) are the unweighted fit, bit for bit
+    plain = fit_predict(X, y)
+    ones = fit_predict(X, y, np.full(n, 2.5))
+    np.testing.assert_array_equal(plain[0], ones[0])
+    np.testing.assert_array_equal(plain[1], ones[1])
+
+    # bad weights are refused before any fitting
+    model = make_surrogate(name, **FAST[name])
+    for bad in (np.full(n - 1, 1.0), np.full((n, 1), 1.0), np.r_[-1.0, np.ones(n - 1)],
+                np.r_[np.nan, np.ones(n - 1)], np.zeros(n)):
+        with pytest.raises(ValueError, match="sample_weight"):
+            model.fit(X, y, sample_weight=bad)
+    assert not model.is_fitted
+
+    if name in _COPIES_TOLERANCE:
+        weights = np.ones(n)
+        weights[:10] = 3.0
+        copies = fit_predict(np.vstack([X, X[:10], X[:10]]), np.r_[y, y[:10], y[:10]])[0]
+        weighted = fit_predict(X, y, weights)[0]
+        np.testing.assert_allclose(weighted, copies, rtol=_COPIES_TOLERANCE[name])
+        assert np.mean(np.abs(plain[0] - copies)) > 10 * np.mean(np.abs(weighted - copies))
+    else:
+        noisy = y.copy()
+        noisy[:6] *= np.array([3.0, 0.3, 3.0, 0.3, 3.0, 0.3])
+        weights = np.ones(n)
+        weights[:6] = 0.05
+        error_equal = np.mean((fit_predict(X, noisy)[0] - y_test) ** 2)
+        error_weighted = np.mean((fit_predict(X, noisy, weights)[0] - y_test) ** 2)
+        assert error_weighted < 0.75 * error_equal
