@@ -53,7 +53,16 @@ if TYPE_CHECKING:
         search_frontiers,
     )
     from protran._plots import plot_frontiers
-    from protran._profile import ListedSummary, ProfileConfig, Profiler, ProfileSummary, measure_listed, profile
+    from protran._profile import (
+        ListedSummary,
+        ProfileConfig,
+        Profiler,
+        ProfileSummary,
+        correct_run,
+        drift_factor,
+        measure_listed,
+        profile,
+    )
     from protran._protocol import (
         MeasurementResult,
         host_info,
@@ -100,6 +109,14 @@ if TYPE_CHECKING:
         training_free_probe,
         training_free_probe_settings,
         training_free_scores,
+    )
+    from protran._transfer import (
+        PREDICTABLE_R2,
+        PRIOR_MIN_ROWS,
+        PRIOR_SEED_SAMPLES,
+        PriorResidual,
+        cross_validated_r2,
+        prior_converged,
     )
     from protran.meters import (
         MeterError,
@@ -157,11 +174,15 @@ __getattr__, __dir__, __all__ = attach(
             "ProfileConfig",
             "ProfileSummary",
             "Profiler",
+            "correct_run",
+            "drift_factor",
             "measure_listed",
             "profile",
         ],
         "protran._active": ["ActiveLearner", "ActiveStep", "TransferPrior", "run_active_learning"],
         "protran._replay": ["held_out_split", "measure_matrix", "replay", "replay_files"],
+        "protran._transfer": ["PREDICTABLE_R2", "PRIOR_MIN_ROWS", "PRIOR_SEED_SAMPLES", "PriorResidual",
+                              "cross_validated_r2", "prior_converged"],
         # accuracy data, accuracy models and proxies
         "protran._accuracy": [
             "ACCURACY_FEATURES",

@@ -25,7 +25,11 @@ offset, a mix) before it has seen enough rows to learn the costs from scratch. P
 than measurements are used even where a prior device measured the same architecture: a column that
 mixes measured and predicted values would carry two different noise levels. With the ``additive``
 cost model the prior adds little on the public boards (``benchmarks/results/replay_public``): its
-cost features already carry what the other devices would teach.
+cost features already carry what the other devices would teach. ``transfer="residual"`` uses the
+prior differently: every measure's model is a :class:`~protran._transfer.PriorResidual` (a ridge on
+the prior devices' predicted log-measure plus a boosted-tree residual), which needs only a few rows
+of the new device (``benchmarks/results/replay_transfer``); ``surrogate_factory`` then only serves
+the prior devices' own surrogates.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from protran.vocabulary import ACQUISITIONS, MEASURE_NAMES
 
 VALIDATIONS = ("auto", "kfold", "split", "oob", "none")
 SCALES = ("max", "2x_seed_max")
+TRANSFERS = ("columns", "residual")
 
 SurrogateFactory = Callable[[str], Any]
 Acquisition = Callable[[np.ndarray, np.ndarray, np.random.Generator, int], np.ndarray]
@@ -115,7 +120,10 @@ class ActiveLearner:
 
     ``surrogate_factory(measure)`` returns a fresh, unfitted surrogate. ``acquisition`` is a name in
     ``ACQUISITIONS`` or a callable ``(mean, std, rng, k) -> indices`` over normalised predictions of
-    shape (candidates, measures).
+    shape (candidates, measures). With a ``prior``, ``transfer="columns"`` (default) appends the prior
+    devices' predictions to the features; ``transfer="residual"`` fits a
+    :class:`~protran._transfer.PriorResidual` per measure instead, with ``transfer_params`` as its
+    keyword options (``stack_own=True`` adds this learner's own surrogate as a cross-fitted column).
     """
 
     def __init__(
@@ -130,6 +138,8 @@ class ActiveLearner:
         scale: str = "max",
         prior: TransferPrior | None = None,
         seed: int = 0,
+        transfer: str = "columns",
+        transfer_params: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(acquisition, str) and acquisition not in _ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose one of {ACQUISITIONS} or pass a callable")
@@ -137,6 +147,8 @@ class ActiveLearner:
             raise ValueError(f"unknown validation {validation!r}; choose one of {VALIDATIONS}")
         if scale not in SCALES:
             raise ValueError(f"unknown scale {scale!r}; choose one of {SCALES}")
+        if transfer not in TRANSFERS:
+            raise ValueError(f"unknown transfer {transfer!r}; choose one of {TRANSFERS}")
         if int(batch_size) < 1 or int(n_folds) < 2:
             raise ValueError(f"batch_size must be >= 1 and n_folds >= 2, got {batch_size} and {n_folds}")
         if not measures:
@@ -152,15 +164,29 @@ class ActiveLearner:
         self.scale = scale
         self.prior = prior
         self.seed = int(seed)
+        self.transfer = transfer
+        self.transfer_params = dict(transfer_params or {})
         self.rng = np.random.default_rng(seed)
         self.models_: dict[str, Any] = {}
         self.scale_: np.ndarray | None = None
 
     # -- fitting --------------------------------------------------------------------------------------
 
+    def _new_model(self, measure: str) -> Any:
+        """A fresh, unfitted model of ``measure``: the prior-residual model or the factory's surrogate."""
+        if self.prior is not None and self.transfer == "residual" and self.prior.n_columns(measure):
+            from protran._transfer import PriorResidual
+
+            params = dict(self.transfer_params)
+            if params.pop("stack_own", False):
+                # The new device's own surrogate, cross-fitted, becomes one more column of the ridge.
+                params["own_model"] = lambda: self.surrogate_factory(measure)
+            return PriorResidual(self.prior, measure, seed=self.seed, **params)
+        return self.surrogate_factory(measure)
+
     def _inputs(self, X: np.ndarray, measure: str) -> np.ndarray:
-        if self.prior is None:
-            return X
+        if self.prior is None or self.transfer == "residual":
+            return X  # the residual model computes the prior's columns itself
         return np.hstack([X, self.prior.columns(X, measure)])
 
     def _update_scale(self, Y: np.ndarray) -> None:
@@ -182,7 +208,7 @@ class ActiveLearner:
             rows = np.isfinite(Y[:, j])
             if rows.sum() < 2:
                 raise ValueError(f"measure '{measure}' has {int(rows.sum())} known values; need at least 2 to fit")
-            model = self.surrogate_factory(measure)
+            model = self._new_model(measure)
             self.models_[measure] = model.fit(self._inputs(X[rows], measure), Y[rows, j] / self.scale_[j])
         return self
 
@@ -272,7 +298,7 @@ class ActiveLearner:
             train = np.setdiff1d(np.arange(n), fold)
             if len(train) < 2:
                 continue
-            model = self.surrogate_factory(measure).fit(self._inputs(X[train], measure), y[train])
+            model = self._new_model(measure).fit(self._inputs(X[train], measure), y[train])
             held_out[fold] = model.predict(self._inputs(X[fold], measure))
         return held_out
 

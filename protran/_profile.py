@@ -17,24 +17,35 @@ Drift control: on a busy or thermally throttled machine latency drifts over a ru
 reference architecture of the design space (``reference_spec``: the median-size one of a seeded sample)
 is measured at the start of every session (a new run or a resumed one) and after every
 ``reference_every`` measurements; its measurements go to the store's ``references`` table, never to the
-measurement rows (no budget, no fit, no second row of an architecture). Each measurement row is
-corrected by ``baseline / latest``: the first successful reference latency of any run that measures
-what this run measures (same device, runtime, batch, sequence length and threads; usually the profile
-run itself) over this run's latest successful one before the row. A shared baseline is what makes a
-held-out or retest run, hours later, comparable with the profile run. The correction is causal and
-piecewise constant because a row is committed before the next reference exists and rows are never
-rewritten (an interrupted run loses nothing and readers never see a row change). The raw latency is
-kept (``latency_raw_s``) and the factor goes into the row's conditions (``drift_factor``); the
-interquartile range is scaled with the latency, energy and power are left as measured (the meter's
-reading, not a timing that the machine's speed scales). A failed reference measurement leaves the
-factor as it was; rows measured before the run's first successful reference are not corrected. The
-run's drift, the largest ``|reference / baseline - 1|`` over its references, is reported
-(``ProfileSummary.reference_drift``) and, above ``drift_threshold``, warned about once per session
-(``ReferenceDriftWarning``).
+measurement rows (no budget, no fit, no second row of an architecture). The baseline is the median
+of the first three successful reference latencies of the runs that measure what this run measures
+(same device, runtime, batch, sequence length and threads; usually the profile run's first three): a
+shared baseline is what makes a held-out or retest run, hours later, comparable with the profile run,
+and a median of three is what keeps one noisy reading from becoming everyone's baseline. A row is
+corrected by ``baseline / latest`` (the run's latest successful reference before it) only when that
+reference is more than ``drift_threshold`` away from the baseline; within it, a change of the
+reference cannot be told from the reference's own noise, and correcting by it would add that noise to
+every row (on this project's busy two-core machine it doubled the test-retest spread, 1.7 % to
+3.6 %). The correction is causal and piecewise constant because a row is committed before the next
+reference exists; ``protran correct`` recomputes a finished run's factors from its stored references
+and raw latencies (after a change of threshold, say). The raw latency is kept (``latency_raw_s``) and
+the factor goes into the row's conditions (``drift_factor``); the interquartile range is scaled with
+the latency, energy and power are left as measured (the meter's reading, not a timing that the
+machine's speed scales). A failed reference measurement leaves the factor as it was; rows measured
+before the run's first successful reference are not corrected. The run's drift, the largest
+``|reference / baseline - 1|`` over its references, is reported (``ProfileSummary.reference_drift``)
+and, above ``drift_threshold``, warned about once per session (``ReferenceDriftWarning``).
 
 Wide rows: a row whose confidence interval stayed wider than ``target_rel_ci`` within its time cap
 (``unstable``) is measured once more at the end of the run (``remeasure``), when a burst of load has
 usually passed; the store keeps both rows and makes the better one current.
+
+Transfer: with other boards' measurements as a prior (``prior_paths``), each measure's surrogate is a
+``protran._transfer.PriorResidual`` (a ridge on the other boards' predicted log-costs plus a small
+tree residual), fewer seeds suffice, and the loop stops by ``prior_converged``. Predictability: every
+fit also gives each measure's cross-validated R^2 (from the same out-of-fold errors as the MSE); a
+measure other than latency that stays below ``PREDICTABLE_R2`` (peak power on boards where the supply,
+not the model, decides it) is reported and neither drives the queries nor holds up the stopping rule.
 """
 
 from __future__ import annotations
@@ -112,13 +123,17 @@ class ProfileConfig:
     # conditions), not in run_settings(): a run may be resumed pinned elsewhere.
     cpus: tuple[int, ...] | None = None
     # Drift control (see the module docstring): measure the reference architecture after every
-    # ``reference_every`` measurements (0: never, no correction), and warn when its latency drifted by
-    # more than ``drift_threshold`` (relative). Not in run_settings(): a run may be resumed with others.
+    # ``reference_every`` measurements (0: never, no correction); beyond ``drift_threshold`` (relative)
+    # from the baseline, correct the rows and warn. Not in run_settings(): a run may be resumed with others.
     reference_every: int = 8
     drift_threshold: float = 0.05
     # Measure every row whose CI stayed wider than target_rel_ci (``unstable``) once more at the end of
     # the run; the better of the two rows is the current one (see protran._store, "Re-measurements").
     remeasure: bool = True
+    # Other boards' measurements (run stores or ProTran data sets) as a transfer prior: the surrogates
+    # become protran._transfer.PriorResidual models and the loop stops by prior_converged. With a
+    # prior, fewer seeds suffice (the CLI's default drops to PRIOR_SEED_SAMPLES).
+    prior_paths: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.device or "/" in self.device:
@@ -151,6 +166,10 @@ class ProfileConfig:
         if self.runtime not in RUNTIME_NAMES:
             raise ValueError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIME_NAMES)}")
         _check_surrogate_choice(self.surrogate, self.features)
+        object.__setattr__(self, "prior_paths", tuple(str(path) for path in self.prior_paths))
+        for path in self.prior_paths:
+            if not Path(path).is_file():
+                raise ValueError(f"prior {path} is not a file; give other boards' run stores or ProTran data sets")
         from protran._protocol import check_cpus
 
         # an unknown CPU fails here, before any run; the checked tuple is sorted and free of repeats
@@ -164,7 +183,10 @@ class ProfileConfig:
     def run_settings(self) -> dict[str, Any]:
         """Settings that must match for a run to be resumed."""
         keep = ("seed", "seed_samples", "surrogate", "features", "acquisition", "space_path")
-        return {name: getattr(self, name) for name in keep}
+        settings: dict[str, Any] = {name: getattr(self, name) for name in keep}
+        if self.prior_paths:  # only then, so that runs from before priors existed still resume
+            settings["prior"] = [Path(path).name for path in self.prior_paths]
+        return settings
 
 
 @dataclass
@@ -186,6 +208,11 @@ class ProfileSummary:
     # successful reference measurement, e.g. drift control off) and whether it exceeded drift_threshold.
     reference_drift: float | None = None
     drift_exceeded: bool = False
+    # Cross-validated R^2 of each measure from the architecture at the last fit (None: too few rows),
+    # and the measures below PREDICTABLE_R2 that the loop stopped chasing (Profiler.not_predictable).
+    predictability_r2: dict[str, float | None] = field(default_factory=dict)
+    not_predictable: list[str] = field(default_factory=list)
+    prior_devices: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,12 +303,31 @@ def reference_spec(space: DesignSpace) -> ArchSpec:
     return ordered[len(ordered) // 2]
 
 
-def drift_of(latencies: Sequence[float]) -> float | None:
-    """The largest ``|latest / first - 1|`` over successive reference latencies; None for none."""
-    if not latencies:
+# References that make the baseline (their median): one reading of the reference is as noisy as any
+# row (its CI is the protocol's 2 %), and on a busy machine consecutive readings differ by several
+# per cent with no change in the other rows' speed.
+BASELINE_REFERENCES = 3
+
+
+def reference_baseline(latencies: Sequence[float]) -> float | None:
+    """The baseline of a board's drift: the median of its first ``BASELINE_REFERENCES`` successful
+    reference latencies (oldest first); None for none."""
+    return float(np.median(latencies[:BASELINE_REFERENCES])) if latencies else None
+
+
+def drift_factor(baseline_s: float, latest_s: float, threshold: float) -> float:
+    """The correction of a row: ``baseline / latest`` when the latest reference is more than
+    ``threshold`` (relative) away from the baseline, else 1. Within the threshold a change of the
+    reference is indistinguishable from its own noise and correcting by it would add that noise to
+    every row (measured on this project's machine: the test-retest spread doubled)."""
+    return baseline_s / latest_s if abs(latest_s / baseline_s - 1.0) > threshold else 1.0
+
+
+def drift_of(baseline_s: float | None, latencies: Sequence[float]) -> float | None:
+    """The largest ``|reference / baseline - 1|`` over a run's reference latencies; None for none."""
+    if baseline_s is None or not latencies:
         return None
-    first = latencies[0]
-    return max(abs(value / first - 1.0) for value in latencies)
+    return max(abs(value / baseline_s - 1.0) for value in latencies)
 
 
 def _check_surrogate_choice(surrogate: str, features: str) -> None:
@@ -291,6 +337,40 @@ def _check_surrogate_choice(surrogate: str, features: str) -> None:
         raise ValueError(f"unknown surrogate {surrogate!r}; choose one of {', '.join(SURROGATE_NAMES)}")
     if features not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {features!r}; choose one of {', '.join(FEATURE_SETS)}")
+
+
+# -- transfer prior ---------------------------------------------------------------------------------
+
+
+def load_prior(config: ProfileConfig) -> tuple[Any, int]:
+    """The other boards of ``config.prior_paths`` as a fitted ``TransferPrior`` (one group of rows per
+    device: a run store may hold several) and how many boards it has; (None, 0) without a prior.
+
+    Each board's surrogates are fit on its own max-normalised measures with this run's features and
+    workload, so only the shape of its costs carries over, not its scale."""
+    if not config.prior_paths:
+        return None, 0
+    from protran._active import TransferPrior
+    from protran._store import load_rows
+    from protran.surrogates import featurize, make_surrogate
+
+    groups: dict[str, list[Any]] = {}
+    for path in config.prior_paths:
+        for row in load_rows(path):
+            groups.setdefault(f"{path}:{row.device}", []).append(row)
+    datasets = []
+    for rows in groups.values():
+        if len(rows) < 2:
+            continue
+        X = featurize([row.spec for row in rows], features=config.features, batch_size=config.batch_size,
+                      seq_len=config.seq_len)
+        Y = np.array([[np.nan if getattr(row, m) is None else float(getattr(row, m)) for m in MEASURE_FIELDS]
+                      for row in rows], dtype=float)
+        datasets.append((X, Y))
+    if not datasets:
+        raise ValueError(f"the prior ({', '.join(config.prior_paths)}) has no board with 2 or more measured rows")
+    prior = TransferPrior(lambda measure: make_surrogate(config.surrogate, seed=config.seed), MEASURE_FIELDS)
+    return prior.fit(datasets), len(datasets)
 
 
 # -- drift control ----------------------------------------------------------------------------------
@@ -348,21 +428,58 @@ class DriftControl:
 
     def drift(self) -> float | None:
         """The largest ``|reference / baseline - 1|`` over this run's references (None: none yet)."""
-        baseline = self._latencies(comparable=True)
-        own = self._latencies(comparable=False)
-        return drift_of(baseline[:1] + own) if own else None
+        return drift_of(reference_baseline(self._latencies(comparable=True)), self._latencies(comparable=False))
 
     def correct(self, result: Any) -> tuple[Any, float | None]:
-        """The result with its latency (and IQR) scaled by ``baseline / latest``, and its raw latency;
-        unchanged, with None, where there is nothing to correct or nothing to correct by."""
+        """The result with its latency (and IQR) scaled by :func:`drift_factor` (1 within the
+        threshold), and its raw latency; unchanged, with None, where there is nothing to correct or
+        nothing to correct by."""
         own = self._latencies(comparable=False) if self.enabled else []
         if not own or result.latency_s is None:
             return result, None
-        factor = self._latencies(comparable=True)[0] / own[-1]
-        iqr = result.latency_iqr_s * factor if result.latency_iqr_s is not None else None
-        corrected = dataclasses.replace(result, latency_s=result.latency_s * factor, latency_iqr_s=iqr,
-                                        conditions={**(result.conditions or {}), "drift_factor": factor})
-        return corrected, result.latency_s
+        baseline = reference_baseline(self._latencies(comparable=True))
+        assert baseline is not None  # this run's own references are comparable with it
+        return scale_latency(result, drift_factor(baseline, own[-1], self.config.drift_threshold)), result.latency_s
+
+
+def scale_latency(result: Any, factor: float) -> Any:
+    """A measurement (result or stored row) with its latency and IQR scaled by a drift factor, the
+    factor recorded in its conditions; energy and power stay as the meter read them."""
+    iqr = result.latency_iqr_s * factor if result.latency_iqr_s is not None else None
+    return dataclasses.replace(result, latency_s=result.latency_s * factor, latency_iqr_s=iqr,
+                               conditions={**(result.conditions or {}), "drift_factor": factor})
+
+
+def correct_run(store: RunStore, run_id: int, drift_threshold: float) -> dict[str, Any]:
+    """Recompute the drift corrections of a finished run from its stored references and raw
+    latencies, as the run would have applied them with ``drift_threshold`` (same baseline, same
+    causal rule: only the references taken before a row started). Returns ``{"run_id", "rows",
+    "changed", "reference_drift"}``; a run without references is left as it is (``rows`` 0)."""
+    from datetime import datetime
+
+    def when(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp)
+
+    own = [ref for ref in store.references(run_id) if ref.status == "ok" and ref.latency_s]
+    hashes = {ref.arch_hash for ref in own}
+    comparable = [ref for ref in store.references(run_id, comparable=True)
+                  if ref.status == "ok" and ref.latency_s and ref.arch_hash in hashes]
+    rows = [row for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
+            if row.latency_raw_s is not None and row.started_at]
+    factors: dict[int, float] = {}
+    for row in rows:
+        started = when(str(row.started_at))
+        before = [ref.latency_s for ref in own if when(ref.measured_at) <= started]
+        baseline = reference_baseline([ref.latency_s for ref in comparable if when(ref.measured_at) <= started])
+        if before and baseline is not None:
+            factors[row.id] = drift_factor(baseline, before[-1], drift_threshold)
+    changed = sum(1 for row in rows if row.id in factors
+                  and abs(factors[row.id] - float(row.conditions.get("drift_factor", 1.0))) > 1e-12)
+    if factors:
+        store.set_drift_factors(run_id, factors)
+    baseline_all = reference_baseline([ref.latency_s for ref in comparable])
+    return {"run_id": run_id, "rows": len(factors), "changed": changed,
+            "reference_drift": drift_of(baseline_all, [ref.latency_s for ref in own])}
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -373,7 +490,8 @@ class Profiler:
 
     def __init__(self, config: ProfileConfig, store: RunStore, out_dir: str | Path, *, resume: bool = False,
                  meter: Any = None, measure_fn: Callable[..., Any] | None = None,
-                 progress: Callable[[dict[str, Any]], None] | None = None, take_over: bool = False) -> None:
+                 progress: Callable[[dict[str, Any]], None] | None = None, take_over: bool = False,
+                 prior: tuple[Any, int] | None = None) -> None:
         self.config = config
         self.space = config.design_space()
         self.store = store
@@ -383,9 +501,13 @@ class Profiler:
         self._progress = progress or (lambda event: None)
         self._rng = np.random.default_rng(config.seed)
         self._started = time.monotonic()
+        # a bad prior fails before any run exists; ``prior`` is load_prior(config) where already loaded
+        self._prior, self._prior_devices = prior if prior is not None else load_prior(config)
         self.run_id = self._open_run(resume, take_over)
         self._passes = 0
         self.cv_mse: dict[str, float] = {}
+        self.r2: dict[str, float | None] = {}
+        self._worst_history: list[float] = []
         self._drift = DriftControl(config, store, self.run_id, self.space, self._measure_fn, meter)
 
     def _open_run(self, resume: bool, take_over: bool) -> int:
@@ -421,23 +543,65 @@ class Profiler:
         return None
 
     def _fit(self, rows: list[Measurement]) -> dict[str, Any]:
-        from protran.surrogates import featurize, make_surrogate
+        from protran.surrogates import featurize
 
         c = self.config
         features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
                              seq_len=c.seq_len)
-        models, self.cv_mse = {}, {}
+        models, self.cv_mse, self.r2 = {}, {}, {}
         # Noisy rows (wide latency CI) count less; energy and peak power share the latency rows'
         # weights (same timed window). None: all rows alike, the plain unweighted fit.
         weights = row_weights(rows, c.target_rel_ci)
         for measure in available_measures(rows):
             targets, _ = normalised_targets(rows, measure)
-
-            def make():
-                return make_surrogate(c.surrogate, seed=c.seed)
+            make = self._model_factory(measure)
             self.cv_mse[measure] = cross_validated_mse(make, features, targets, c.cv_folds, c.seed, weights)
+            # R^2 from the same out-of-fold errors: how much of the measure the architecture explains
+            variance = float(np.var(targets))
+            self.r2[measure] = 1.0 - self.cv_mse[measure] / variance \
+                if math.isfinite(self.cv_mse[measure]) and variance > 0 else None
             models[measure] = make().fit(features, targets, sample_weight=weights)
         return models
+
+    def _model_factory(self, measure: str) -> Callable[[], Any]:
+        c = self.config
+        if self._prior is not None and self._prior.n_columns(measure):
+            from protran._transfer import PriorResidual
+            from protran.surrogates import make_surrogate
+
+            prior = self._prior
+            # The board's own cost model, cross-fitted, is one more ridge column: boards the
+            # architecture features already explain lean on it (the replay benchmark's stacked variant).
+            return lambda: PriorResidual(prior, measure, seed=c.seed,
+                                         own_model=lambda: make_surrogate(c.surrogate, seed=c.seed))
+        from protran.surrogates import make_surrogate
+
+        return lambda: make_surrogate(c.surrogate, seed=c.seed)
+
+    def not_predictable(self, n_rows: int) -> list[str]:
+        """Measures other than latency whose cross-validated R^2 stayed below ``PREDICTABLE_R2`` once
+        enough rows are measured to tell (peak power on several boards follows the supply and the
+        sensor more than the architecture): the loop neither queries for them nor waits for them."""
+        from protran._transfer import PREDICTABLE_R2, PRIOR_MIN_ROWS
+
+        if n_rows < PRIOR_MIN_ROWS:
+            return []
+        return [measure for measure, r2 in self.r2.items()
+                if measure != "latency_s" and r2 is not None and r2 < PREDICTABLE_R2]
+
+    def _converged(self, n_rows: int) -> bool:
+        """The stopping rule on the measures worth predicting: without a prior, every one's CV MSE at
+        or below the target for ``patience`` consecutive fits; with one, ``prior_converged``."""
+        c = self.config
+        skipped = self.not_predictable(n_rows)
+        worst = max((mse for measure, mse in self.cv_mse.items() if measure not in skipped), default=math.inf)
+        self._worst_history.append(worst)
+        if self._prior is not None:
+            from protran._transfer import prior_converged
+
+            return prior_converged(self._worst_history, n_rows, c.target_mse, patience=c.patience)
+        self._passes = self._passes + 1 if worst <= c.target_mse else 0
+        return self._passes >= c.patience
 
     def _next_candidate(self, models: dict[str, Any], iteration: int) -> ArchSpec:
         from protran.surrogates import featurize
@@ -470,15 +634,16 @@ class Profiler:
                     stop_reason = "too_few_successful_measurements"
                     break
                 models = self._fit(rows)
-                self._passes = self._passes + 1 if max(self.cv_mse.values()) <= c.target_mse else 0
+                converged = self._converged(len(rows))
                 self._progress({"event": "fitted", "cv_mse": dict(self.cv_mse), "passes": self._passes,
                                 "n_ok": len(rows)})
-                if self._passes >= c.patience:
+                if converged:
                     stop_reason = "converged"
                     break
                 if (stop_reason := self._budget_left()) is not None:
                     break
-                self._measure(self._next_candidate(models, iteration), "uncertainty")
+                chased = {m: model for m, model in models.items() if m not in self.not_predictable(len(rows))}
+                self._measure(self._next_candidate(chased, iteration), "uncertainty")
                 iteration += 1
             if c.remeasure and stop_reason != "max_hours":
                 self._remeasure_wide()
@@ -515,6 +680,8 @@ class Profiler:
             stop_reason=stop_reason, cv_mse=_finite(self.cv_mse), measures=measures, surrogate_paths=paths,
             elapsed_s=time.monotonic() - self._started, reference_drift=drift,
             drift_exceeded=drift is not None and drift > self.config.drift_threshold,
+            predictability_r2=_finite(self.r2), not_predictable=self.not_predictable(len(rows)),
+            prior_devices=self._prior_devices,
         )
 
     def save_surrogates(self, rows: list[Measurement]) -> dict[str, str]:
@@ -540,9 +707,9 @@ class Profiler:
         return paths
 
 
-def _finite(values: dict[str, float]) -> dict[str, float | None]:
+def _finite(values: dict[str, float | None]) -> dict[str, float | None]:
     """Infinite errors (too few rows to validate) become None, which JSON can hold."""
-    return {key: (value if math.isfinite(value) else None) for key, value in values.items()}
+    return {key: (value if value is not None and math.isfinite(value) else None) for key, value in values.items()}
 
 
 def _open_run(store: RunStore, c: ProfileConfig, settings: dict[str, Any], meter_name: str | None, *,
@@ -669,7 +836,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
 
 def profile(config: ProfileConfig, store_path: str | Path, out_dir: str | Path, *, resume: bool = False,
             meter: Any = None, progress: Callable[[dict[str, Any]], None] | None = None,
-            take_over: bool = False) -> ProfileSummary:
+            take_over: bool = False, prior: tuple[Any, int] | None = None) -> ProfileSummary:
     """Profile this machine as ``config.device`` into the run store at ``store_path``.
 
     ``resume`` continues the newest unfinished run of these settings unless another live process holds
@@ -677,4 +844,4 @@ def profile(config: ProfileConfig, store_path: str | Path, out_dir: str | Path, 
     """
     with RunStore(store_path) as store:
         return Profiler(config, store, out_dir, resume=resume, meter=meter, progress=progress,
-                        take_over=take_over).run()
+                        take_over=take_over, prior=prior).run()

@@ -14,7 +14,8 @@ Conventions (the numbers of the returned ``curve`` and ``samples_to_target``):
 - ``samples_to_target[m]`` is the first number of measured rows at which ``holdout_mse[m] <=
   target_mse``; ``"all"`` needs the three measures at once. None: not reached.
 - Seed rows: with ``seed_samples=16`` the first 16 rows of the data set (every public ProTran file
-  starts with the same 16 Latin-hypercube architectures); otherwise a seeded random choice.
+  starts with the same 16 Latin-hypercube architectures); otherwise a seeded random choice, or with
+  ``seed_choice="lhs"`` and fewer than 16 seeds the first ``seed_samples`` of those 16 rows.
 - Held-out split (``test_fraction``): drawn with ``seed`` from the rows after the first 16, so it
   does not depend on ``seed_samples`` and strategies compared with the same seed share it.
 """
@@ -58,14 +59,21 @@ def _prior_groups(prior_rows) -> list[Sequence[Any]]:
     return [list(rows) for rows in prior_rows]
 
 
-def held_out_split(n_rows: int, seed_samples: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+SEED_CHOICES = ("random", "lhs")
+
+
+def held_out_split(n_rows: int, seed_samples: int, test_fraction: float, seed: int,
+                   seed_choice: str = "random") -> tuple[np.ndarray, np.ndarray]:
     """(seed rows, held-out rows) of a replay, as indices into the data set (module docstring)."""
+    if seed_choice not in SEED_CHOICES:
+        raise ValueError(f"unknown seed_choice {seed_choice!r}; choose one of {SEED_CHOICES}")
     rng = np.random.default_rng(seed)
     later = np.arange(min(REFERENCE_SEED_ROWS, n_rows), n_rows)
     n_test = int(round(test_fraction * len(later)))
     test = np.sort(rng.choice(later, size=n_test, replace=False)) if n_test else np.empty(0, dtype=int)
-    if seed_samples == REFERENCE_SEED_ROWS:
-        seeds = np.arange(min(REFERENCE_SEED_ROWS, n_rows))
+    if seed_samples == REFERENCE_SEED_ROWS or (seed_choice == "lhs" and seed_samples < REFERENCE_SEED_ROWS):
+        # The held-out rows come after the first 16, so these never collide with them.
+        seeds = np.arange(min(seed_samples, REFERENCE_SEED_ROWS, n_rows))
     else:
         candidates = np.setdiff1d(np.arange(n_rows), test)
         seeds = rng.choice(candidates, size=min(seed_samples, len(candidates)), replace=False)
@@ -110,6 +118,9 @@ def replay(
     batch_size: int = 1,
     seq_len: int = 128,
     eval_every: int = 1,
+    transfer: str = "columns",
+    transfer_params: Mapping[str, Any] | None = None,
+    seed_choice: str = "random",
 ) -> dict[str, Any]:
     """Replay active learning over ``dataset_rows`` (rows with ``spec``, ``latency_s``, ``energy_j``,
     ``peak_power_w``); return ``{"samples_to_target", "curve", ...}`` as described in the module doc.
@@ -120,6 +131,9 @@ def replay(
     analytic features. ``eval_every``: curve entries every that many samples after the seeds (and
     at the end) only; with random querying the surrogates are then fit only there, which makes long
     replays cheap. ``validation="none"`` skips the learner's own validation (``val_mse`` None).
+    ``transfer``: how the prior is used, ``"columns"`` (extra input columns) or ``"residual"``
+    (:class:`~protran._transfer.PriorResidual` models, ``transfer_params`` their options); ignored
+    without ``prior_rows``. ``seed_choice``: ``"random"`` or ``"lhs"`` (module docstring).
     """
     from protran.surrogates import featurize, make_surrogate
 
@@ -146,7 +160,7 @@ def replay(
     measures = tuple(MEASURE_NAMES[j] for j in known)
     Y = Y[:, known]
     maxima = np.array([np.nanmax(Y[:, j]) for j in range(len(measures))])
-    seeds, test = held_out_split(len(rows), seed_samples, test_fraction, seed)
+    seeds, test = held_out_split(len(rows), seed_samples, test_fraction, seed, seed_choice=seed_choice)
     pool = [int(i) for i in np.setdiff1d(np.arange(len(rows)), test)]
 
     prior = None
@@ -159,7 +173,8 @@ def replay(
         ]
         prior = TransferPrior(factory, measures).fit(datasets)
     learner = ActiveLearner(factory, measures=measures, acquisition=acquisition, validation=validation,
-                            scale=scale, prior=prior, seed=seed)
+                            scale=scale, prior=prior, seed=seed, transfer=transfer,
+                            transfer_params=transfer_params)
 
     curve = []
     measured_order: list[int] = []
@@ -231,12 +246,25 @@ def replay_files(
     features: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """:func:`replay` on files: a data set and any number of prior devices' data sets.
+    """:func:`replay` on files: a data set and any number of prior devices' data sets. With priors,
+    ``seed_samples`` (None or absent) defaults to ``PRIOR_SEED_SAMPLES`` and the transfer to the
+    stacked prior-residual model, as in ``protran profile --prior``.
 
     ``surrogate``/``acquisition``/``features`` default to the benchmarked best when None.
     """
     rows = load_rows(dataset)
     priors = {str(path): load_rows(path) for path in prior_paths or ()}
+    if priors:
+        # The transfer ``protran profile --prior`` uses: the prior-residual model with the board's
+        # own cost model stacked, and PRIOR_SEED_SAMPLES seeds unless told otherwise.
+        from protran._transfer import PRIOR_SEED_SAMPLES
+
+        options.setdefault("transfer", "residual")
+        options.setdefault("transfer_params", {"stack_own": True})
+        if options.get("seed_samples") is None:
+            options["seed_samples"] = PRIOR_SEED_SAMPLES
+    elif options.get("seed_samples") is None:
+        options.pop("seed_samples", None)
     return replay(
         rows,
         prior_rows=priors or None,

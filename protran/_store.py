@@ -49,7 +49,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -728,6 +728,30 @@ class RunStore:
                 worse, better = (old["id"], new_id) if _quality(row) >= _quality(old) else (new_id, old["id"])
                 conn.execute("UPDATE measurements SET superseded_by = ? WHERE id = ?", (better, worse))
             return new_id
+
+    def set_drift_factors(self, run_id: int, factors: Mapping[int, float]) -> int:
+        """Give rows of a run new drift corrections (``protran correct``): for each measurement id,
+        ``latency_s = latency_raw_s * factor`` with the interquartile range rescaled alike and the factor
+        in its conditions; rows without a raw latency (never corrected) are refused. One transaction,
+        refused while a process holds the run's lease (it is being measured). Returns rows changed."""
+        self.get_run(run_id)
+        with self._transaction("write") as conn:
+            held = _read_lease(conn, run_id)
+            if held is not None:
+                raise RunStoreError(f"run {run_id} is being measured by process {held.pid} on {held.host}; "
+                                    "correct it once that run has stopped")
+            for measurement_id, factor in factors.items():
+                row = conn.execute("SELECT run_id, latency_raw_s, latency_iqr_s, conditions FROM measurements "
+                                   "WHERE id = ?", (measurement_id,)).fetchone()
+                if row is None or row["run_id"] != run_id or row["latency_raw_s"] is None:
+                    raise ValueError(f"measurement {measurement_id} is not a drift-corrected row of run {run_id}")
+                conditions = json.loads(row["conditions"] or "{}")
+                old = float(conditions.get("drift_factor", 1.0))
+                iqr = row["latency_iqr_s"] / old * factor if row["latency_iqr_s"] is not None else None
+                conn.execute("UPDATE measurements SET latency_s = ?, latency_iqr_s = ?, conditions = ? WHERE id = ?",
+                             (row["latency_raw_s"] * factor, iqr, _dumps({**conditions, "drift_factor": factor}),
+                              measurement_id))
+            return len(factors)
 
     @staticmethod
     def _replaced_row(conn: sqlite3.Connection, run_id: int, arch_hash: str, replaces: int) -> sqlite3.Row:

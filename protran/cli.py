@@ -47,20 +47,23 @@ def _meter_errors_are_user_errors(handler):
 
 @_meter_errors_are_user_errors
 def _profile(args: argparse.Namespace) -> int:
-    from protran._profile import ProfileConfig, profile
+    from protran._profile import ProfileConfig, load_prior, profile
+    from protran._transfer import PRIOR_SEED_SAMPLES
 
+    seed_samples = args.seed_samples or (PRIOR_SEED_SAMPLES if args.prior else 16)
     config = ProfileConfig(
-        **_measurement_settings(args), seed=args.seed, seed_samples=args.seed_samples,
+        **_measurement_settings(args), seed=args.seed, seed_samples=seed_samples, prior_paths=tuple(args.prior),
         pool_size=args.pool_size, target_mse=args.target_mse, patience=args.patience,
         max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
         features=args.features, acquisition=args.acquisition, space_path=args.space,
     )
     store_path = _checked_store_path(args)
+    prior = load_prior(config)  # other boards' files are read, and refused, before the meter is touched
     meter = _detect_meter(args.meter)
     with clitools.resumable(_resume_hint(store_path)), \
             clitools.Progress(config.max_samples, "profiling", "arch") as bar:
         summary = profile(config, store_path, args.out, resume=args.resume, meter=meter,
-                          progress=_ProfileProgress(bar), take_over=args.take_over)
+                          progress=_ProfileProgress(bar), take_over=args.take_over, prior=prior)
     result = {**summary.to_dict(), "store": str(store_path)}
     if args.json:
         clitools.print_json(result)
@@ -73,6 +76,9 @@ def _profile(args: argparse.Namespace) -> int:
         missing = [m.field for m in MEASURES if m.needs_meter and m.field not in summary.measures]
         if missing:
             print(f"  {', '.join(missing)}: not available (no power meter)")
+        for measure in summary.not_predictable:
+            print(f"  {measure}: cross-validated R² {summary.predictability_r2[measure]:.2f}, barely predictable "
+                  "from the architecture on this board; not chased")
         if summary.reference_drift is not None:
             verdict = "above" if summary.drift_exceeded else "within"
             print(f"  reference drift {summary.reference_drift:.1%} ({verdict} the {config.drift_threshold:.1%} "
@@ -537,6 +543,26 @@ def _proxy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _correct(args: argparse.Namespace) -> int:
+    from protran._profile import correct_run
+    from protran._store import RunStore
+
+    RunStore(args.store, readonly=True).close()  # a missing or damaged store is refused, untouched
+    with RunStore(args.store) as store:
+        run_ids = [args.run] if args.run else [run.id for run in store.runs()]
+        for run_id in run_ids:
+            store.get_run(run_id)  # an unknown run is refused before anything is written
+        results = [correct_run(store, run_id, args.drift_threshold) for run_id in run_ids]
+    if args.json:
+        clitools.print_json(results)
+    else:
+        for r in results:
+            drift = "no references" if r["reference_drift"] is None else f"reference drift {r['reference_drift']:.1%}"
+            print(f"run {r['run_id']}: {r['rows']} rows corrected with threshold {args.drift_threshold:.1%}, "
+                  f"{r['changed']} changed; {drift}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from protran._store import RunStore
 
@@ -662,7 +688,8 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure a fixed reference architecture at the start and after every N measurements, "
                              "and correct latencies for the machine's drift (default 8; 0: off)")
     parser.add_argument("--drift-threshold", type=clitools.positive_float, default=0.05, metavar="F",
-                        help="warn when the reference latency drifts by more than this fraction (default 0.05)")
+                        help="beyond this fraction from its baseline, the reference's drift corrects latencies "
+                             "and is warned about (default 0.05)")
     parser.add_argument("--no-remeasure", action="store_true",
                         help="do not measure rows whose confidence interval stayed wide once more at the end")
 
@@ -697,8 +724,11 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     )
     _add_measurement_arguments(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seed-samples", type=clitools.positive_int, default=16,
-                   help="Latin-hypercube architectures measured first (default 16)")
+    p.add_argument("--seed-samples", type=clitools.positive_int,
+                   help="Latin-hypercube architectures measured first (default 16; with --prior, fewer)")
+    p.add_argument("--prior", action="append", default=[], metavar="FILE",
+                   help="other boards' measurements (a run store or ProTran data set; repeatable) as a transfer "
+                        "prior: fewer seeds, a model that starts from their costs, its own stopping rule")
     p.add_argument("--pool-size", type=clitools.positive_int, default=64,
                    help="fresh random candidates scored per iteration (default 64)")
     p.add_argument("--target-mse", type=clitools.positive_float, default=0.005,
@@ -843,6 +873,19 @@ def _add_export_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=clitools.positive_int, help="run id (default: every run of the store)")
 
 
+def _add_correct_parser(sub: argparse._SubParsersAction) -> None:
+    p = clitools.add_command(
+        sub, "correct", _correct,
+        "recompute a finished run's drift corrections from its stored references and raw latencies",
+        "protran correct --store runs/my-laptop.sqlite --drift-threshold 0.03",
+    )
+    p.add_argument("--store", required=True)
+    p.add_argument("--run", type=clitools.positive_int, help="run id (default: every run of the store)")
+    p.add_argument("--drift-threshold", type=clitools.positive_float, default=0.05, metavar="F",
+                   help="correct rows only where the reference is more than this fraction from its baseline "
+                        "(default 0.05)")
+
+
 def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
     p = clitools.add_command(
         sub, "replay", _replay, "replay the active-learning loop on recorded measurements",
@@ -850,7 +893,8 @@ def _add_replay_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dataset", help="ProTran dataset.json or run store")
     p.add_argument("--prior", action="append", default=[], help="other boards' data for transfer (repeatable)")
-    p.add_argument("--seed-samples", type=clitools.positive_int, default=16)
+    p.add_argument("--seed-samples", type=clitools.positive_int, default=None,
+                   help="rows measured before the first query (default 16; with --prior, fewer)")
     p.add_argument("--target-mse", type=clitools.positive_float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--surrogate", default=None, help="surrogate model (default: the benchmarked best)")
@@ -887,8 +931,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = clitools.add_subcommands(parser)
     for add_parser in (_add_profile_parser, _add_measure_parser, _add_predict_parser, _add_pareto_parser,
-                       _add_import_parser, _add_proxy_parser, _add_export_parser, _add_replay_parser,
-                       _add_meters_parser, _add_meter_server_parser):
+                       _add_import_parser, _add_proxy_parser, _add_export_parser, _add_correct_parser,
+                       _add_replay_parser, _add_meters_parser, _add_meter_server_parser):
         add_parser(sub)
     return parser
 

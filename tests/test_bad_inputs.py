@@ -143,7 +143,8 @@ OPTION_CASES = [
         ["--time-cap-s", "0"], ["--surrogate", "bogus"], ["--meter", "bogus"], ["--meter", "remote:127.0.0.1:1"],
         ["--batch-size", "0"], ["--seq-len", "100000"], ["--target-rel-ci", "2"], ["--space", "broken.yaml"],
         ["--space", "list.yaml"], ["--space", "missing.yaml"], ["--space", "deep.json"], ["--out", "a_file"],
-        ["--device", "../x"],
+        ["--device", "../x"], ["--prior", "missing.sqlite"], ["--prior", "empty_object.json"],
+        ["--prior", "random_bytes.sqlite"], ["--prior", "deep.json"],
     )
 ] + [
     ["protran", "meter-server", "--meter", "ina219", "--port", "99999"],

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import warnings
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -310,22 +311,26 @@ def test_two_processes_resuming_one_interrupted_run_measure_it_once(tmp_path):
 
 
 class DriftingBoard(FakeBoard):
-    """A board that slows down by ``slowdown`` per call (references included), from ``start`` times the
-    true latency: a machine that heats up and throttles. ``truth`` keeps the undrifted latencies."""
+    """A board that, after ``steady`` calls (references included), slows down by ``slowdown`` per call,
+    from ``start`` times the true latency: a machine that heats up and throttles. ``truth`` keeps the
+    undrifted latencies."""
 
-    def __init__(self, slowdown=0.01, start=1.0, **kwargs):
+    def __init__(self, slowdown=0.01, start=1.0, steady=0, **kwargs):
         super().__init__(**kwargs)
-        self.slowdown, self.start, self.truth = slowdown, start, {}
+        self.slowdown, self.start, self.steady, self.truth = slowdown, start, steady, {}
 
     def __call__(self, spec, **settings):
         measured = super().__call__(spec, **settings)
         self.truth[measured.arch_hash] = measured.latency_s
-        latency = measured.latency_s * self.start * (1 + self.slowdown * (len(self.calls) - 1))
-        return dataclasses.replace(measured, latency_s=latency, latency_iqr_s=0.1 * latency)
+        drifted = max(0, len(self.calls) - 1 - self.steady)
+        latency = measured.latency_s * self.start * (1 + self.slowdown * drifted)
+        started = datetime.now(timezone.utc).isoformat()  # the order of rows and references, as on a board
+        return dataclasses.replace(measured, latency_s=latency, latency_iqr_s=0.1 * latency, started_at=started,
+                                   finished_at=datetime.now(timezone.utc).isoformat())
 
 
 def test_references_correct_a_drifting_board_and_flag_the_drift(tmp_path):
-    board = DriftingBoard()
+    board = DriftingBoard(slowdown=0.02, steady=6)  # steady over the first three references, then heating up
     with RunStore(tmp_path / "runs.sqlite") as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = Profiler(_config(reference_every=2), store, tmp_path / "out", measure_fn=board).run()
@@ -340,8 +345,11 @@ def test_references_correct_a_drifting_board_and_flag_the_drift(tmp_path):
     assert models and all(record.metrics["rows"] == 9 for record in models)  # fitted on the rows alone
     corrected = np.array([row.latency_s / board.truth[row.arch_hash] - 1 for row in rows])
     raw = np.array([row.latency_raw_s / board.truth[row.arch_hash] - 1 for row in rows])
-    assert np.abs(corrected).max() < 0.025 and np.abs(raw).max() > 0.1
-    assert np.abs(corrected).mean() < np.abs(raw).mean() / 4
+    assert np.abs(raw).max() > 0.1 and np.abs(corrected).max() < 0.045
+    assert np.abs(corrected).mean() < np.abs(raw).mean() / 2.5
+    factors = [row.conditions["drift_factor"] for row in rows]
+    # within the 5 % threshold (references 1.00, 1.00, 1.00) no correction; beyond it (1.06, 1.12) by it
+    assert factors[:6] == [1.0] * 6 and factors[6:] == pytest.approx([1 / 1.06, 1 / 1.06, 1 / 1.12])
     for row in rows:
         assert row.conditions["drift_factor"] == pytest.approx(row.latency_s / row.latency_raw_s)
         assert row.latency_iqr_s == pytest.approx(0.1 * row.latency_raw_s * row.conditions["drift_factor"])
@@ -366,9 +374,50 @@ def test_a_steady_board_is_within_the_threshold_and_a_failed_reference_keeps_the
         rows = store.measurements(run_id=summary.run_id, status=None)
         statuses = [ref.status for ref in store.references(summary.run_id)]
     assert statuses == ["ok", "failed", "ok", "ok"]
-    assert not summary.drift_exceeded and summary.reference_drift == pytest.approx(0.012)
+    # references 1.000, (failed), 1.008, 1.012: baseline their median 1.008, drift |1 / 1.008 - 1|
+    assert not summary.drift_exceeded and summary.reference_drift == pytest.approx(1 - 1 / 1.008)
     factors = [row.conditions["drift_factor"] for row in rows]
-    assert factors[:6] == [1.0] * 6 and factors[6] == pytest.approx(1 / 1.008)  # unchanged by the failure
+    assert factors == [1.0] * 9  # within the threshold nothing is corrected, whatever failed
+
+
+def test_correct_reproduces_the_live_rule_for_another_threshold(tmp_path, capsys):
+    from protran.cli import main
+
+    def factors(store, run_id):  # by position: the two runs may choose other architectures after the seeds
+        return [row.conditions["drift_factor"] for row in store.measurements(run_id=run_id)]
+
+    with RunStore(tmp_path / "a.sqlite") as store:  # corrected live with the default 5 %
+        first = Profiler(_config(reference_every=3), store, tmp_path / "a", measure_fn=DriftingBoard()).run()
+        before = factors(store, first.run_id)
+    with RunStore(tmp_path / "b.sqlite") as store, warnings.catch_warnings():  # live with 1 %
+        warnings.simplefilter("ignore", ReferenceDriftWarning)
+        live = Profiler(_config(reference_every=3, drift_threshold=0.01), store, tmp_path / "b",
+                        measure_fn=DriftingBoard()).run()
+        expected = factors(store, live.run_id)
+    assert before != expected
+    assert main(["correct", "--store", str(tmp_path / "a.sqlite"), "--drift-threshold", "0.01", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["rows"] == 9 and result["changed"] == sum(a != b for a, b in zip(before, expected)) > 0
+    with RunStore(tmp_path / "a.sqlite") as store:
+        assert factors(store, first.run_id) == pytest.approx(expected)
+        for row in store.measurements(run_id=first.run_id):
+            assert row.latency_s == pytest.approx(row.latency_raw_s * row.conditions["drift_factor"])
+            assert row.latency_iqr_s == pytest.approx(0.1 * row.latency_s)
+    lease_to(tmp_path / "a.sqlite", first.run_id, pid=1)  # as a process measuring the run would hold it
+    assert main(["correct", "--store", str(tmp_path / "a.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "being measured" in err
+
+
+def test_drift_factor_corrects_only_beyond_the_threshold():
+    from protran._profile import drift_factor, reference_baseline
+
+    assert reference_baseline([1.0, 1.2, 0.9, 5.0]) == pytest.approx(1.0)  # the median of the first three
+    assert reference_baseline([]) is None
+    assert drift_factor(1.0, 1.04, 0.05) == 1.0 and drift_factor(1.0, 0.96, 0.05) == 1.0
+    assert drift_factor(1.0, 1.06, 0.05) == pytest.approx(1 / 1.06)
+    assert drift_factor(1.0, 0.9, 0.05) == pytest.approx(1 / 0.9)
+    assert drift_factor(1.0, 1.04, 0.01) == pytest.approx(1 / 1.04)
 
 
 def test_reference_every_0_leaves_the_rows_uncorrected(tmp_path):
@@ -564,3 +613,62 @@ def test_a_listed_run_measures_its_wide_rows_again_and_keeps_the_better_one(tmp_
     assert len(board.calls) == 4 and len(current) == 3 and len(every) == 4
     assert [row.latency_ci_rel for row in current if row.status == "unstable"] == [0.05]
     assert every[3].superseded_by == every[0].id
+
+
+# -- transfer prior and predictability -------------------------------------------------------------------
+
+
+class ScaledBoard(FakeBoard):
+    """Another board: the same cost shape as FakeBoard, three times slower, with a mild warp, and a peak
+    power that is pure noise (seeded by the architecture), as on boards whose supply decides it."""
+
+    def __call__(self, spec, **settings):
+        measured = super().__call__(spec, **settings)
+        latency = 3.0 * measured.latency_s ** 1.05
+        noise = np.random.default_rng(int(measured.arch_hash[:8], 16)).uniform(5.0, 10.0)
+        return dataclasses.replace(measured, latency_s=latency, energy_j=4.0 * latency, peak_power_w=noise,
+                                   idle_power_w=2.0, meter="fake")
+
+
+def _prior_store(tmp_path):
+    path = tmp_path / "prior.sqlite"
+    with RunStore(path) as store:
+        Profiler(_config(device="known-board", max_samples=24, seed_samples=16, target_mse=1e-9), store,
+                 tmp_path / "prior-out", measure_fn=FakeBoard(with_power=True)).run()
+    return path
+
+
+def test_a_prior_starts_from_few_seeds_and_stops_on_its_own_rule(tmp_path):
+    from protran._transfer import PRIOR_MIN_ROWS
+
+    prior = _prior_store(tmp_path)
+    board = ScaledBoard()
+    config = _config(device="new-board", seed_samples=4, max_samples=40, target_mse=0.005, patience=2,
+                     prior_paths=(str(prior),))
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(config, store, tmp_path / "out", measure_fn=board).run()
+        run = store.get_run(summary.run_id)
+    assert summary.prior_devices == 1 and run.config["prior"] == ["prior.sqlite"]
+    assert summary.converged and PRIOR_MIN_ROWS <= summary.measured_ok < 40
+    # peak power is noise on this board: reported, and not what the loop waited for
+    assert summary.not_predictable == ["peak_power_w"] and summary.predictability_r2["peak_power_w"] < 0.5
+    assert summary.predictability_r2["latency_s"] > 0.9
+
+
+def test_without_a_prior_an_unpredictable_measure_does_not_hold_the_loop(tmp_path):
+    config = _config(seed_samples=8, max_samples=40, target_mse=0.005, patience=2)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(config, store, tmp_path / "out", measure_fn=ScaledBoard()).run()
+    assert summary.converged and summary.measured_ok < 40
+    assert summary.cv_mse["peak_power_w"] > 0.005 and summary.not_predictable == ["peak_power_w"]
+
+
+def test_a_bad_prior_is_refused_before_any_run(tmp_path):
+    (tmp_path / "empty.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a file"):
+        _config(prior_paths=(str(tmp_path / "missing.sqlite"),))
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        with pytest.raises(Exception, match="empty|no board|rows"):
+            Profiler(_config(prior_paths=(str(tmp_path / "empty.json"),)), store, tmp_path / "out",
+                     measure_fn=FakeBoard())
+        assert store.runs() == []

@@ -156,6 +156,19 @@ def test_replay_files_uses_the_default_strategy(rows, tmp_path):
     assert [entry["n"] for entry in result["curve"]] == [16, 17]
 
 
+def test_replay_files_with_a_prior_starts_from_fewer_seeds(rows, tmp_path):
+    from protran._transfer import PRIOR_SEED_SAMPLES
+
+    target = _write_dataset(tmp_path / "board.json", rows[:20])
+    prior = _write_dataset(tmp_path / "other.json", rows[20:])
+    result = replay_files(target, [prior], max_samples=PRIOR_SEED_SAMPLES + 1, surrogate_params={"n_members": 3})
+    assert [entry["n"] for entry in result["curve"]] == [PRIOR_SEED_SAMPLES, PRIOR_SEED_SAMPLES + 1]
+    assert result["settings"]["prior_devices"] == 1
+    # an explicit seed count still wins
+    explicit = replay_files(target, [prior], seed_samples=8, max_samples=8, surrogate_params={"n_members": 3})
+    assert [entry["n"] for entry in explicit["curve"]] == [8]
+
+
 # -- the public data -------------------------------------------------------------------------------
 
 
