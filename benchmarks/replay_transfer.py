@@ -23,7 +23,7 @@ the default additive cost model and a bagged xgboost model) says how predictable
 
 Outputs (``--out``, default ``benchmarks/results/replay_transfer/``): ``README.md`` (tables, goal
 checks), ``results.json`` (medians over seeds, geometric means over boards, every run's curve) and
-``learning_curves.png``. Runs in one process on one core (about 5 minutes for seeds 0..4).
+``learning_curves.png``. Runs in one process on one core (about 11 CPU minutes for seeds 0..4).
 
 Usage::
 
