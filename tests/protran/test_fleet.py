@@ -1,0 +1,280 @@
+"""The fleet on Ray (``protran profile --executor ray``, ``protran fleet status``) on a real local cluster.
+
+The module starts one Ray head on this machine with two simulated boards (``{"board:a": 1, "board:b":
+1}``) inside a network namespace of its own, so that Ray (which binds every interface) talks over
+loopback only; every driver the tests run enters the same namespace. The boards' measurements are the
+simulated ones of ``tests/protran/fleet_boards.py`` (``PROTRAN_FLEET_FAKE_BOARD``): the scheduling,
+retries, store and resume are real, the model export is not. Skipped, with the reason, where Ray is not
+installed or the namespace or the cluster cannot be made (not root, no ``unshare``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from protran.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = 6379
+SMALL = ["--seed-samples", "4", "--max-samples", "8", "--pool-size", "16", "--target-mse", "1e-9"]
+
+
+class Cluster:
+    def __init__(self, holder: subprocess.Popen, env: dict[str, str], folder: Path) -> None:
+        self.holder, self.env, self.folder = holder, env, folder
+
+    @property
+    def enter(self) -> list[str]:
+        return ["nsenter", "-t", str(self.holder.pid), "-n"]
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.enter, sys.executable, "-m", "protran.cli", *args]
+
+    def profile(self, *args: str) -> list[str]:
+        return self.command("profile", "--executor", "ray", "--ray-address", f"127.0.0.1:{PORT}", *args)
+
+    def env_for(self, board: str) -> dict[str, str]:
+        return {**self.env, "PROTRAN_FLEET_FAKE_BOARD": f"tests.protran.fleet_boards:{board}"}
+
+    def run(self, board: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(self.profile(*args), env=self.env_for(board), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def calls(self, board: str) -> list[tuple[str, str, str]]:
+        """``(board, arch_hash, outcome)`` of every call of the simulated board ``board`` (outcome ''
+        where it returned, else 'killed' or 'raised')."""
+        log = self.folder / "calls.log"
+        found = []
+        for line in log.read_text().splitlines() if log.exists() else []:
+            what, name, arch = line.split()
+            callable_name, _, outcome = what.partition(":")
+            if callable_name == board:
+                found.append((name, arch, outcome))
+        return found
+
+
+def _skip(reason: str) -> None:
+    pytest.skip(f"no local Ray cluster for the fleet tests: {reason}")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        _skip("ray is not installed (pip install 'edgetran[ray]')")
+    for tool in ("unshare", "nsenter", "ip"):
+        if shutil.which(tool) is None:
+            _skip(f"`{tool}` is not available to make a private network namespace")
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    folder = Path(tempfile.mkdtemp(prefix="pfleet", dir="/tmp"))  # short: Ray's socket paths must stay short
+    holder = subprocess.Popen(["unshare", "-n", "sleep", "3600"], stderr=subprocess.PIPE)
+    time.sleep(0.2)
+    if holder.poll() is not None:
+        _skip(f"unshare -n failed (it needs root): {holder.stderr.read().decode().strip() if holder.stderr else ''}")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "PROTRAN_TEST_FLEET_DIR": str(folder), "RAY_USAGE_STATS_ENABLED": "0"}
+    made = Cluster(holder, env, folder)
+    try:
+        subprocess.run([*made.enter, "ip", "link", "set", "lo", "up"], check=True, capture_output=True, timeout=30)
+        started = subprocess.run(
+            [*made.enter, ray_bin, "start", "--head", "--port", str(PORT), "--num-cpus", "1", "--resources",
+             json.dumps({"board:a": 1, "board:b": 1}), "--include-dashboard=false", "--disable-usage-stats",
+             "--temp-dir", str(folder / "ray")], env=env, capture_output=True, text=True, timeout=120)
+        if started.returncode != 0:
+            _skip(f"ray start failed: {(started.stderr or started.stdout).strip().splitlines()[-1:]}")
+        yield made
+    finally:
+        subprocess.run([*made.enter, ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        holder.kill()
+        holder.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rows(store: Path) -> list[sqlite3.Row]:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        return conn.execute("SELECT m.*, r.device FROM measurements m JOIN runs r ON r.id = m.run_id "
+                            "ORDER BY m.id").fetchall()
+
+
+def _runs(store: Path) -> dict[str, sqlite3.Row]:
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        conn.row_factory = sqlite3.Row
+        return {row["device"]: row for row in conn.execute("SELECT * FROM runs ORDER BY id")}
+
+
+def _checked_json(out: str, store: Path) -> dict:
+    result = json.loads(out)
+    assert set(result) == {"devices"} and set(result["devices"]) == {"a", "b"}
+    for entry in result["devices"].values():
+        assert set(entry) == {"measured", "failed", "unstable", "run", "store"}
+        assert entry["store"] == str(store)
+    return result["devices"]
+
+
+def _no_duplicates(rows) -> None:
+    per_run = Counter((row["run_id"], row["arch_hash"]) for row in rows if row["superseded_by"] is None)
+    assert max(per_run.values()) == 1, per_run.most_common(3)
+
+
+def test_two_boards_fill_one_store_to_the_budget(cluster, tmp_path):
+    store = tmp_path / "fleet.sqlite"
+    done = cluster.run("steady", "--device", "a", "--device", "b", *SMALL, "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    devices = _checked_json(done.stdout, store)
+    assert {name: (entry["measured"], entry["failed"]) for name, entry in devices.items()} == {"a": (8, 0),
+                                                                                              "b": (8, 0)}
+    rows, runs = _rows(store), _runs(store)
+    assert {name: run["status"] for name, run in runs.items()} == {"a": "finished", "b": "finished"}
+    assert devices["a"]["run"] == runs["a"]["id"] and devices["b"]["run"] == runs["b"]["id"]
+    assert Counter(row["device"] for row in rows) == {"a": 8, "b": 8}
+    _no_duplicates(rows)
+    # each measurement ran on its own board, each architecture once per board (references aside)
+    for row in rows:
+        assert json.loads(row["conditions"])["fleet"] == {"board": row["device"], "attempt": 1}
+    calls = Counter((board, arch) for board, arch, _ in cluster.calls("steady"))
+    assert all(calls[(row["device"], row["arch_hash"])] == 1 for row in rows)
+    # the reference architecture (drift control) is measured on the boards too, into references
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM \"references\"").fetchone()[0] == 2
+
+
+def test_a_worker_killed_mid_measurement_is_retried_on_its_board(cluster, tmp_path):
+    store = tmp_path / "fleet.sqlite"
+    done = cluster.run("dies_once_on_a", "--device", "a", "--device", "b", *SMALL, "--reference-every", "0",
+                       "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    devices = _checked_json(done.stdout, store)
+    assert devices["a"]["measured"] == 8 and devices["a"]["failed"] == 0 and devices["b"]["measured"] == 8
+    calls = cluster.calls("dies_once_on_a")
+    killed = [arch for board, arch, outcome in calls if outcome == "killed"]
+    assert len(killed) == 1
+    rows = _rows(store)
+    _no_duplicates(rows)
+    again = [row for row in rows if row["device"] == "a" and row["arch_hash"] == killed[0]]
+    assert len(again) == 1 and again[0]["status"] == "ok"
+    assert json.loads(again[0]["conditions"])["fleet"] == {"board": "a", "attempt": 2}
+
+
+def test_a_board_that_keeps_dropping_is_stored_failed_and_the_other_goes_on(cluster, tmp_path):
+    store = tmp_path / "fleet.sqlite"
+    done = cluster.run("b_always_dies", "--device", "a", "--device", "b", "--seed-samples", "2", "--max-samples",
+                       "4", "--pool-size", "16", "--target-mse", "1e-9", "--reference-every", "0",
+                       "--max-retries", "1", "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    devices = _checked_json(done.stdout, store)
+    assert (devices["a"]["measured"], devices["a"]["failed"]) == (4, 0)
+    assert (devices["b"]["measured"], devices["b"]["failed"]) == (0, 2)
+    failed = [row for row in _rows(store) if row["device"] == "b"]
+    assert all(row["status"] == "failed" for row in failed)
+    assert all("lost on board 'b' 2 times (retried 1)" in row["error"] for row in failed), failed[0]["error"]
+    killed = Counter(arch for board, arch, outcome in cluster.calls("b_always_dies") if board == "b")
+    assert set(killed.values()) == {2}  # one try and one retry per architecture
+
+
+def test_an_error_raised_on_the_board_is_stored_without_retrying(cluster, tmp_path):
+    store = tmp_path / "fleet.sqlite"
+    done = cluster.run("raises_on_b", "--device", "a", "--device", "b", "--seed-samples", "2", "--max-samples",
+                       "3", "--pool-size", "16", "--target-mse", "1e-9", "--reference-every", "0", "--out",
+                       str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    devices = _checked_json(done.stdout, store)
+    assert devices["a"]["measured"] == 3 and devices["b"]["failed"] == 2
+    errors = [row["error"] for row in _rows(store) if row["device"] == "b"]
+    assert all("RuntimeError: the runtime refused this model" in error for error in errors)
+    raised = Counter(arch for board, arch, outcome in cluster.calls("raises_on_b") if board == "b")
+    assert set(raised.values()) == {1}
+
+
+def _wait_for_rows(store: Path, count: int, driver: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, driver.communicate()
+        if store.exists():
+            try:
+                if len(_rows(store)) >= count:
+                    return
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} rows after {timeout} s")
+
+
+def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(cluster, tmp_path):
+    store = tmp_path / "fleet.sqlite"
+    args = ["--device", "a", "--device", "b", "--seed-samples", "4", "--max-samples", "14", "--pool-size", "16",
+            "--target-mse", "1e-9", "--reference-every", "0", "--out", str(tmp_path), "--json"]
+    driver = subprocess.Popen(cluster.profile(*args), env=cluster.env_for("slow"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(store, 4, driver)
+        # the status view sees the running profile and both boards (the driver's updates reach the status
+        # actor asynchronously: a few polls)
+        for _ in range(5):
+            shown = subprocess.run(cluster.command("fleet", "status", "--ray-address", f"127.0.0.1:{PORT}",
+                                                   "--json"), env=cluster.env, capture_output=True, text=True,
+                                   timeout=60)
+            assert shown.returncode == 0, shown.stderr
+            status = json.loads(shown.stdout)
+            if all(row["done"] for row in status["boards"]):
+                break
+        assert {row["board"] for row in status["boards"] if row["alive"]} == {"a", "b"}
+        assert status["profile"] is not None and status["profile"]["store"] == str(store)
+        assert all(row["run"] is not None and row["max_samples"] == 14 for row in status["boards"]), json.dumps(status)
+        before = _rows(store)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.communicate()
+    kept = {row["id"]: (row["device"], row["arch_hash"]) for row in _rows(store)}
+    assert len(kept) >= len(before) >= 3
+    runs_before = {name: run["id"] for name, run in _runs(store).items()}
+
+    done = subprocess.run(cluster.profile(*args, "--resume"), env=cluster.env_for("slow"),
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    devices = _checked_json(done.stdout, store)
+    assert {name: entry["run"] for name, entry in devices.items()} == runs_before  # resumed, not new runs
+    assert devices["a"]["measured"] == 14 and devices["b"]["measured"] == 14
+    rows = _rows(store)
+    _no_duplicates(rows)
+    assert Counter(row["device"] for row in rows) == {"a": 14, "b": 14}
+    # board b's worker was killed once (before the driver was): its architecture is stored once, retried
+    killed = [arch for board, arch, outcome in cluster.calls("slow") if outcome == "killed"]
+    assert len(killed) == 1
+    assert [json.loads(row["conditions"])["fleet"] for row in rows if row["device"] == "b" and
+            row["arch_hash"] == killed[0]] == [{"board": "b", "attempt": 2}]
+    assert {row["id"]: (row["device"], row["arch_hash"]) for row in rows if row["id"] in kept} == kept  # nothing lost
+    assert {run["status"] for run in _runs(store).values()} == {"finished"}
+    # no profile is running any more: the status view lists the boards and says so
+    shown = subprocess.run(cluster.command("fleet", "status", "--ray-address", f"127.0.0.1:{PORT}"),
+                           env=cluster.env, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "no profile is running" in shown.stdout, shown.stderr
+
+
+def test_local_executor_refuses_fleet_options(capsys, tmp_path):
+    assert main(["profile", "--device", "a", "--device", "b", "--out", str(tmp_path)]) == 2
+    assert "--executor ray" in capsys.readouterr().err
+    assert main(["profile", "--device", "a", "--ray-address", "127.0.0.1:6379", "--out", str(tmp_path)]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing created
+
+
+def test_missing_ray_is_one_line_naming_the_extra(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["profile", "--executor", "ray", "--device", "a", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'edgetran[ray]'" in err, err
+    assert not any(tmp_path.iterdir())
