@@ -9,7 +9,8 @@ Ray task that needs ``board:<device>`` and waits for its result. On the board th
 protocol (:func:`~protran.measure_architecture`: a fresh worker process per architecture) with the
 board's own meter, opened there: ``--meter`` when it names one, else the board's
 ``PROTRAN_BOARD_METER`` environment variable (set where the board ran ``ray start``, e.g.
-``remote:pi.local:9555`` for a Jetson whose supply an INA219 on a Pi measures), else whatever
+``remote:pi.local:9555`` for a Jetson whose supply an INA219 on a Pi measures, with the meter server's
+token in ``PROTRAN_BOARD_METER_TOKEN``), else whatever
 ``detect_meter("auto")`` finds on the board. The result returns to the driver, which commits it to
 the one run store before the loop goes on.
 
@@ -44,6 +45,7 @@ the profiling loop fits its surrogates without one today), and ``--cpus`` (pinni
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import socket
@@ -68,6 +70,7 @@ NAMESPACE = "protran"
 BOARD_PREFIX = "board:"
 FAKE_BOARD_VARIABLE = "PROTRAN_FLEET_FAKE_BOARD"
 BOARD_METER_VARIABLE = "PROTRAN_BOARD_METER"
+BOARD_METER_TOKEN_VARIABLE = "PROTRAN_BOARD_METER_TOKEN"
 SIMULATED_SECONDS_VARIABLE = "PROTRAN_FLEET_SIM_SECONDS"
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_BOARD_WAIT_S = 60.0
@@ -121,7 +124,9 @@ def _board_meter(requested: str) -> Any:
     if name not in _BOARD_METERS:
         from protran.meters import detect_meter
 
-        _BOARD_METERS[name] = detect_meter(name)
+        token = os.environ.get(BOARD_METER_TOKEN_VARIABLE)
+        options = {"token": token} if token and name.startswith("remote:") else {}
+        _BOARD_METERS[name] = detect_meter(name, **options)
     return _BOARD_METERS[name]
 
 
@@ -471,10 +476,14 @@ def _probe_boards(fleet: _Fleet, configs: Sequence[ProfileConfig]) -> dict[str, 
 
 @dataclass
 class _Loop:
+    """One device's loop; ``profiler`` and ``store`` are None for a device whose run finished before
+    (``resume``): there is nothing left to measure."""
+
     device: str
-    profiler: Profiler
-    store: RunStore
+    profiler: Profiler | None
+    store: RunStore | None
     max_samples: int
+    run_id: int
 
 
 def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str | Path, out_dir: str | Path,
@@ -485,6 +494,11 @@ def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str
     loops: list[_Loop] = []
     try:
         for config in configs:
+            if resume and (finished := _finished_run(store_path, config)) is not None:
+                loops.append(_Loop(config.device, None, None, config.max_samples, finished))
+                fleet.publish(config.device, run=finished, state="finished before", max_samples=config.max_samples,
+                              measuring=None)
+                continue
             store = RunStore(store_path)
             try:
                 profiler = Profiler(config, store, out_dir, resume=resume, take_over=take_over,
@@ -494,16 +508,35 @@ def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str
             except BaseException:
                 store.close()
                 raise
-            loops.append(_Loop(config.device, profiler, store, config.max_samples))
+            loops.append(_Loop(config.device, profiler, store, config.max_samples, profiler.run_id))
             fleet.publish(config.device, run=profiler.run_id, state="queued", max_samples=config.max_samples,
                           done=0, measuring=None, last_error=None)
     except BaseException:
         for loop in loops:  # runs opened before the failure are left free to resume
-            with suppress(RunStoreError):
-                loop.store.release_lease(loop.profiler.run_id, "interrupted")
-            loop.store.close()
+            if loop.store is not None:
+                with suppress(RunStoreError):
+                    loop.store.release_lease(loop.run_id, "interrupted")
+                loop.store.close()
         raise
     return loops
+
+
+def _finished_run(store_path: str | Path, c: ProfileConfig) -> int | None:
+    """With ``resume``: the newest finished run of these settings where no unfinished one is left, so
+    that resuming a fleet whose board finished before the driver died does not profile it again."""
+    if not Path(store_path).exists():
+        return None
+    with RunStore(store_path) as store:
+        if store.find_resumable_run(c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads,
+                                    config=c.run_settings()) is not None:
+            return None
+        settings = json.loads(json.dumps(c.run_settings()))
+        for run in reversed(store.runs()):
+            if (run.device, run.runtime, run.batch_size, run.seq_len, run.num_threads, run.status) == (
+                    c.device, c.runtime, c.batch_size, c.seq_len, c.num_threads, "finished") \
+                    and run.config == settings:
+                return run.id
+    return None
 
 
 class _Publisher:
@@ -534,10 +567,13 @@ class _Publisher:
 
 
 def _run_loops(fleet: _Fleet, loops: list[_Loop]) -> dict[str, DeviceOutcome]:
-    outcomes = {loop.device: DeviceOutcome(loop.device, loop.profiler.run_id) for loop in loops}
+    outcomes = {loop.device: DeviceOutcome(loop.device, loop.run_id) for loop in loops}
 
     def run(loop: _Loop) -> None:
         outcome = outcomes[loop.device]
+        if loop.profiler is None or loop.store is None:
+            outcome.stop_reason = "finished_before"
+            return
         try:
             summary = loop.profiler.run()
             outcome.stop_reason = summary.stop_reason

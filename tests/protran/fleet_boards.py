@@ -66,18 +66,14 @@ def dies_once_on_a(spec, *, board, **settings):
     return simulated_board(spec, board=board, **settings)
 
 
-def b_always_dies(spec, *, board, **settings):
-    """Board b loses every measurement (its worker dies); board a measures normally."""
+def b_dies_c_raises(spec, *, board, **settings):
+    """Board b loses every measurement (its worker dies); on board c the measurement itself raises (not a
+    lost board); board a measures normally."""
     if board == "b":
-        _log(board, spec, "b_always_dies:killed")
+        _log(board, spec, "b_dies_c_raises:killed")
         os.kill(os.getpid(), signal.SIGKILL)
-    _log(board, spec, "b_always_dies")
-    return simulated_board(spec, board=board, **settings)
-
-
-def raises_on_b(spec, *, board, **settings):
-    """The measurement itself raises on board b (not a lost board): stored failed without a retry."""
-    if board == "b":
-        _log(board, spec, "raises_on_b:raised")
+    if board == "c":
+        _log(board, spec, "b_dies_c_raises:raised")
         raise RuntimeError("the runtime refused this model")
+    _log(board, spec, "b_dies_c_raises")
     return simulated_board(spec, board=board, **settings)

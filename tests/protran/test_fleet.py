@@ -1,7 +1,7 @@
 """The fleet on Ray (``protran profile --executor ray``, ``protran fleet status``) on a real local cluster.
 
-The module starts one Ray head on this machine with two simulated boards (``{"board:a": 1, "board:b":
-1}``) inside a network namespace of its own, so that Ray (which binds every interface) talks over
+The module starts one Ray head on this machine with three simulated boards (``{"board:a": 1, "board:b":
+1, "board:c": 1}``) inside a network namespace of its own, so that Ray (which binds every interface) talks over
 loopback only; every driver the tests run enters the same namespace. The boards' measurements are the
 simulated ones of ``tests/protran/fleet_boards.py`` (``PROTRAN_FLEET_FAKE_BOARD``): the scheduling,
 retries, store and resume are real, the model export is not. Skipped, with the reason, where Ray is not
@@ -91,8 +91,9 @@ def cluster():
         subprocess.run([*made.enter, "ip", "link", "set", "lo", "up"], check=True, capture_output=True, timeout=30)
         started = subprocess.run(
             [*made.enter, ray_bin, "start", "--head", "--port", str(PORT), "--num-cpus", "1", "--resources",
-             json.dumps({"board:a": 1, "board:b": 1}), "--include-dashboard=false", "--disable-usage-stats",
-             "--temp-dir", str(folder / "ray")], env=env, capture_output=True, text=True, timeout=120)
+             json.dumps({"board:a": 1, "board:b": 1, "board:c": 1}), "--include-dashboard=false",
+             "--disable-usage-stats", "--temp-dir", str(folder / "ray")],
+            env=env, capture_output=True, text=True, timeout=120)
         if started.returncode != 0:
             _skip(f"ray start failed: {(started.stderr or started.stdout).strip().splitlines()[-1:]}")
         yield made
@@ -116,9 +117,9 @@ def _runs(store: Path) -> dict[str, sqlite3.Row]:
         return {row["device"]: row for row in conn.execute("SELECT * FROM runs ORDER BY id")}
 
 
-def _checked_json(out: str, store: Path) -> dict:
+def _checked_json(out: str, store: Path, boards: tuple[str, ...] = ("a", "b")) -> dict:
     result = json.loads(out)
-    assert set(result) == {"devices"} and set(result["devices"]) == {"a", "b"}
+    assert set(result) == {"devices"} and set(result["devices"]) == set(boards)
     for entry in result["devices"].values():
         assert set(entry) == {"measured", "failed", "unstable", "run", "store"}
         assert entry["store"] == str(store)
@@ -169,34 +170,23 @@ def test_a_worker_killed_mid_measurement_is_retried_on_its_board(cluster, tmp_pa
     assert json.loads(again[0]["conditions"])["fleet"] == {"board": "a", "attempt": 2}
 
 
-def test_a_board_that_keeps_dropping_is_stored_failed_and_the_other_goes_on(cluster, tmp_path):
+def test_lost_measurements_are_retried_then_stored_failed_and_errors_are_not_retried(cluster, tmp_path):
+    # board b loses every measurement (its worker dies), on board c the measurement raises, a is fine
     store = tmp_path / "fleet.sqlite"
-    done = cluster.run("b_always_dies", "--device", "a", "--device", "b", "--seed-samples", "2", "--max-samples",
-                       "4", "--pool-size", "16", "--target-mse", "1e-9", "--reference-every", "0",
+    done = cluster.run("b_dies_c_raises", "--device", "a", "--device", "b", "--device", "c", "--seed-samples", "2",
+                       "--max-samples", "3", "--pool-size", "16", "--target-mse", "1e-9", "--reference-every", "0",
                        "--max-retries", "1", "--out", str(tmp_path), "--json")
     assert done.returncode == 0, done.stderr
-    devices = _checked_json(done.stdout, store)
-    assert (devices["a"]["measured"], devices["a"]["failed"]) == (4, 0)
-    assert (devices["b"]["measured"], devices["b"]["failed"]) == (0, 2)
-    failed = [row for row in _rows(store) if row["device"] == "b"]
-    assert all(row["status"] == "failed" for row in failed)
-    assert all("lost on board 'b' 2 times (retried 1)" in row["error"] for row in failed), failed[0]["error"]
-    killed = Counter(arch for board, arch, outcome in cluster.calls("b_always_dies") if board == "b")
-    assert set(killed.values()) == {2}  # one try and one retry per architecture
-
-
-def test_an_error_raised_on_the_board_is_stored_without_retrying(cluster, tmp_path):
-    store = tmp_path / "fleet.sqlite"
-    done = cluster.run("raises_on_b", "--device", "a", "--device", "b", "--seed-samples", "2", "--max-samples",
-                       "3", "--pool-size", "16", "--target-mse", "1e-9", "--reference-every", "0", "--out",
-                       str(tmp_path), "--json")
-    assert done.returncode == 0, done.stderr
-    devices = _checked_json(done.stdout, store)
-    assert devices["a"]["measured"] == 3 and devices["b"]["failed"] == 2
-    errors = [row["error"] for row in _rows(store) if row["device"] == "b"]
-    assert all("RuntimeError: the runtime refused this model" in error for error in errors)
-    raised = Counter(arch for board, arch, outcome in cluster.calls("raises_on_b") if board == "b")
-    assert set(raised.values()) == {1}
+    devices = _checked_json(done.stdout, store, ("a", "b", "c"))
+    assert [(devices[name]["measured"], devices[name]["failed"]) for name in "abc"] == [(3, 0), (0, 2), (0, 2)]
+    rows = _rows(store)
+    assert all(row["status"] == "failed" for row in rows if row["device"] != "a")
+    lost = [row["error"] for row in rows if row["device"] == "b"]
+    assert all("lost on board 'b' 2 times (retried 1)" in error for error in lost), lost
+    raised = [row["error"] for row in rows if row["device"] == "c"]
+    assert all("RuntimeError: the runtime refused this model" in error for error in raised), raised
+    calls = Counter((board, arch) for board, arch, _ in cluster.calls("b_dies_c_raises") if board != "a")
+    assert sorted(calls.values()) == [1, 1, 2, 2]  # b: one try and one retry each; c: never retried
 
 
 def _wait_for_rows(store: Path, count: int, driver: subprocess.Popen, timeout: float = 90) -> None:
@@ -229,11 +219,13 @@ def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(c
                                    timeout=60)
             assert shown.returncode == 0, shown.stderr
             status = json.loads(shown.stdout)
-            if all(row["done"] for row in status["boards"]):
+            used = [row for row in status["boards"] if row["board"] in ("a", "b")]
+            if all(row["done"] for row in used):
                 break
-        assert {row["board"] for row in status["boards"] if row["alive"]} == {"a", "b"}
+        assert {row["board"] for row in status["boards"] if row["alive"]} == {"a", "b", "c"}
         assert status["profile"] is not None and status["profile"]["store"] == str(store)
-        assert all(row["run"] is not None and row["max_samples"] == 14 for row in status["boards"]), json.dumps(status)
+        assert all(row["run"] is not None and row["max_samples"] == 14 for row in used), json.dumps(status)
+        assert [row["state"] for row in status["boards"] if row["board"] == "c"] == ["idle"]  # not in this profile
         before = _rows(store)
     finally:
         driver.send_signal(signal.SIGKILL)
@@ -258,6 +250,11 @@ def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(c
             row["arch_hash"] == killed[0]] == [{"board": "b", "attempt": 2}]
     assert {row["id"]: (row["device"], row["arch_hash"]) for row in rows if row["id"] in kept} == kept  # nothing lost
     assert {run["status"] for run in _runs(store).values()} == {"finished"}
+    # resuming a fleet whose runs all finished re-attaches to them: nothing measured again, no new run
+    again = subprocess.run(cluster.profile(*args, "--resume"), env=cluster.env_for("slow"), capture_output=True,
+                           text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    assert _checked_json(again.stdout, store) == devices and len(_rows(store)) == len(rows)
     # no profile is running any more: the status view lists the boards and says so
     shown = subprocess.run(cluster.command("fleet", "status", "--ray-address", f"127.0.0.1:{PORT}"),
                            env=cluster.env, capture_output=True, text=True, timeout=60)
