@@ -219,7 +219,7 @@ def _readme(results: dict) -> str:
     half = two["architectures"] // 2
     return f"""# Fleet on Ray: two simulated boards against one, Ray's overhead, a board killed halfway
 
-`python benchmarks/fleet.py` ({results['command']}), on {results['machine']}. A local Ray cluster (a head
+`{results['command']}` on {results['machine']}, {results.get('wall_s', '?')} s in all. A local Ray cluster (a head
 and one Ray node per board) driven by `protran profile --executor ray --json`; simulated boards
 (`PROTRAN_FLEET_FAKE_BOARD=protran._fleet:simulated_board`: a measurement sleeps on its board), so the
 active-learning loop, scheduling, store and resume are real and the model export is not. Seeded (`--seed 0`
@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-samples", type=int, default=4)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fleet"))
     args = parser.parse_args(argv)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bfleet", dir="/tmp") as folder:
         work = Path(folder)
         results = {
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "overhead": overhead(2 * args.n, 0.05, args.seed_samples, work),
             "killed_halfway": killed_halfway(args.n, args.measure_s, args.seed_samples, work),
         }
+    results["wall_s"] = round(time.monotonic() - started, 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -275,3 +275,32 @@ def test_missing_ray_is_one_line_naming_the_extra(capsys, monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'edgetran[ray]'" in err, err
     assert not any(tmp_path.iterdir())
+
+
+TINY_SPACE = """\
+encoder_layers: [2]
+hidden_size: [128]
+attention_heads: [2, 4]
+operation_types: [sa_sdp, l_dft, c_5]
+feed_forward_depth: [1]
+feed_forward_dims: [256, 512]
+"""
+
+
+def test_a_real_measurement_runs_the_protocol_on_the_board(cluster, tmp_path):
+    # no simulated board: the task runs measure_architecture on board a (its own worker process there)
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    store = tmp_path / "fleet.sqlite"
+    done = subprocess.run(cluster.profile("--device", "a", "--seed-samples", "1", "--max-samples", "1",
+                                          "--seq-len", "16", "--vocab-size", "500", "--time-cap-s", "2",
+                                          "--target-rel-ci", "0.2", "--meter", "none", "--reference-every", "0",
+                                          "--space", str(space), "--out", str(tmp_path), "--json"),
+                          env=cluster.env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    devices = json.loads(done.stdout)["devices"]
+    assert devices == {"a": {"measured": 1, "failed": 0, "unstable": 0, "run": 1, "store": str(store)}}
+    (row,) = _rows(store)
+    assert row["status"] == "ok" and row["latency_s"] > 0 and row["repeats"] >= 10
+    conditions = json.loads(row["conditions"])
+    assert conditions["fleet"] == {"board": "a", "attempt": 1} and "simulated" not in conditions
