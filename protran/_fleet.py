@@ -38,8 +38,12 @@ Simulated boards, for tests and benchmarks only: ``PROTRAN_FLEET_FAKE_BOARD=modu
 driver's environment makes every task call ``callable(spec, board=DEVICE, **settings)`` on the board
 instead of the protocol (the module must import there); :func:`simulated_board` is one such callable.
 
-Not done yet: other boards' rows as a transfer prior of each loop (``protran._active.TransferPrior``;
-the profiling loop fits its surrogates without one today), and ``--cpus`` (pinning) on boards.
+Trainings as Ray tasks: ``protran proxy --executor ray`` trains each architecture's MLM proxy as a task
+with ``--num-cpus``/``--num-gpus`` (:func:`proxies_on_ray`), the same numbers as the local run.
+
+Not done yet: the fine-tuning autotune and GPTran's children on Ray; other boards' rows as a transfer
+prior of each loop (``protran._active.TransferPrior``; the profiling loop fits its surrogates without
+one today); ``--cpus`` (pinning) on boards.
 """
 
 from __future__ import annotations
@@ -621,5 +625,57 @@ def fleet_status(address: str | None) -> dict[str, Any]:
     _connect(ray, address)
     try:
         return {"boards": boards(ray), "profile": read_status(ray)}
+    finally:
+        ray.shutdown()
+
+
+# -- trainings as Ray tasks -------------------------------------------------------------------------------
+
+_PROXY_CORPORA: dict[Any, Any] = {}
+
+
+def proxy_on_worker(spec: ArchSpec, config: Any, corpus_dir: str | None, threads: int) -> Any:
+    """Runs on a Ray worker: the MLM proxy of one architecture, as ``protran proxy`` computes it locally
+    (the same seed, batches, masks and thread count give the same loss). The corpus is loaded once per
+    worker process."""
+    import torch
+
+    from protran._proxy import load_proxy_corpus, mlm_proxy
+
+    torch.set_num_threads(threads)
+    key = (corpus_dir, config.seq_len)
+    if key not in _PROXY_CORPORA:
+        _PROXY_CORPORA[key] = load_proxy_corpus(config, corpus_dir)
+    return mlm_proxy(spec, _PROXY_CORPORA[key], config)
+
+
+def proxies_on_ray(specs: Sequence[ArchSpec], config: Any, *, corpus_dir: str | None = None, threads: int = 1,
+                   address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                   progress: Callable[[int, ArchSpec, Any], None] | None = None) -> list[Any]:
+    """The MLM proxy of every architecture (``protran._proxy.mlm_proxy``), one Ray task each with
+    ``num_cpus`` and ``num_gpus``; results in the order of ``specs``. ``progress(index, spec, result)``
+    is called as each one arrives (in any order), so the caller can commit it at once. ``corpus_dir``
+    must exist on every worker (default: the corpus shipped with edgetran, found by each install)."""
+    ray = import_ray()
+    _connect(ray, address)
+    try:
+        task = ray.remote(max_retries=DEFAULT_MAX_RETRIES)(proxy_on_worker).options(num_cpus=num_cpus,
+                                                                                   num_gpus=num_gpus)
+        pending = {task.remote(spec, config, corpus_dir, threads): index for index, spec in enumerate(specs)}
+        results: list[Any] = [None] * len(specs)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ready[0])
+            try:
+                results[index] = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as raised:
+                cause = getattr(raised, "cause", None) or raised
+                for ref in pending:
+                    ray.cancel(ref, force=True)
+                raise FleetError(f"the proxy of {model_hash(specs[index])[:8]} failed on its worker: "
+                                 f"{type(cause).__name__}: {_first_line(str(cause))}") from None
+            if progress is not None:
+                progress(index, specs[index], results[index])
+        return results
     finally:
         ray.shutdown()

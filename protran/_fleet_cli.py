@@ -208,3 +208,49 @@ def _status(args: argparse.Namespace) -> int:
         driver = profile.get("driver", {})
         print(f"profile driven by pid {driver.get('pid')} on {driver.get('host')} into {driver.get('store')}")
     return 0
+
+
+# -- protran proxy --executor ray ---------------------------------------------------------------------------
+
+
+def add_training_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a training command that run its trainings as Ray tasks."""
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local (default): train here, one after another; ray: one Ray task per architecture on "
+                             "the cluster (--ray-address), same numbers; needs pip install 'edgetran[ray]'")
+    parser.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster, e.g. HEAD:6379")
+    parser.add_argument("--num-cpus", type=clitools.positive_float, default=None,
+                        help="with --executor ray: CPUs each training task reserves (default: --threads)")
+    parser.add_argument("--num-gpus", type=clitools.non_negative_float, default=0.0,
+                        help="with --executor ray: GPUs each training task reserves (default 0)")
+
+
+def proxy_fleet(args: argparse.Namespace, specs: list, config: Any) -> int:
+    """``protran proxy --executor ray``: every architecture's proxy as a Ray task, each committed to the
+    store as it arrives."""
+    from protran._fleet import import_ray, proxies_on_ray
+    from protran._store import RunStore
+
+    import_ray()
+    kept = (f"every finished architecture's loss is in {args.store}; run the command again with the others "
+            "to continue")
+    with clitools.resumable(kept), clitools.Progress(len(specs), "proxy", "arch") as bar, \
+            RunStore(args.store) as store:
+        def keep(index: int, spec: Any, result: Any) -> None:
+            store.add_accuracy([result.to_record(spec, config)])
+            bar.step(f"{result.arch_hash[:8]}: validation MLM loss {result.eval_loss:.4f} ({result.elapsed_s:.0f} s)")
+
+        with contextlib.redirect_stdout(sys.stderr):
+            results = proxies_on_ray(specs, config, corpus_dir=args.corpus, threads=args.threads,
+                                     address=args.ray_address,
+                                     num_cpus=args.threads if args.num_cpus is None else args.num_cpus,
+                                     num_gpus=args.num_gpus, progress=keep)
+    rows = [{"hash": r.arch_hash, "proxy_loss": r.eval_loss, "steps": r.steps, "seconds": r.elapsed_s}
+            for r in results]
+    if args.json:
+        clitools.print_json(rows)
+    else:
+        clitools.print_table([[r["hash"][:8], f"{r['proxy_loss']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
+                             ["hash", "proxy loss", "seconds"])
+        print(f"stored as task 'mlm_proxy' in {args.store}")
+    return 0

@@ -525,6 +525,10 @@ def _proxy(args: argparse.Namespace) -> int:
         config = ProxyConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
     except ValueError as problem:
         raise clitools.CliError(str(problem)) from None
+    if args.executor == "ray":  # one Ray task per architecture (protran._fleet)
+        from protran._fleet_cli import proxy_fleet
+
+        return proxy_fleet(args, specs, config)
     torch.set_num_threads(args.threads)
     corpus = load_proxy_corpus(config, args.corpus)
     kept = (f"every finished architecture's loss is in {args.store}; run the command again with the others "
@@ -874,6 +878,9 @@ def _add_proxy_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=clitools.positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--corpus", help="a folder with train.txt (and validation.txt), or text files, tokenised with "
                                     "the shipped tokenizer (default: the shipped datasets/corpus)")
+    from protran._fleet_cli import add_training_executor_arguments
+
+    add_training_executor_arguments(p)
 
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:

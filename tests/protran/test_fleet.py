@@ -304,3 +304,28 @@ def test_a_real_measurement_runs_the_protocol_on_the_board(cluster, tmp_path):
     assert row["status"] == "ok" and row["latency_s"] > 0 and row["repeats"] >= 10
     conditions = json.loads(row["conditions"])
     assert conditions["fleet"] == {"board": "a", "attempt": 1} and "simulated" not in conditions
+
+
+def test_the_proxy_on_ray_gives_the_local_numbers(cluster, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text("The quick brown fox jumps over the lazy dog. " * 200)
+    (corpus / "validation.txt").write_text("A lazy dog sleeps while the quick fox runs away. " * 40)
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text("\n".join(json.dumps(d) for d in (
+        {"l": 2, "o": [["sa_sdp_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[256]] * 2},
+        {"l": 2, "o": [["l_dft_64", "c_5_64"]] * 2, "h": [128, 128], "f": [[512]] * 2},
+    )) + "\n")
+    common = ["proxy", str(archs), "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--seed", "3",
+              "--corpus", str(corpus), "--json"]
+    assert main([*common, "--store", str(tmp_path / "local.sqlite")]) == 0
+    local = json.loads(capsys.readouterr().out)
+    done = subprocess.run(cluster.command(*common, "--store", str(tmp_path / "ray.sqlite"), "--executor", "ray",
+                                          "--ray-address", f"127.0.0.1:{PORT}", "--num-cpus", "0.5"),
+                          env=cluster.env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    on_ray = json.loads(done.stdout)
+    assert [(row["hash"], row["proxy_loss"], row["steps"]) for row in on_ray] == \
+        [(row["hash"], row["proxy_loss"], row["steps"]) for row in local]
+    with sqlite3.connect(tmp_path / "ray.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM accuracy WHERE task = 'mlm_proxy'").fetchone()[0] == 2
