@@ -41,9 +41,16 @@ instead of the protocol (the module must import there); :func:`simulated_board` 
 Trainings as Ray tasks: ``protran proxy --executor ray`` trains each architecture's MLM proxy as a task
 with ``--num-cpus``/``--num-gpus`` (:func:`proxies_on_ray`), the same numbers as the local run.
 
-Not done yet: the fine-tuning autotune and GPTran's children on Ray; other boards' rows as a transfer
-prior of each loop (``protran._active.TransferPrior``; the profiling loop fits its surrogates without
-one today); ``--cpus`` (pinning) on boards.
+Transfer between the loops: other boards' rows become each loop's transfer prior as they arrive
+(:class:`LivePrior`). Before each fit, a loop reads the other devices' runs of this fleet from the
+store; a board joins the prior once it has ``PRIOR_MIN_ROWS`` (8) usable rows, and the prior (the
+``TransferPrior`` of ``protran._profile.fit_prior``, with the files of ``--prior`` if any) is refit
+when a board joined or the other boards' rows grew by ``PRIOR_REFIT_ROWS`` (8) since the last fit.
+From then on the loop's surrogates are ``PriorResidual`` models and it stops by ``prior_converged``,
+as a local run with ``--prior`` does; its seeds stay as given (the other boards start together, so
+there is no prior yet when the seeds are chosen).
+
+Not done yet: the fine-tuning autotune and GPTran's children on Ray; ``--cpus`` (pinning) on boards.
 """
 
 from __future__ import annotations
@@ -64,9 +71,10 @@ from typing import Any
 
 from flexibert import ArchSpec, EdgetranError, count_parameters, model_hash
 from flexibert.lazy import optional_dependency
-from protran._profile import ProfileConfig, Profiler
+from protran._profile import ProfileConfig, Profiler, fit_prior, load_prior, prior_rows
 from protran._protocol import MeasurementResult
-from protran._store import RunStore, RunStoreError
+from protran._store import Measurement, RunStore, RunStoreError
+from protran._transfer import PRIOR_MIN_ROWS
 from protran.vocabulary import USABLE_STATUSES
 
 STATUS_ACTOR = "protran-fleet-status"
@@ -80,6 +88,8 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_BOARD_WAIT_S = 60.0
 # A task that runs this long past the protocol's own timeout is taken as lost with its board.
 _TASK_GRACE_S = 120.0
+# A loop's prior is refit once the other boards' usable rows grew by this many since its last fit.
+PRIOR_REFIT_ROWS = 8
 _POLL_S = 0.5
 
 
@@ -224,6 +234,9 @@ class DeviceOutcome:
     unstable: int = 0
     stop_reason: str | None = None
     error: str | None = None
+    # the other boards in this loop's transfer prior at its last fit, and their rows then
+    prior_boards: int = 0
+    prior_rows: int = 0
 
     def to_json(self, store: str) -> dict[str, Any]:
         """The shape ``protran profile --executor ray --json`` prints per device."""
@@ -432,6 +445,9 @@ def run_fleet(configs: Sequence[ProfileConfig], store_path: str | Path, out_dir:
     note = warn or (lambda line: None)
     report = progress or (lambda device, event: None)
     ray = import_ray()
+    # --prior (the same files for every device): read, and refused, before the cluster is touched
+    initial = load_prior(configs[0])
+    files = list(prior_rows(configs[0]).values()) if configs[0].prior_paths else []
     started = time.monotonic()
     _connect(ray, address)
     try:
@@ -445,7 +461,7 @@ def run_fleet(configs: Sequence[ProfileConfig], store_path: str | Path, out_dir:
             note(f"another driver publishes the fleet status ({STATUS_ACTOR}); `protran fleet status` shows that one")
         meters = _probe_boards(fleet, configs)
         loops = _open_loops(fleet, configs, store_path, out_dir, meters, resume=resume, take_over=take_over,
-                            report=report)
+                            report=report, files=files, initial=initial)
         outcomes = _run_loops(fleet, loops)
         summary = FleetSummary(str(store_path), elapsed_s=time.monotonic() - started)
         with RunStore(store_path) as store:
@@ -478,13 +494,64 @@ def _probe_boards(fleet: _Fleet, configs: Sequence[ProfileConfig]) -> dict[str, 
     return meters
 
 
+class LivePrior:
+    """One loop's transfer prior: the other boards' rows measured so far (their runs ``others`` in the
+    fleet's store), with ``files`` (the row groups of ``--prior``, one per board) if any.
+
+    A board joins once it has ``min_rows`` usable rows; :meth:`current` refits the prior when a board
+    joined or the joined boards' rows grew by ``refit_rows`` since the last fit, and otherwise returns
+    the prior fitted before. Without another board's rows the prior is the files' (``initial``: the
+    ``(prior, boards)`` of ``load_prior``), or none."""
+
+    def __init__(self, config: ProfileConfig, others: Sequence[int], files: Sequence[Sequence[Any]] = (),
+                 initial: tuple[Any, int] = (None, 0), *, min_rows: int = PRIOR_MIN_ROWS,
+                 refit_rows: int = PRIOR_REFIT_ROWS) -> None:
+        if min_rows < 2 or refit_rows < 1:
+            raise ValueError(f"min_rows must be at least 2 and refit_rows at least 1, got {min_rows}, {refit_rows}")
+        self.config, self.others, self.files = config, list(others), [list(rows) for rows in files]
+        self.min_rows, self.refit_rows = min_rows, refit_rows
+        self.prior, self.devices = initial
+        self.boards = 0  # other boards of this fleet in the prior
+        self.rows = 0  # their usable rows at the last fit
+        self.fits = 0
+
+    def current(self, store: RunStore) -> tuple[Any, int]:
+        """``(TransferPrior or None, devices in it)``, refit from ``store`` where due."""
+        groups: list[list[Measurement]] = []
+        for run in self.others:
+            rows = store.measurements(run_id=run, status=USABLE_STATUSES)
+            if len(rows) >= self.min_rows:
+                groups.append(rows)
+        total = sum(len(rows) for rows in groups)
+        if groups and (len(groups) != self.boards or total - self.rows >= self.refit_rows):
+            self.prior, self.devices = fit_prior(self.config, [*self.files, *groups])
+            self.boards, self.rows = len(groups), total
+            self.fits += 1
+        return self.prior, self.devices
+
+
+class _FleetProfiler(Profiler):
+    """A fleet loop's profiler: before each fit its transfer prior is brought up to date (``live``)."""
+
+    live: LivePrior | None = None
+    on_prior: Callable[[LivePrior], None] | None = None
+
+    def _fit(self, rows: list[Measurement]) -> dict[str, Any]:
+        if self.live is not None:
+            fits = self.live.fits
+            self._prior, self._prior_devices = self.live.current(self.store)
+            if self.live.fits != fits and self.on_prior is not None:
+                self.on_prior(self.live)
+        return super()._fit(rows)
+
+
 @dataclass
 class _Loop:
     """One device's loop; ``profiler`` and ``store`` are None for a device whose run finished before
     (``resume``): there is nothing left to measure."""
 
     device: str
-    profiler: Profiler | None
+    profiler: _FleetProfiler | None
     store: RunStore | None
     max_samples: int
     run_id: int
@@ -492,7 +559,8 @@ class _Loop:
 
 def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str | Path, out_dir: str | Path,
                 meters: dict[str, str | None], *, resume: bool, take_over: bool,
-                report: Callable[[str, dict[str, Any]], None]) -> list[_Loop]:
+                report: Callable[[str, dict[str, Any]], None], files: list[list[Any]],
+                initial: tuple[Any, int]) -> list[_Loop]:
     """One profiler per device, each with its own connection to the store; its run created or resumed
     (and leased) here, before any measurement, so a run another driver holds fails at once."""
     loops: list[_Loop] = []
@@ -505,10 +573,11 @@ def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str
                 continue
             store = RunStore(store_path)
             try:
-                profiler = Profiler(config, store, out_dir, resume=resume, take_over=take_over,
-                                    meter=_NamedMeter(meters[config.device]),
-                                    measure_fn=BoardMeasure(fleet, config.device, config.meter),
-                                    progress=_Publisher(fleet, config.device, config.max_samples, report))
+                profiler = _FleetProfiler(config, store, out_dir, resume=resume, take_over=take_over,
+                                          meter=_NamedMeter(meters[config.device]),
+                                          measure_fn=BoardMeasure(fleet, config.device, config.meter),
+                                          progress=_Publisher(fleet, config.device, config.max_samples, report),
+                                          prior=initial)
             except BaseException:
                 store.close()
                 raise
@@ -522,7 +591,20 @@ def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str
                     loop.store.release_lease(loop.run_id, "interrupted")
                 loop.store.close()
         raise
+    for loop in loops:  # each loop's prior: the other devices' runs of this fleet (finished ones too)
+        if loop.profiler is not None:
+            config = loop.profiler.config
+            loop.profiler.live = LivePrior(config, [other.run_id for other in loops if other is not loop], files,
+                                           initial)
+            loop.profiler.on_prior = _prior_publisher(fleet, loop.device)
     return loops
+
+
+def _prior_publisher(fleet: _Fleet, device: str) -> Callable[[LivePrior], None]:
+    def publish(live: LivePrior) -> None:
+        fleet.publish(device, prior_boards=live.boards, prior_rows=live.rows)
+
+    return publish
 
 
 def _finished_run(store_path: str | Path, c: ProfileConfig) -> int | None:
@@ -592,6 +674,8 @@ def _run_loops(fleet: _Fleet, loops: list[_Loop]) -> dict[str, DeviceOutcome]:
             outcome.stop_reason, outcome.error = "error", f"{type(problem).__name__}: {problem}"
             fleet.publish(loop.device, state="error", measuring=None, last_error=outcome.error)
         finally:
+            if loop.profiler.live is not None:
+                outcome.prior_boards, outcome.prior_rows = loop.profiler.live.boards, loop.profiler.live.rows
             loop.store.close()
 
     threads = [threading.Thread(target=run, args=(loop,), name=f"protran-fleet-{loop.device}", daemon=True)

@@ -122,8 +122,10 @@ def profile_fleet(args: argparse.Namespace, config: Any) -> int:
         clitools.print_json(summary.to_json())
     else:
         for name, outcome in summary.devices.items():
+            prior = (f"; prior: {outcome.prior_boards} other board(s), {outcome.prior_rows} rows"
+                     if outcome.prior_boards else "")
             print(f"{name}: run {outcome.run}: {outcome.measured} measured, {outcome.failed} failed, "
-                  f"{outcome.unstable} unstable; stopped: {outcome.stop_reason}")
+                  f"{outcome.unstable} unstable; stopped: {outcome.stop_reason}{prior}")
         print(f"  store: {store_path} ({summary.elapsed_s:.1f} s)")
     return 0
 
@@ -177,7 +179,8 @@ def _status(args: argparse.Namespace) -> int:
                "measuring": state.get("measuring"), "measuring_for_s": time.time() - since if since and
                state.get("measuring") else None, "done": done, "max_samples": total,
                "queued": max(total - done, 0) if done is not None and total is not None else None,
-               "eta_s": state.get("eta_s"), "last_error": state.get("last_error")}
+               "eta_s": state.get("eta_s"), "last_error": state.get("last_error"),
+               "prior_boards": state.get("prior_boards", 0)}
         row["_shown"] = measuring
         rows.append(row)
     known = {board["board"] for board in status["boards"]}
@@ -187,7 +190,7 @@ def _status(args: argparse.Namespace) -> int:
                          "state": state.get("state"), "run": state.get("run"), "measuring": state.get("measuring"),
                          "measuring_for_s": None, "done": state.get("done"), "max_samples": state.get("max_samples"),
                          "queued": None, "eta_s": state.get("eta_s"), "last_error": state.get("last_error"),
-                         "_shown": ""})
+                         "prior_boards": state.get("prior_boards", 0), "_shown": ""})
     if args.json:
         clitools.print_json({"boards": [{k: v for k, v in row.items() if k != "_shown"} for row in rows],
                              "profile": None if profile is None else profile.get("driver")})

@@ -10,6 +10,7 @@ installed or the namespace or the cluster cannot be made (not root, no ``unshare
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -206,18 +207,25 @@ def test_lost_measurements_are_retried_then_stored_failed_and_errors_are_not_ret
     assert sorted(calls.values()) == [1, 1, 2, 2]  # b: one try and one retry each; c: never retried
 
 
-def _wait_for_rows(store: Path, count: int, driver: subprocess.Popen, timeout: float = 90) -> None:
+def _wait_for_rows(store: Path, count: int, driver: subprocess.Popen, timeout: float = 90,
+                   until=lambda rows: True) -> None:
+    """Until the store holds ``count`` rows and ``until(rows)`` holds (the driver still running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert driver.poll() is None, driver.communicate()
         if store.exists():
             try:
-                if len(_rows(store)) >= count:
+                rows = _rows(store)
+                if len(rows) >= count and until(rows):
                     return
             except sqlite3.OperationalError:
                 pass
         time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} rows after {timeout} s")
+    raise AssertionError(f"fewer than {count} rows, or not the rows awaited, after {timeout} s")
+
+
+def _retried(rows) -> bool:
+    return any(json.loads(row["conditions"]).get("fleet", {}).get("attempt", 1) > 1 for row in rows)
 
 
 def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(cluster, tmp_path):
@@ -227,7 +235,9 @@ def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(c
     driver = subprocess.Popen(cluster.profile(*args), env=cluster.env_for("slow"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_rows(store, 4, driver)
+        # until board b's retry of the measurement its killed worker lost is stored (however slow the
+        # worker's restart), so that the driver is killed after the worker
+        _wait_for_rows(store, 4, driver, until=_retried)
         # the status view sees the running profile and both boards (the driver's updates reach the status
         # actor asynchronously: a few polls)
         for _ in range(5):
@@ -249,6 +259,7 @@ def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(c
         driver.communicate()
     kept = {row["id"]: (row["device"], row["arch_hash"]) for row in _rows(store)}
     assert len(kept) >= len(before) >= 3
+    assert "running" in {run["status"] for run in _runs(store).values()}  # the driver was killed mid-run
     runs_before = {name: run["id"] for name, run in _runs(store).items()}
 
     done = subprocess.run(cluster.profile(*args, "--resume"), env=cluster.env_for("slow"),
@@ -276,6 +287,21 @@ def test_worker_then_driver_killed_mid_run_resumes_without_losing_or_repeating(c
     shown = subprocess.run(cluster.command("fleet", "status", "--ray-address", f"127.0.0.1:{PORT}"),
                            env=cluster.env, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "no profile is running" in shown.stdout, shown.stderr
+
+
+def test_a_board_joining_later_starts_from_the_other_boards_rows(cluster, tmp_path):
+    # board a profiled first; then a and b with --resume: a's run is finished, b's loop fits with a's rows
+    common = [*SMALL, "--reference-every", "0", "--out", str(tmp_path)]
+    first = cluster.run("steady", "--device", "a", *common, "--json")
+    assert first.returncode == 0, first.stderr
+    done = cluster.run("steady", "--device", "a", "--device", "b", *common, "--resume")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split(":")[0]: line for line in done.stdout.splitlines() if line[:2] in ("a:", "b:")}
+    assert "stopped: finished_before" in lines["a"] and "prior" not in lines["a"], done.stdout
+    assert "8 measured" in lines["b"] and "prior: 1 other board(s), 8 rows" in lines["b"], done.stdout
+    rows = _rows(tmp_path / "fleet.sqlite")
+    assert Counter(row["device"] for row in rows) == {"a": 8, "b": 8}
+    _no_duplicates(rows)
 
 
 def test_local_executor_refuses_fleet_options(capsys, tmp_path):
@@ -346,3 +372,82 @@ def test_the_proxy_on_ray_gives_the_local_numbers(cluster, tmp_path, capsys):
         [(row["hash"], row["proxy_loss"], row["steps"]) for row in local]
     with sqlite3.connect(tmp_path / "ray.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM accuracy WHERE task = 'mlm_proxy'").fetchone()[0] == 2
+
+
+# -- other boards' rows as each loop's transfer prior (no cluster: the loop's measure function is local) ------
+
+SIM = {"runtime": "onnxruntime", "batch_size": 1, "seq_len": 128, "num_threads": 1}
+
+
+def test_other_boards_rows_become_a_loops_prior_once_enough_arrived(tmp_path, monkeypatch):
+    from flexibert import sample_architectures
+    from protran._fleet import LivePrior, simulated_board
+    from protran._profile import ProfileConfig
+    from protran._store import RunStore
+
+    monkeypatch.setenv("PROTRAN_FLEET_SIM_SECONDS", "0")
+    specs = sample_architectures(24, method="random", seed=1)
+    with RunStore(tmp_path / "fleet.sqlite") as store:
+        a, b, c = (store.create_run(name, "onnxruntime") for name in "abc")
+        live = LivePrior(ProfileConfig(device="b"), [a, c])
+        seen = []
+        for spec in specs[:17]:
+            store.add_measurement(a, simulated_board(spec, board="a", **SIM))
+            prior, devices = live.current(store)
+            seen.append((prior is not None, devices, live.rows))
+        # none below 8 rows of board a; from 8 on, refit only after 8 more rows (the same prior between)
+        assert seen[:7] == [(False, 0, 0)] * 7
+        assert seen[7:15] == [(True, 1, 8)] * 8 and seen[15:] == [(True, 1, 16)] * 2
+        assert live.fits == 2
+        # a failed row is no row of the prior; the loop's own run is never in it
+        failed = simulated_board(specs[17], board="a", **SIM)
+        store.add_measurement(a, dataclasses.replace(failed, status="failed", latency_s=None, error="lost"))
+        for spec in specs[:8]:
+            store.add_measurement(b, simulated_board(spec, board="b", **SIM))
+        assert live.current(store)[1] == 1 and live.rows == 16 and live.fits == 2
+        # a second board joins once it has 8 rows: refit at once
+        for spec in specs[:8]:
+            store.add_measurement(c, simulated_board(spec, board="c", **SIM))
+        prior, devices = live.current(store)
+        assert devices == 2 and live.boards == 2 and live.rows == 25 and live.fits == 3
+        # the prior predicts board a's (and c's) costs: larger models, larger predicted latency
+        from flexibert import count_parameters
+        from protran.surrogates import featurize
+
+        config = ProfileConfig(device="b")
+        X = featurize(specs, features=config.features, batch_size=1, seq_len=128)
+        predicted = prior.columns(X, "latency_s")[:, 0]
+        sizes = [count_parameters(spec) for spec in specs]
+        assert predicted[sizes.index(max(sizes))] > predicted[sizes.index(min(sizes))]
+
+
+def test_a_fleet_loop_fits_with_the_other_boards_rows_as_they_arrive(tmp_path, monkeypatch):
+    from flexibert import sample_architectures
+    from protran._fleet import LivePrior, _FleetProfiler, simulated_board
+    from protran._profile import ProfileConfig
+    from protran._store import RunStore
+
+    monkeypatch.setenv("PROTRAN_FLEET_SIM_SECONDS", "0")
+    config = ProfileConfig(device="b", seed_samples=3, max_samples=9, pool_size=16, target_mse=1e-12,
+                           reference_every=0)
+    path = tmp_path / "fleet.sqlite"
+    others = sample_architectures(40, method="random", seed=100)
+    with RunStore(path) as store, RunStore(path) as other:
+        a = other.create_run("a", "onnxruntime")
+        fits = []
+
+        def measure(spec, **settings):  # board a's loop, elsewhere, commits two rows per row of board b
+            for _ in range(2):
+                done = len(other.measurements(run_id=a, status=None))
+                other.add_measurement(a, simulated_board(others[done], board="a", **SIM))
+            settings.pop("meter", None)
+            return simulated_board(spec, board="b", **settings)
+
+        profiler = _FleetProfiler(config, store, tmp_path, measure_fn=measure)
+        profiler.live = LivePrior(config, [a])
+        profiler.on_prior = lambda live: fits.append((live.boards, live.rows))
+        summary = profiler.run()
+    assert summary.prior_devices == 1 and summary.measured_ok >= 8
+    # no prior at the first fit (6 rows of a); from 8 rows of a on, a refit after every 8 more
+    assert fits[:2] == [(1, 8), (1, 16)]
+    assert all(later - earlier >= 8 for (_, earlier), (_, later) in zip(fits, fits[1:]))
