@@ -50,7 +50,8 @@ From then on the loop's surrogates are ``PriorResidual`` models and it stops by 
 as a local run with ``--prior`` does; its seeds stay as given (the other boards start together, so
 there is no prior yet when the seeds are chosen).
 
-Not done yet: the fine-tuning autotune and GPTran's children on Ray; ``--cpus`` (pinning) on boards.
+The children of a GPTran expansion run as Ray tasks too (``gptran run --executor ray``,
+``gptran.ray_executor``). Not done yet: the fine-tuning autotune on Ray; ``--cpus`` (pinning) on boards.
 """
 
 from __future__ import annotations

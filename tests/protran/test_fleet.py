@@ -374,6 +374,33 @@ def test_the_proxy_on_ray_gives_the_local_numbers(cluster, tmp_path, capsys):
         assert conn.execute("SELECT COUNT(*) FROM accuracy WHERE task = 'mlm_proxy'").fetchone()[0] == 2
 
 
+def test_gptran_children_on_ray_give_the_local_numbers(cluster, tmp_path, capsys):
+    # each expansion's children at once, one Ray task each (two at a time on the cluster's one CPU)
+    from gptran.cli import main as gptran_main
+
+    shipped = REPO / "datasets" / "corpus"
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, size in (("train.txt", 20_000), ("validation.txt", 3_000)):
+        text = (shipped / name).read_text(encoding="utf-8")[:size]
+        (corpus / name).write_text(text[: text.rfind("\n")] + "\n", encoding="utf-8")
+    shutil.copy(shipped / "tokenizer.json", corpus / "tokenizer.json")
+    root = tmp_path / "tiny.json"
+    root.write_text(json.dumps({"l": 2, "o": [["sa_sdp_64"] * 2] * 2, "h": [128, 128], "f": [[512], [512]]}))
+    common = ["run", "--model-dict", str(root), "--corpus", str(corpus), "--steps-per-child", "3", "--max-nodes",
+              "6", "--num-samples", "2", "--seq-len", "32", "--batch-size", "4", "--eval-blocks", "4", "--seed", "0",
+              "--json"]
+    assert gptran_main([*common, "--out", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out)
+    done = subprocess.run([*cluster.enter, sys.executable, "-m", "gptran.cli", *common, "--out", str(tmp_path / "ray"),
+                           "--executor", "ray", "--ray-address", f"127.0.0.1:{PORT}", "--num-cpus", "0.5"],
+                          env=cluster.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    on_ray = json.loads(done.stdout)
+    assert on_ray == local and len(local["nodes"]) == 6
+    assert "training 2 children of node 0 at once (nodes 1, 2)" in done.stderr, done.stderr
+
+
 # -- other boards' rows as each loop's transfer prior (no cluster: the loop's measure function is local) ------
 
 SIM = {"runtime": "onnxruntime", "batch_size": 1, "seq_len": 128, "num_threads": 1}
