@@ -6,7 +6,7 @@ stack), inherits the parent's weights, trains briefly, and is kept if its held-o
 enough. :class:`MLMTrainer` trains and scores the models on a text corpus; the operators themselves
 are :func:`grow_attention_heads`, :func:`feed_forward_growths`, :func:`prune_attention_heads` and
 :func:`prune_feed_forward`, and :func:`inherit_weights` moves the weights. The children of one expansion
-can be trained all at once elsewhere through an executor (:func:`ray_executor`: Ray tasks).
+can be trained all at once elsewhere through an executor (:func:`flexibert.ray_executor`: Ray tasks).
 
 Everything here needs torch: every name is imported on first use (:mod:`flexibert.lazy`), so that
 ``gptran --help`` is instant; the imports under ``TYPE_CHECKING`` list the same names for editors.
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
         prune_feed_forward,
     )
     from gptran._plots import plot_loss_curves
-    from gptran._ray import RayExecutor, ray_executor
     from gptran._search import (
         PAPER_STEPS,
         ChildExecutor,
@@ -54,7 +53,6 @@ __getattr__, __dir__, __all__ = attach(
             "prune_feed_forward",
         ],
         "gptran._plots": ["plot_loss_curves"],
-        "gptran._ray": ["RayExecutor", "ray_executor"],
         "gptran._search": [
             "PAPER_STEPS",
             "ChildExecutor",

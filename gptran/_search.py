@@ -190,7 +190,7 @@ class GrowAndPrune:
     every node and an existing state is resumed; without it everything stays in memory.
     ``progress(event)`` receives a dict per event (``"node"``, ``"expansion"``, ``"backtrack"``,
     ``"finished"``, and ``"children"`` before an executor trains several children at once).
-    ``executor`` (a :data:`ChildExecutor`, e.g. :func:`gptran.ray_executor`): the children of each
+    ``executor`` (a :data:`ChildExecutor`, e.g. :func:`flexibert.ray_executor`): the children of each
     expansion are trained through it, all at once, and committed in order; without it, one after
     another here. Either way the same seed gives the same tree.
     """
@@ -595,7 +595,7 @@ class TrainedChild:
 
 
 #: ``executor(train_child, argument_tuples)`` returns ``[train_child(*args) for args in argument_tuples]``,
-#: in order, computed wherever it likes (e.g. Ray tasks: :func:`gptran.ray_executor`).
+#: in order, computed wherever it likes (e.g. Ray tasks: :func:`flexibert.ray_executor`).
 ChildExecutor = Callable[[Callable[..., TrainedChild], list[tuple[Any, ...]]], list[TrainedChild]]
 
 

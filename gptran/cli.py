@@ -150,7 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     resume_hint = f"every trained model is saved in {out}; run the same command (with --out {out}) to resume"
     executor = None
     if args.executor == "ray":  # each expansion's children at once, one Ray task each
-        from gptran._ray import ray_executor
+        from flexibert import ray_executor
 
         with contextlib.redirect_stdout(sys.stderr):  # Ray's messages are not the result
             executor = ray_executor(args.ray_address, num_cpus=args.threads if args.num_cpus is None else args.num_cpus,

@@ -50,8 +50,9 @@ From then on the loop's surrogates are ``PriorResidual`` models and it stops by 
 as a local run with ``--prior`` does; its seeds stay as given (the other boards start together, so
 there is no prior yet when the seeds are chosen).
 
-The children of a GPTran expansion run as Ray tasks too (``gptran run --executor ray``,
-``gptran.ray_executor``). Not done yet: the fine-tuning autotune on Ray; ``--cpus`` (pinning) on boards.
+The children of a GPTran expansion (``gptran run --executor ray``) and the trials of a round of the
+fine-tuning autotune (``flexibert.tune_finetuning`` with ``executor``) run as Ray tasks too, through
+``flexibert.ray_executor``. Not done yet: ``--cpus`` (pinning) on boards.
 """
 
 from __future__ import annotations

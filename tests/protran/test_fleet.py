@@ -401,6 +401,41 @@ def test_gptran_children_on_ray_give_the_local_numbers(cluster, tmp_path, capsys
     assert "training 2 children of node 0 at once (nodes 1, 2)" in done.stderr, done.stderr
 
 
+TUNING = """\
+import json, sys
+import torch
+from flexibert import FinetuneConfig, GlueExamples, GlueTaskData, load_glue_task, ray_executor, tune_finetuning
+
+torch.set_num_threads(1)
+data = load_glue_task()
+head = lambda examples, n: GlueExamples(examples.task, examples.text_a[:n], None, examples.labels[:n], examples.source)
+task = GlueTaskData(data.task, head(data.train, 64), head(data.validation, 32))
+tiny = {"l": 2, "o": [["sa_sdp_64"] * 2] * 2, "h": [128, 128], "f": [[512], [512]]}
+config = FinetuneConfig(epochs=1, max_seq_len=32, device="cpu")
+executor = ray_executor(sys.argv[1], num_cpus=0.5) if len(sys.argv) > 1 else None
+try:
+    result = tune_finetuning(tiny, task, n_trials=3, seed=0, config=config, parallel=2, executor=executor)
+finally:
+    if executor is not None:
+        executor.close()
+print(json.dumps(result.trials))
+"""
+
+
+def test_autotune_trials_on_ray_give_the_local_numbers(cluster, tmp_path):
+    # one round of two trials at once, one Ray task each, then a round of one
+    script = tmp_path / "tune.py"
+    script.write_text(TUNING)
+    local = subprocess.run([sys.executable, str(script)], env=cluster.env, capture_output=True, text=True,
+                           timeout=300)
+    assert local.returncode == 0, local.stderr
+    done = subprocess.run([*cluster.enter, sys.executable, str(script), f"127.0.0.1:{PORT}"], env=cluster.env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    trials = json.loads(done.stdout.splitlines()[-1])
+    assert trials == json.loads(local.stdout.splitlines()[-1]) and len(trials) == 3
+
+
 # -- other boards' rows as each loop's transfer prior (no cluster: the loop's measure function is local) ------
 
 SIM = {"runtime": "onnxruntime", "batch_size": 1, "seq_len": 128, "num_threads": 1}
