@@ -117,11 +117,14 @@ def two_against_one(n: int, measure_s: float, seed_samples: int, work: Path) -> 
         budget = ["--seed-samples", str(seed_samples)]
         one, one_s, _ = fleet.profile(["a"], work / "one", *budget, "--max-samples", str(2 * n))
         two, two_s, _ = fleet.profile(["a", "b"], work / "two", *budget, "--max-samples", str(n))
+        alone, alone_s, _ = fleet.profile(["a", "b"], work / "alone", *budget, "--max-samples", str(n),
+                                          "--fleet-prior", "off")
     finally:
         fleet.close()
     return {"architectures": 2 * n, "measure_s": measure_s, "one_board_s": round(one_s, 2),
             "two_boards_s": round(two_s, 2), "ratio": round(two_s / one_s, 3),
-            "one_board": one, "two_boards": two}
+            "two_boards_no_fleet_prior_s": round(alone_s, 2), "ratio_no_fleet_prior": round(alone_s / one_s, 3),
+            "one_board": one, "two_boards": two, "two_boards_no_fleet_prior": alone}
 
 
 def _per_step(times: list[float]) -> float:
@@ -231,9 +234,15 @@ of the profiler); wall times vary with the machine's load.
 |---|---|---|---|
 | one board (a) | {two['architectures']} | {two['measure_s']} s | {two['one_board_s']} s |
 | two boards (a, b: {half} each) | {two['architectures']} | {two['measure_s']} s | {two['two_boards_s']} s |
+| two boards, `--fleet-prior off` | {two['architectures']} | {two['measure_s']} s | \
+{two['two_boards_no_fleet_prior_s']} s |
 
-Ratio two/one: **{two['ratio']}** (0.5 would be perfect; the rest is the driver's start, the boards' probe
-and the loops' fits, which share the driver's one Python process).
+Ratio two/one: **{two['ratio']}** with each board's loop fitting the other board's rows as its transfer
+prior (the default), **{two['ratio_no_fleet_prior']}** with `--fleet-prior off` (0.5 would be perfect; the
+rest is the driver's start, the boards' probe and the loops' fits, which share the driver's one Python
+process). A fit with the prior (bootstrapped ridge and trees, cross-validated) costs the driver about a
+second, one without it about a tenth of that: against a simulated measurement of {two['measure_s']} s that
+is most of the boards' parallelism; against a real measurement of tens of seconds it is noise.
 
 ## Ray's overhead per measurement
 

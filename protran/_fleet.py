@@ -48,7 +48,11 @@ store; a board joins the prior once it has ``PRIOR_MIN_ROWS`` (8) usable rows, a
 when a board joined or the other boards' rows grew by ``PRIOR_REFIT_ROWS`` (8) since the last fit.
 From then on the loop's surrogates are ``PriorResidual`` models and it stops by ``prior_converged``,
 as a local run with ``--prior`` does; its seeds stay as given (the other boards start together, so
-there is no prior yet when the seeds are chosen).
+there is no prior yet when the seeds are chosen). Such a fit costs the driver about a second
+(bootstrapped ridge and trees, cross-validated) where the prior-free one costs a tenth of that: on real
+boards, whose measurements take tens of seconds, that is noise, but with very short measurements the
+fits, which share the driver's one Python process, eat the boards' parallelism (the benchmark);
+``--fleet-prior off`` (``fleet_prior=False``) leaves each loop to its own rows.
 
 The children of a GPTran expansion (``gptran run --executor ray``) and the trials of a round of the
 fine-tuning autotune (``flexibert.tune_finetuning`` with ``executor``) run as Ray tasks too, through
@@ -428,9 +432,12 @@ def run_fleet(configs: Sequence[ProfileConfig], store_path: str | Path, out_dir:
               address: str | None = None, resume: bool = False, take_over: bool = False,
               max_retries: int = DEFAULT_MAX_RETRIES, board_wait_s: float = DEFAULT_BOARD_WAIT_S,
               progress: Callable[[str, dict[str, Any]], None] | None = None,
-              warn: Callable[[str], None] | None = None) -> FleetSummary:
+              warn: Callable[[str], None] | None = None, fleet_prior: bool = True) -> FleetSummary:
     """Profile every device of ``configs`` (one per board) on the Ray cluster at ``address`` into the
     run store at ``store_path``: one run per device, all written by this process.
+
+    ``fleet_prior``: other boards' rows become each loop's transfer prior as they arrive
+    (:class:`LivePrior`); off, each loop fits on its own rows (and the ``--prior`` files) only.
 
     ``progress(device, event)`` gets each loop's profiler events. Ctrl-C stops every loop (their runs
     left interrupted, for ``resume``) and re-raises KeyboardInterrupt.
@@ -463,7 +470,7 @@ def run_fleet(configs: Sequence[ProfileConfig], store_path: str | Path, out_dir:
             note(f"another driver publishes the fleet status ({STATUS_ACTOR}); `protran fleet status` shows that one")
         meters = _probe_boards(fleet, configs)
         loops = _open_loops(fleet, configs, store_path, out_dir, meters, resume=resume, take_over=take_over,
-                            report=report, files=files, initial=initial)
+                            report=report, files=files, initial=initial, fleet_prior=fleet_prior)
         outcomes = _run_loops(fleet, loops)
         summary = FleetSummary(str(store_path), elapsed_s=time.monotonic() - started)
         with RunStore(store_path) as store:
@@ -562,7 +569,7 @@ class _Loop:
 def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str | Path, out_dir: str | Path,
                 meters: dict[str, str | None], *, resume: bool, take_over: bool,
                 report: Callable[[str, dict[str, Any]], None], files: list[list[Any]],
-                initial: tuple[Any, int]) -> list[_Loop]:
+                initial: tuple[Any, int], fleet_prior: bool = True) -> list[_Loop]:
     """One profiler per device, each with its own connection to the store; its run created or resumed
     (and leased) here, before any measurement, so a run another driver holds fails at once."""
     loops: list[_Loop] = []
@@ -594,7 +601,7 @@ def _open_loops(fleet: _Fleet, configs: Sequence[ProfileConfig], store_path: str
                 loop.store.close()
         raise
     for loop in loops:  # each loop's prior: the other devices' runs of this fleet (finished ones too)
-        if loop.profiler is not None:
+        if loop.profiler is not None and fleet_prior:
             config = loop.profiler.config
             loop.profiler.live = LivePrior(config, [other.run_id for other in loops if other is not loop], files,
                                            initial)

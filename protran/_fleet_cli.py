@@ -39,6 +39,10 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-retries", type=clitools.non_negative_int, default=None, metavar="N",
                         help="with --executor ray: submit a measurement lost with its board (worker or node died) "
                              "again up to N times on the same board, then store it failed (default 3)")
+    parser.add_argument("--fleet-prior", choices=("on", "off"), default=None,
+                        help="with --executor ray: on (default): other boards' rows become each board's transfer "
+                             "prior as they arrive (from 8 rows, refit every 8); off: each board's surrogates fit "
+                             "its own rows only (cheaper fits where measurements are very short)")
     parser.add_argument("--board-wait-s", type=clitools.positive_float, default=None, metavar="S",
                         help="with --executor ray: wait this long for a board that left the cluster before "
                              "counting its measurement lost, or ending its loop (default 60)")
@@ -52,7 +56,7 @@ def check_executor(args: argparse.Namespace) -> None:
             raise clitools.CliError("--device is given once with --executor local (this machine); to profile "
                                     "several boards at once, use --executor ray")
         for flag, value in (("--ray-address", args.ray_address), ("--max-retries", args.max_retries),
-                            ("--board-wait-s", args.board_wait_s)):
+                            ("--board-wait-s", args.board_wait_s), ("--fleet-prior", args.fleet_prior)):
             if value is not None:
                 raise clitools.CliError(f"{flag} needs --executor ray")
         return
@@ -113,7 +117,7 @@ def profile_fleet(args: argparse.Namespace, config: Any) -> int:
                             take_over=args.take_over,
                                 max_retries=DEFAULT_MAX_RETRIES if args.max_retries is None else args.max_retries,
                                 board_wait_s=DEFAULT_BOARD_WAIT_S if args.board_wait_s is None else args.board_wait_s,
-                                progress=progress, warn=warn)
+                                progress=progress, warn=warn, fleet_prior=args.fleet_prior != "off")
     for outcome in summary.devices.values():
         if outcome.error:
             print(f"protran: {outcome.device}: stopped ({outcome.stop_reason}): {clitools.one_line(outcome.error)}; "

@@ -6,6 +6,10 @@ loopback only; every driver the tests run enters the same namespace. The boards'
 simulated ones of ``tests/protran/fleet_boards.py`` (``PROTRAN_FLEET_FAKE_BOARD``): the scheduling,
 retries, store and resume are real, the model export is not. Skipped, with the reason, where Ray is not
 installed or the namespace or the cluster cannot be made (not root, no ``unshare``).
+
+Trainings on the same cluster: the MLM proxy, GPTran's children and the autotune's trials as Ray tasks
+give the local numbers. Other boards' rows as each loop's transfer prior are also tested without a
+cluster (a loop whose measure function is local).
 """
 
 from __future__ import annotations
@@ -309,6 +313,8 @@ def test_local_executor_refuses_fleet_options(capsys, tmp_path):
     assert "--executor ray" in capsys.readouterr().err
     assert main(["profile", "--device", "a", "--ray-address", "127.0.0.1:6379", "--out", str(tmp_path)]) == 2
     assert "--ray-address needs --executor ray" in capsys.readouterr().err
+    assert main(["profile", "--device", "a", "--fleet-prior", "off", "--out", str(tmp_path)]) == 2
+    assert "--fleet-prior needs --executor ray" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing created
 
 
