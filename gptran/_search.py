@@ -191,8 +191,9 @@ class GrowAndPrune:
     ``progress(event)`` receives a dict per event (``"node"``, ``"expansion"``, ``"backtrack"``,
     ``"finished"``, and ``"children"`` before an executor trains several children at once).
     ``executor`` (a :data:`ChildExecutor`, e.g. :func:`flexibert.ray_executor`): the children of each
-    expansion are trained through it, all at once, and committed in order; without it, one after
-    another here. Either way the same seed gives the same tree.
+    expansion are trained through it, all at once, and committed in order once all are back (a search
+    interrupted meanwhile trains those children again when resumed); without it, one after another
+    here. Either way the same seed gives the same tree.
     """
 
     def __init__(
