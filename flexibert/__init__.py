@@ -81,6 +81,7 @@ if TYPE_CHECKING:
         build_model,
     )
     from flexibert._ops import DynamicConvHead, dynamic_conv_weights, self_attention_weights
+    from flexibert._ray import RayExecutor, RayExecutorError, ray_executor
     from flexibert._training import (
         FinetuneConfig,
         PretrainConfig,
@@ -143,6 +144,7 @@ __getattr__, __dir__, __all__ = attach(
             "estimate_flops",
         ],
         "flexibert._ops": ["DynamicConvHead", "dynamic_conv_weights", "self_attention_weights"],
+        "flexibert._ray": ["RayExecutor", "RayExecutorError", "ray_executor"],
         "flexibert._model": [
             "EncoderLayer",
             "FlexiBertEncoder",

@@ -752,6 +752,17 @@ class TuningResult:
     trials: list[dict[str, Any]]
 
 
+def _finetune_trial(shared: tuple[GlueTaskData, Any], start, config: FinetuneConfig) -> dict[str, float]:
+    """One autotune trial: fine-tune ``start`` with ``config`` on the shared ``(task data, tokenizer)``.
+    Depends on its arguments only, so it gives the same metrics wherever it runs (same threads)."""
+    task_data, tokenizer = shared
+    return finetune(start, task_data, config, tokenizer=tokenizer)
+
+
+def _here(fn: Callable[..., Any], argument_tuples: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*arguments) for arguments in argument_tuples]
+
+
 def tune_finetuning(
     model_or_spec,
     task_data: GlueTaskData,
@@ -763,6 +774,10 @@ def tune_finetuning(
     lr_range: tuple[float, float] = (2e-5, 5e-4),
     batch_sizes: Sequence[int] = (8, 16, 32),
     n_startup_trials: int | None = None,
+    parallel: int = 1,
+    executor: Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]] | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
 ) -> TuningResult:
     """Search the learning rate (log-uniform over ``lr_range``) and batch size (``batch_sizes``) of
     :func:`finetune` with Optuna's TPE sampler seeded by ``seed``, maximising the GLUE score.
@@ -770,6 +785,15 @@ def tune_finetuning(
     Every trial starts from the same weights: a copy of the given model, or the spec initialised
     from ``config.seed``. TPE takes over after ``n_startup_trials`` random trials (default: half of
     ``n_trials``, at most 10).
+
+    Trials elsewhere: with ``parallel`` > 1 the study asks for that many trials at a time (a round),
+    runs them together and tells their scores before the next round; ``executor(fn,
+    argument_tuples)`` runs a round's trials (default: here, one after another; e.g.
+    :func:`flexibert.ray_executor`: one Ray task each). The rounds, not the executor, decide what TPE
+    sees, so the same ``seed`` and ``parallel`` give the same trials on any executor. ``storage``: an
+    Optuna RDB URL (``sqlite:///tuning.db``, a PostgreSQL URL...) that holds the study under
+    ``study_name``, shared with any process that loads it; a study already there is continued
+    (``n_trials`` more), and its earlier trials count in the result.
     """
     import optuna
 
@@ -777,6 +801,8 @@ def tune_finetuning(
     tokenizer = load_tokenizer() if tokenizer is None else tokenizer
     if not isinstance(n_trials, int) or n_trials <= 0:
         raise ValueError(f"n_trials must be a positive int, got {n_trials!r}")
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel <= 0:
+        raise ValueError(f"parallel must be a positive int, got {parallel!r}")
     low, high = lr_range
     if not 0 < low <= high:
         raise ValueError(f"lr_range must be (low, high) with 0 < low <= high, got {lr_range!r}")
@@ -785,19 +811,51 @@ def tune_finetuning(
     startup = n_startup_trials if n_startup_trials is not None else min(10, max(1, n_trials // 2))
     trials: list[dict[str, Any]] = []
 
-    def objective(trial: optuna.Trial) -> float:
-        params = {
+    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+        return {
             "lr": trial.suggest_float("lr", low, high, log=True),
             "batch_size": trial.suggest_categorical("batch_size", list(batch_sizes)),
         }
-        start = copy.deepcopy(model_or_spec) if isinstance(model_or_spec, nn.Module) else model_or_spec
-        metrics = finetune(start, task_data, replace(config, **params), tokenizer=tokenizer)
+
+    def start():
+        return copy.deepcopy(model_or_spec) if isinstance(model_or_spec, nn.Module) else model_or_spec
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial)
+        metrics = finetune(start(), task_data, replace(config, **params), tokenizer=tokenizer)
+        trial.set_user_attr("metrics", metrics)
         trials.append({"number": trial.number, "params": params, "metrics": metrics})
         return metrics["score"]
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.optimize(objective, n_trials=n_trials)
+    study = optuna.create_study(direction="maximize", sampler=sampler, storage=storage, study_name=study_name,
+                                load_if_exists=storage is not None)
+    if parallel == 1 and executor is None:
+        study.optimize(objective, n_trials=n_trials)
+    else:
+        shared = (task_data, tokenizer)  # one object: an executor ships it once
+        run = executor or _here
+        done = 0
+        while done < n_trials:
+            asked = [study.ask() for _ in range(min(parallel, n_trials - done))]
+            params = [suggest(trial) for trial in asked]
+            try:
+                results = run(_finetune_trial, [(shared, start(), replace(config, **p)) for p in params])
+            except BaseException:
+                for trial in asked:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            for trial, p, metrics in zip(asked, params, results):
+                trial.set_user_attr("metrics", metrics)
+                study.tell(trial, metrics["score"])
+                trials.append({"number": trial.number, "params": p, "metrics": metrics})
+            done += len(asked)
+    # earlier trials of a stored study (storage): their params and metrics, as the study keeps them
+    seen = {trial["number"] for trial in trials}
+    earlier = [{"number": t.number, "params": dict(t.params), "metrics": dict(t.user_attrs["metrics"])}
+               for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+               if t.number not in seen and "metrics" in t.user_attrs]
+    trials = sorted(earlier + trials, key=lambda trial: trial["number"])
     best = next(trial for trial in trials if trial["number"] == study.best_trial.number)
     return TuningResult(dict(best["params"]), dict(best["metrics"]), trials)
 

@@ -43,6 +43,7 @@ OPTIONAL_DEPENDENCIES: dict[str, tuple[str, str]] = {
     "smbus2": ("smbus2", "meters"),
     "pynvml": ("nvidia-ml-py", "meters"),
     "zeus": ("zeus", "zeus"),
+    "ray": ("ray", "ray"),
 }
 
 # Package name -> {lazy name: module it comes from}, for lazy_attributes().

@@ -5,7 +5,8 @@ of its parent (more or fewer attention heads, a wider, deeper, narrower or shall
 stack), inherits the parent's weights, trains briefly, and is kept if its held-out loss is good
 enough. :class:`MLMTrainer` trains and scores the models on a text corpus; the operators themselves
 are :func:`grow_attention_heads`, :func:`feed_forward_growths`, :func:`prune_attention_heads` and
-:func:`prune_feed_forward`, and :func:`inherit_weights` moves the weights.
+:func:`prune_feed_forward`, and :func:`inherit_weights` moves the weights. The children of one expansion
+can be trained all at once elsewhere through an executor (:func:`flexibert.ray_executor`: Ray tasks).
 
 Everything here needs torch: every name is imported on first use (:mod:`flexibert.lazy`), so that
 ``gptran --help`` is instant; the imports under ``TYPE_CHECKING`` list the same names for editors.
@@ -26,7 +27,18 @@ if TYPE_CHECKING:
         prune_feed_forward,
     )
     from gptran._plots import plot_loss_curves
-    from gptran._search import PAPER_STEPS, ChildTrainer, GrowAndPrune, MLMTrainer, Node, SearchConfig, run_search
+    from gptran._search import (
+        PAPER_STEPS,
+        ChildExecutor,
+        ChildTrainer,
+        GrowAndPrune,
+        MLMTrainer,
+        Node,
+        SearchConfig,
+        TrainedChild,
+        run_search,
+        train_child,
+    )
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
@@ -43,12 +55,15 @@ __getattr__, __dir__, __all__ = attach(
         "gptran._plots": ["plot_loss_curves"],
         "gptran._search": [
             "PAPER_STEPS",
+            "ChildExecutor",
             "ChildTrainer",
             "GrowAndPrune",
             "MLMTrainer",
             "Node",
             "SearchConfig",
+            "TrainedChild",
             "run_search",
+            "train_child",
         ],
     },
 )

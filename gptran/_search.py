@@ -189,7 +189,11 @@ class GrowAndPrune:
     ``trainer`` implements :class:`ChildTrainer`. With ``out_dir`` the state is saved there after
     every node and an existing state is resumed; without it everything stays in memory.
     ``progress(event)`` receives a dict per event (``"node"``, ``"expansion"``, ``"backtrack"``,
-    ``"finished"``).
+    ``"finished"``, and ``"children"`` before an executor trains several children at once).
+    ``executor`` (a :data:`ChildExecutor`, e.g. :func:`flexibert.ray_executor`): the children of each
+    expansion are trained through it, all at once, and committed in order once all are back (a search
+    interrupted meanwhile trains those children again when resumed); without it, one after another
+    here. Either way the same seed gives the same tree.
     """
 
     def __init__(
@@ -200,8 +204,10 @@ class GrowAndPrune:
         out_dir: str | Path | None = None,
         space: DesignSpace | None = None,
         progress: Callable[[dict[str, Any]], None] | None = None,
+        executor: ChildExecutor | None = None,
     ) -> None:
         self.space = space or DesignSpace.default()
+        self.executor = executor
         self.root_spec = ArchSpec.from_model_dict(root, space=self.space) if isinstance(root, dict) else as_spec(root)
         self.space.validate(self.root_spec)
         self.trainer = trainer
@@ -253,9 +259,8 @@ class GrowAndPrune:
             if expansion is None:
                 break
             parent = self.nodes[expansion.node]
-            for child_id in expansion.children:
-                if self.nodes[child_id].status != "trained":
-                    self._train(self.nodes[child_id], parent)
+            self._train_children([self.nodes[i] for i in expansion.children if self.nodes[i].status != "trained"],
+                                 parent)
             self._conclude(expansion)
         self.progress({"event": "finished", "reason": self.stop_reason, "best": self.best.id})
         return self
@@ -440,22 +445,37 @@ class GrowAndPrune:
 
     # -- training -------------------------------------------------------------------------------
 
-    def _train(self, node: Node, parent: Node | None) -> None:
-        started = time.perf_counter()
-        model = self.trainer.build_model(node.spec, node.init_seed)
+    def _train_arguments(self, node: Node, parent: Node | None) -> tuple[Any, ...]:
+        """The arguments of :func:`train_child` for ``node`` (the parent's weights included)."""
+        inherit = None
         if parent is not None:
-            parent_model = self.load_model(parent.id)
-            node.transferred_fraction = inherit_weights(
-                parent_model, model, self._mutation_of(node), self.config.transfer, node.init_seed
-            )
-        node.curve = [(int(s), float(v)) for s, v in self.trainer.train(model, node.steps, node.train_seed)]
-        node.loss = float(self.trainer.evaluate(model))
-        if not math.isfinite(node.loss):
-            node.loss = float("inf")  # a diverged child loses every comparison
-        node.params = sum(p.numel() for p in model.encoder.parameters())
-        node.train_s = time.perf_counter() - started
+            inherit = (parent.spec, parent.init_seed, self._weights(parent.id), self._mutation_of(node),
+                       self.config.transfer)
+        return (self.trainer, node.spec, node.init_seed, node.steps, node.train_seed, inherit)
+
+    def _train(self, node: Node, parent: Node | None) -> None:
+        self._commit(node, train_child(*self._train_arguments(node, parent)))
+
+    def _train_children(self, nodes: list[Node], parent: Node) -> None:
+        """Train the children of one expansion: one after another here, or all at once through the
+        executor (each is independent of its siblings); committed in order either way."""
+        if self.executor is None or len(nodes) < 2:
+            for node in nodes:
+                self._train(node, parent)
+            return
+        self.progress({"event": "children", "parent": parent.id, "nodes": nodes})
+        results = self.executor(train_child, [self._train_arguments(node, parent) for node in nodes])
+        for node, result in zip(nodes, results):
+            self._commit(node, result)
+
+    def _commit(self, node: Node, result: TrainedChild) -> None:
+        node.transferred_fraction = result.transferred_fraction
+        node.curve = result.curve
+        node.loss = result.loss
+        node.params = result.params
+        node.train_s = result.train_s
         node.status = "trained"
-        self._store_weights(node.id, model)
+        self._store_state(node.id, result.state)
         self._save()
         self.progress({"event": "node", "node": node, "trained": len(self.trained), "max_nodes": self.config.max_nodes})
 
@@ -509,8 +529,7 @@ class GrowAndPrune:
     def _checkpoint_path(self, node_id: int) -> Path:
         return self.out_dir / CHECKPOINT_DIR / f"node-{node_id}.pt"
 
-    def _store_weights(self, node_id: int, model: nn.Module) -> None:
-        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    def _store_state(self, node_id: int, state: dict[str, torch.Tensor]) -> None:
         if self.out_dir is None:
             self._memory[node_id] = state
             return
@@ -562,6 +581,45 @@ class GrowAndPrune:
         cursor = state["cursor"]
         self.current, self.fails, self.stall = cursor["current"], cursor["fails"], cursor["stall"]
         self.stop_reason = state.get("stop_reason")
+
+
+@dataclass
+class TrainedChild:
+    """What :func:`train_child` returns: the node's curve, loss, size, weights and timing."""
+
+    curve: list[tuple[int, float]]
+    loss: float
+    params: int
+    state: dict[str, torch.Tensor]
+    transferred_fraction: float | None
+    train_s: float
+
+
+#: ``executor(train_child, argument_tuples)`` returns ``[train_child(*args) for args in argument_tuples]``,
+#: in order, computed wherever it likes (e.g. Ray tasks: :func:`flexibert.ray_executor`).
+ChildExecutor = Callable[[Callable[..., TrainedChild], list[tuple[Any, ...]]], list[TrainedChild]]
+
+
+def train_child(trainer: ChildTrainer, spec: ArchSpec, init_seed: int, steps: int, train_seed: int,
+                inherit: tuple[ArchSpec, int, dict[str, torch.Tensor], Mutation, str] | None = None) -> TrainedChild:
+    """Build, initialise (from the parent's weights where ``inherit`` = ``(parent spec, parent init seed,
+    parent weights, mutation, transfer mode)``), train and score one node. Depends on its arguments
+    only, so a node trained in another process gets the same numbers."""
+    started = time.perf_counter()
+    model = trainer.build_model(spec, init_seed)
+    fraction = None
+    if inherit is not None:
+        parent_spec, parent_seed, parent_state, mutation, transfer = inherit
+        parent_model = trainer.build_model(parent_spec, parent_seed)
+        parent_model.load_state_dict(parent_state)
+        fraction = inherit_weights(parent_model, model, mutation, transfer, init_seed)
+    curve = [(int(s), float(v)) for s, v in trainer.train(model, steps, train_seed)]
+    loss = float(trainer.evaluate(model))
+    if not math.isfinite(loss):
+        loss = float("inf")  # a diverged child loses every comparison
+    params = sum(p.numel() for p in model.encoder.parameters())
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return TrainedChild(curve, loss, params, state, fraction, time.perf_counter() - started)
 
 
 class MLMTrainer:
@@ -651,11 +709,14 @@ def run_search(
     out_dir: str | Path | None = None,
     space: DesignSpace | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    executor: ChildExecutor | None = None,
 ) -> GrowAndPrune:
-    """Run (or resume) a grow-and-prune search and return it."""
-    return GrowAndPrune(root, trainer, config, out_dir, space, progress).run()
+    """Run (or resume) a grow-and-prune search and return it; with ``executor``, the children of each
+    expansion are trained through it, all at once."""
+    return GrowAndPrune(root, trainer, config, out_dir, space, progress, executor).run()
 
 
 __all__ = [
-    "ChildTrainer", "Expansion", "GrowAndPrune", "MLMTrainer", "Node", "PAPER_STEPS", "SearchConfig", "run_search",
+    "ChildExecutor", "ChildTrainer", "Expansion", "GrowAndPrune", "MLMTrainer", "Node", "PAPER_STEPS", "SearchConfig",
+    "TrainedChild", "run_search", "train_child",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -86,6 +87,9 @@ class _SearchProgress:
             verdict = f"node {best.id} accepted" if expansion.accepted is not None else "no child accepted"
             self._progress.write(f"  {expansion.mode} from node {parent.id} ({parent.loss:.4f}): best child "
                                  f"{best.id} ({best.loss:.4f}), {verdict}")
+        elif kind == "children":
+            self._progress.write(f"  training {len(event['nodes'])} children of node {event['parent']} at once "
+                                 f"(nodes {', '.join(str(node.id) for node in event['nodes'])})")
         elif kind == "backtrack":
             self._progress.write(f"  branch at node {event['from']} stopped improving: backtracking to node "
                                  f"{event['to']}")
@@ -127,6 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tokenizer_path = Path(args.tokenizer) if args.tokenizer else corpus_dir / "tokenizer.json"
     if not tokenizer_path.is_file():
         raise clitools.CliError(f"tokenizer not found: {tokenizer_path} (pass --tokenizer FILE)")
+    _check_executor(args)
     config = _config(args)
     data = _data_identity(args, tokenizer_path)
     out = Path(args.out) if args.out else _default_out(root, config, data)
@@ -143,14 +148,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
     eval_blocks = corpus.validation[: args.eval_blocks] if args.eval_blocks else None
     trainer = MLMTrainer(corpus, batch_size=args.batch_size, lr=args.lr, eval_blocks=eval_blocks)
     resume_hint = f"every trained model is saved in {out}; run the same command (with --out {out}) to resume"
-    with clitools.resumable(resume_hint), clitools.Progress(config.max_nodes, "grow-and-prune", "model") as bar:
-        search = GrowAndPrune(root, trainer, config, out_dir=out, space=space, progress=_SearchProgress(bar))
-        if search.trained:
-            bar.resume_from(len(search.trained))
-            bar.write(f"resuming the search in {out} ({len(search.trained)} models trained)")
-        else:
-            bar.write(f"searching from {model_hash(root)[:8]} in {out}")
-        search.run()
+    executor = None
+    if args.executor == "ray":  # each expansion's children at once, one Ray task each
+        from flexibert import ray_executor
+
+        with contextlib.redirect_stdout(sys.stderr):  # Ray's messages are not the result
+            executor = ray_executor(args.ray_address, num_cpus=args.threads if args.num_cpus is None else args.num_cpus,
+                                    num_gpus=args.num_gpus or 0.0, threads=args.threads)
+    try:
+        with clitools.resumable(resume_hint), clitools.Progress(config.max_nodes, "grow-and-prune", "model") as bar:
+            search = GrowAndPrune(root, trainer, config, out_dir=out, space=space, progress=_SearchProgress(bar),
+                                  executor=executor)
+            if search.trained:
+                bar.resume_from(len(search.trained))
+                bar.write(f"resuming the search in {out} ({len(search.trained)} models trained)")
+            else:
+                bar.write(f"searching from {model_hash(root)[:8]} in {out}")
+            with contextlib.redirect_stdout(sys.stderr) if executor is not None else contextlib.nullcontext():
+                search.run()
+    finally:
+        if executor is not None:
+            executor.close()
     outputs = _write_outputs(search, out, args.export or (), args.seq_len)
     elapsed_s = time.perf_counter() - started
     if args.json:
@@ -169,6 +187,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     for fmt, path in outputs["exports"].items():
         print(f"exported {fmt}: {path}")
     return clitools.EXIT_OK
+
+
+def _check_executor(args: argparse.Namespace) -> None:
+    """Ray's options need --executor ray; a missing extra fails in one line before anything is trained."""
+    if args.executor == "local":
+        for flag, value in (("--ray-address", args.ray_address), ("--num-cpus", args.num_cpus),
+                            ("--num-gpus", args.num_gpus)):
+            if value is not None:
+                raise clitools.CliError(f"{flag} needs --executor ray")
+        return
+    from flexibert.lazy import optional_dependency
+
+    with optional_dependency("running on a Ray cluster (--executor ray)"):
+        import ray  # noqa: F401
 
 
 _EXAMPLE = (
@@ -229,6 +261,16 @@ def _add_run_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--export", type=clitools.comma_list(EXPORT_FORMATS), metavar="FORMATS",
                      help=f"also export the best encoder ({', '.join(EXPORT_FORMATS)}, comma-separated)")
     run.add_argument("--space", metavar="YAML", help="design space file (default: FlexiBERT 2.0)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local (default): train the children here, one after another; ray: the children of "
+                          "each expansion at once, one Ray task each, with the same numbers; needs "
+                          "pip install 'edgetran[ray]'")
+    run.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: the cluster, e.g. HEAD:6379 "
+                                                             "(default: RAY_ADDRESS or this machine's cluster)")
+    run.add_argument("--num-cpus", type=clitools.positive_float, default=None,
+                     help="with --executor ray: CPUs each child's task reserves (default: --threads)")
+    run.add_argument("--num-gpus", type=clitools.non_negative_float, default=None,
+                     help="with --executor ray: GPUs each child's task reserves (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

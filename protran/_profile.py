@@ -54,7 +54,7 @@ import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -350,16 +350,32 @@ def load_prior(config: ProfileConfig) -> tuple[Any, int]:
     workload, so only the shape of its costs carries over, not its scale."""
     if not config.prior_paths:
         return None, 0
-    from protran._active import TransferPrior
+    prior, boards = fit_prior(config, prior_rows(config).values())
+    if prior is None:
+        raise ValueError(f"the prior ({', '.join(config.prior_paths)}) has no board with 2 or more measured rows")
+    return prior, boards
+
+
+def prior_rows(config: ProfileConfig) -> dict[str, list[Any]]:
+    """The rows of ``config.prior_paths``, one group per file and device (``PATH:DEVICE``)."""
     from protran._store import load_rows
-    from protran.surrogates import featurize, make_surrogate
 
     groups: dict[str, list[Any]] = {}
     for path in config.prior_paths:
         for row in load_rows(path):
             groups.setdefault(f"{path}:{row.device}", []).append(row)
+    return groups
+
+
+def fit_prior(config: ProfileConfig, boards: Iterable[Sequence[Any]]) -> tuple[Any, int]:
+    """A ``TransferPrior`` fit on each group of rows (one board each: run-store measurements or
+    ProTran rows) and how many boards it has; groups of fewer than 2 rows are left out, and (None, 0)
+    is returned where none is left."""
+    from protran._active import TransferPrior
+    from protran.surrogates import featurize, make_surrogate
+
     datasets = []
-    for rows in groups.values():
+    for rows in boards:
         if len(rows) < 2:
             continue
         X = featurize([row.spec for row in rows], features=config.features, batch_size=config.batch_size,
@@ -368,7 +384,7 @@ def load_prior(config: ProfileConfig) -> tuple[Any, int]:
                       for row in rows], dtype=float)
         datasets.append((X, Y))
     if not datasets:
-        raise ValueError(f"the prior ({', '.join(config.prior_paths)}) has no board with 2 or more measured rows")
+        return None, 0
     prior = TransferPrior(lambda measure: make_surrogate(config.surrogate, seed=config.seed), MEASURE_FIELDS)
     return prior.fit(datasets), len(datasets)
 

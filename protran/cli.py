@@ -47,9 +47,11 @@ def _meter_errors_are_user_errors(handler):
 
 @_meter_errors_are_user_errors
 def _profile(args: argparse.Namespace) -> int:
+    from protran._fleet_cli import check_executor
     from protran._profile import ProfileConfig, load_prior, profile
     from protran._transfer import PRIOR_SEED_SAMPLES
 
+    check_executor(args)
     seed_samples = args.seed_samples or (PRIOR_SEED_SAMPLES if args.prior else 16)
     config = ProfileConfig(
         **_measurement_settings(args), seed=args.seed, seed_samples=seed_samples, prior_paths=tuple(args.prior),
@@ -57,6 +59,10 @@ def _profile(args: argparse.Namespace) -> int:
         max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
         features=args.features, acquisition=args.acquisition, space_path=args.space,
     )
+    if args.executor == "ray":  # every --device on its board of a Ray cluster (protran._fleet)
+        from protran._fleet_cli import profile_fleet
+
+        return profile_fleet(args, config)
     store_path = _checked_store_path(args)
     prior = load_prior(config)  # other boards' files are read, and refused, before the meter is touched
     meter = _detect_meter(args.meter)
@@ -519,6 +525,10 @@ def _proxy(args: argparse.Namespace) -> int:
         config = ProxyConfig(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed)
     except ValueError as problem:
         raise clitools.CliError(str(problem)) from None
+    if args.executor == "ray":  # one Ray task per architecture (protran._fleet)
+        from protran._fleet_cli import proxy_fleet
+
+        return proxy_fleet(args, specs, config)
     torch.set_num_threads(args.threads)
     corpus = load_proxy_corpus(config, args.corpus)
     kept = (f"every finished architecture's loss is in {args.store}; run the command again with the others "
@@ -666,7 +676,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser, accuracy_required: boo
 
 def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     """What is measured and how; ``profile`` and ``measure`` share them."""
-    parser.add_argument("--device", required=True, help="a name for this board, e.g. rpi4 or jetson-orin-cpu")
+    from protran._fleet_cli import DeviceNames
+
+    parser.add_argument("--device", required=True, action=DeviceNames,
+                        help="a name for this board, e.g. rpi4 or jetson-orin-cpu (profile --executor ray: "
+                             "repeatable, one board each)")
     parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIME_NAMES)
     parser.add_argument("--meter", default="auto",
                         help=f"{clitools.one_of(METER_NAMES)} (default auto: whatever exists, else latency only)")
@@ -746,6 +760,9 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", help="design-space YAML to sample from (default: FlexiBERT 2.0)")
     p.add_argument("--out", default="runs", help="folder for the run store and the fitted surrogates")
     _add_store_arguments(p)
+    from protran._fleet_cli import add_executor_arguments
+
+    add_executor_arguments(p)
 
 
 def _add_measure_parser(sub: argparse._SubParsersAction) -> None:
@@ -861,6 +878,9 @@ def _add_proxy_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=clitools.positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--corpus", help="a folder with train.txt (and validation.txt), or text files, tokenised with "
                                     "the shipped tokenizer (default: the shipped datasets/corpus)")
+    from protran._fleet_cli import add_training_executor_arguments
+
+    add_training_executor_arguments(p)
 
 
 def _add_export_parser(sub: argparse._SubParsersAction) -> None:
@@ -934,6 +954,9 @@ def build_parser() -> argparse.ArgumentParser:
                        _add_import_parser, _add_proxy_parser, _add_export_parser, _add_correct_parser,
                        _add_replay_parser, _add_meters_parser, _add_meter_server_parser):
         add_parser(sub)
+    from protran._fleet_cli import add_fleet_parser
+
+    add_fleet_parser(sub)
     return parser
 
 

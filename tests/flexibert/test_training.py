@@ -255,3 +255,33 @@ def test_tuning_runs_trials_in_the_paper_ranges(sample_task):
     assert result.best_params in [trial["params"] for trial in result.trials]
     again = tune_finetuning(TINY, sample_task, n_trials=2, seed=0, config=config)
     assert [t["params"] for t in again.trials] == [t["params"] for t in result.trials]
+
+
+def test_tuning_in_rounds_through_an_executor_gives_the_local_trials_and_a_stored_study_continues(
+        sample_task, tmp_path):
+    import pickle
+
+    import optuna
+
+    config = FinetuneConfig(epochs=1, max_seq_len=SEQ_LEN, device="cpu")
+    rounds = []
+
+    def elsewhere(fn, argument_tuples):
+        """A round's trials shipped (pickled) as to other processes, run in reverse order; results in order."""
+        rounds.append(len(argument_tuples))
+        shipped = pickle.loads(pickle.dumps(argument_tuples))
+        return [fn(*arguments) for arguments in reversed(shipped)][::-1]
+
+    here = tune_finetuning(TINY, sample_task, n_trials=3, seed=0, config=config, parallel=2)
+    storage = f"sqlite:///{tmp_path / 'tuning.db'}"
+    there = tune_finetuning(TINY, sample_task, n_trials=3, seed=0, config=config, parallel=2, executor=elsewhere,
+                            storage=storage, study_name="tiny")
+    assert rounds == [2, 1]
+    assert there.trials == here.trials and (there.best_params, there.best_metrics) == (here.best_params,
+                                                                                       here.best_metrics)
+    # the study lives in the RDB storage: another process loads it; a second call continues it
+    assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 3
+    more = tune_finetuning(TINY, sample_task, n_trials=1, seed=0, config=config, storage=storage, study_name="tiny")
+    assert [trial["number"] for trial in more.trials] == [0, 1, 2, 3] and more.trials[:3] == there.trials
+    with pytest.raises(ValueError, match="parallel"):
+        tune_finetuning(TINY, sample_task, n_trials=1, config=config, parallel=0)

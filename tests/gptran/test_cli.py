@@ -107,3 +107,16 @@ def test_bad_input_is_reported_in_one_line(model_dict, small_corpus, tmp_path, c
     assert "not a directory" in capsys.readouterr().err
     assert main(_run_args(model_dict, small_corpus, tmp_path / "d", "--prune-tolerance", "-1")) == 2
     assert "--prune-tolerance" in capsys.readouterr().err
+
+
+def test_ray_options_need_the_ray_executor_and_its_extra(model_dict, small_corpus, tmp_path, capsys, monkeypatch):
+    import sys
+
+    out = tmp_path / "search"
+    assert main(_run_args(model_dict, small_corpus, out, "--num-cpus", "1")) == 2
+    assert "--num-cpus needs --executor ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(_run_args(model_dict, small_corpus, out, "--executor", "ray")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'edgetran[ray]'" in err, err
+    assert not out.exists()  # nothing trained or written

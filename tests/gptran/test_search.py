@@ -171,3 +171,24 @@ def test_bad_settings_are_named():
     outside = dict(TINY, o=[["sa_sdp_42"] * 3] * 2)
     with pytest.raises(ValueError, match="3 heads"):
         GrowAndPrune(outside, FakeTrainer())
+
+
+def test_an_executor_trains_an_expansions_children_at_once_with_the_same_numbers():
+    import pickle
+
+    batches = []
+
+    def elsewhere(fn, argument_tuples):
+        """Every child shipped (pickled) as to another process, trained in reverse order; results in order."""
+        batches.append(len(argument_tuples))
+        shipped = [pickle.loads(pickle.dumps(arguments)) for arguments in argument_tuples]
+        return [fn(*arguments) for arguments in reversed(shipped)][::-1]
+
+    local = run_search(TINY, FakeTrainer(), _config(max_nodes=7))
+    remote = run_search(TINY, FakeTrainer(), _config(max_nodes=7), executor=elsewhere)
+    assert remote.summary() == local.summary() and remote.stop_reason == local.stop_reason
+    assert [n.transferred_fraction for n in remote.trained] == [n.transferred_fraction for n in local.trained]
+    for node in local.trained:
+        ours, theirs = local.load_model(node.id).state_dict(), remote.load_model(node.id).state_dict()
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    assert batches and max(batches) == 3  # num_samples children of an expansion in one call
