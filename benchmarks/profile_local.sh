@@ -55,3 +55,10 @@ if wait_s > 0:
 PY
     protran measure "$work/seeds.jsonl" --device "$device" --runtime "$runtime" --purpose retest "${common[@]}"
 done
+
+# The stores are committed and read from read-only installs: leave them in rollback-journal mode,
+# which needs no -wal or -shm file beside them (a later protran write switches WAL back on).
+for runtime in $runtimes; do
+    python -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA journal_mode=DELETE'); c.close()" \
+        "$out/$host-$runtime.sqlite"
+done
