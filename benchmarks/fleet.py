@@ -242,7 +242,8 @@ prior (the default), **{two['ratio_no_fleet_prior']}** with `--fleet-prior off` 
 rest is the driver's start, the boards' probe and the loops' fits, which share the driver's one Python
 process). A fit with the prior (bootstrapped ridge and trees, cross-validated) costs the driver about a
 second, one without it about a tenth of that: against a simulated measurement of {two['measure_s']} s that
-is most of the boards' parallelism; against a real measurement of tens of seconds it is noise.
+is a large share of a board's time (all the more on one core, where the two loops' fits queue); against a
+real measurement of tens of seconds it is noise.
 
 ## Ray's overhead per measurement
 
