@@ -232,9 +232,9 @@ def add_training_executor_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --executor ray: GPUs each training task reserves (default 0)")
 
 
-def proxy_fleet(args: argparse.Namespace, specs: list, config: Any) -> int:
+def proxy_fleet(args: argparse.Namespace, specs: list, config: Any) -> list:
     """``protran proxy --executor ray``: every architecture's proxy as a Ray task, each committed to the
-    store as it arrives."""
+    store as it arrives; the results, for the command to report."""
     from protran._fleet import import_ray, proxies_on_ray
     from protran._store import RunStore
 
@@ -252,12 +252,4 @@ def proxy_fleet(args: argparse.Namespace, specs: list, config: Any) -> int:
                                      address=args.ray_address,
                                      num_cpus=args.threads if args.num_cpus is None else args.num_cpus,
                                      num_gpus=args.num_gpus, progress=keep)
-    rows = [{"hash": r.arch_hash, "proxy_loss": r.eval_loss, "steps": r.steps, "seconds": r.elapsed_s}
-            for r in results]
-    if args.json:
-        clitools.print_json(rows)
-    else:
-        clitools.print_table([[r["hash"][:8], f"{r['proxy_loss']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
-                             ["hash", "proxy loss", "seconds"])
-        print(f"stored as task 'mlm_proxy' in {args.store}")
-    return 0
+    return results

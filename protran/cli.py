@@ -513,12 +513,9 @@ def _proxy(args: argparse.Namespace) -> int:
         return _training_free(args)
     if args.store is None:
         raise clitools.CliError("--store is required (the run store to keep the losses in), unless --training-free")
-    import torch
-
     from flexibert import DesignSpace
     from flexibert.cli import read_architectures
-    from protran._proxy import ProxyConfig, load_proxy_corpus, measure_proxies
-    from protran._store import RunStore
+    from protran._proxy import ProxyConfig
 
     specs = [spec for _, spec in read_architectures(args.model_dicts, DesignSpace.default())]
     try:
@@ -528,7 +525,27 @@ def _proxy(args: argparse.Namespace) -> int:
     if args.executor == "ray":  # one Ray task per architecture (protran._fleet)
         from protran._fleet_cli import proxy_fleet
 
-        return proxy_fleet(args, specs, config)
+        results = proxy_fleet(args, specs, config)
+    else:
+        results = _proxy_here(args, specs, config)
+    rows = [{"hash": r.arch_hash, "proxy_loss": r.eval_loss, "steps": r.steps, "seconds": r.elapsed_s}
+            for r in results]
+    if args.json:
+        clitools.print_json(rows)
+    else:
+        clitools.print_table([[r["hash"][:8], f"{r['proxy_loss']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
+                             ["hash", "proxy loss", "seconds"])
+        print(f"stored as task 'mlm_proxy' in {args.store}")
+    return 0
+
+
+def _proxy_here(args: argparse.Namespace, specs: list, config: Any) -> list:
+    """The proxies trained on this machine, one after another, each loss committed as it arrives."""
+    import torch
+
+    from protran._proxy import load_proxy_corpus, measure_proxies
+    from protran._store import RunStore
+
     torch.set_num_threads(args.threads)
     corpus = load_proxy_corpus(config, args.corpus)
     kept = (f"every finished architecture's loss is in {args.store}; run the command again with the others "
@@ -541,16 +558,7 @@ def _proxy(args: argparse.Namespace) -> int:
             bar.step(f"{result.arch_hash[:8]}: validation MLM loss {result.eval_loss:.4f} ({result.elapsed_s:.0f} s)",
                      done=done)
 
-        results = measure_proxies(specs, config, corpus=corpus, progress=keep)
-    rows = [{"hash": r.arch_hash, "proxy_loss": r.eval_loss, "steps": r.steps, "seconds": r.elapsed_s}
-            for r in results]
-    if args.json:
-        clitools.print_json(rows)
-    else:
-        clitools.print_table([[r["hash"][:8], f"{r['proxy_loss']:.4f}", f"{r['seconds']:.0f}"] for r in rows],
-                             ["hash", "proxy loss", "seconds"])
-        print(f"stored as task 'mlm_proxy' in {args.store}")
-    return 0
+        return measure_proxies(specs, config, corpus=corpus, progress=keep)
 
 
 def _correct(args: argparse.Namespace) -> int:

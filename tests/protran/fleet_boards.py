@@ -28,6 +28,20 @@ def _log(board: str, spec, what: str) -> None:
         log.write(f"{what} {board} {model_hash(spec)}\n")
 
 
+def _die_once(board: str, spec, *, on: str, at_call: int, what: str) -> None:
+    """Kill this worker (SIGKILL) in its measurement number ``at_call`` (from 0) on board ``on``, once:
+    the marker ``died_once_on_<on>`` holds the killed pid, ``count_<on>`` the calls so far."""
+    marker, count = _marker(f"died_once_on_{on}"), _marker(f"count_{on}")
+    if board == on and not marker.exists():
+        calls = int(count.read_text()) if count.exists() else 0
+        count.write_text(str(calls + 1))
+        if calls == at_call:
+            marker.write_text(str(os.getpid()))
+            _log(board, spec, f"{what}:killed")
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def steady(spec, *, board, **settings):
     _log(board, spec, "steady")
     return simulated_board(spec, board=board, **settings)
@@ -36,15 +50,7 @@ def steady(spec, *, board, **settings):
 def slow(spec, *, board, **settings):
     """Half a second per measurement, long enough to kill the driver mid-run; board b's worker is killed
     (SIGKILL) in the middle of its second measurement, once."""
-    marker, count = _marker("died_once_on_b"), _marker("count_b")
-    if board == "b" and not marker.exists():
-        calls = int(count.read_text()) if count.exists() else 0
-        count.write_text(str(calls + 1))
-        if calls == 1:
-            marker.write_text(str(os.getpid()))
-            _log(board, spec, "slow:killed")
-            time.sleep(0.1)
-            os.kill(os.getpid(), signal.SIGKILL)
+    _die_once(board, spec, on="b", at_call=1, what="slow")
     _log(board, spec, "slow")
     time.sleep(0.5)
     return simulated_board(spec, board=board, **settings)
@@ -52,16 +58,7 @@ def slow(spec, *, board, **settings):
 
 def dies_once_on_a(spec, *, board, **settings):
     """Board a's worker is killed (SIGKILL) in the middle of its third measurement, once."""
-    marker = _marker("died_once_on_a")
-    count = _marker("count_a")
-    if board == "a" and not marker.exists():
-        calls = int(count.read_text()) if count.exists() else 0
-        count.write_text(str(calls + 1))
-        if calls == 2:
-            marker.write_text(str(os.getpid()))
-            _log(board, spec, "dies_once_on_a:killed")
-            time.sleep(0.1)
-            os.kill(os.getpid(), signal.SIGKILL)
+    _die_once(board, spec, on="a", at_call=2, what="dies_once_on_a")
     _log(board, spec, "dies_once_on_a")
     return simulated_board(spec, board=board, **settings)
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from protran.cli import main
+from tests.protran.test_cli import TINY_SPACE
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 6379
@@ -324,16 +325,6 @@ def test_missing_ray_is_one_line_naming_the_extra(capsys, monkeypatch, tmp_path)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'edgetran[ray]'" in err, err
     assert not any(tmp_path.iterdir())
-
-
-TINY_SPACE = """\
-encoder_layers: [2]
-hidden_size: [128]
-attention_heads: [2, 4]
-operation_types: [sa_sdp, l_dft, c_5]
-feed_forward_depth: [1]
-feed_forward_dims: [256, 512]
-"""
 
 
 def test_a_real_measurement_runs_the_protocol_on_the_board(cluster, tmp_path):
