@@ -11,6 +11,7 @@
 # Each step resumes where it stopped when rerun. About 60 minutes per runtime plus the retests.
 #   bash benchmarks/profile_local.sh [OUT_DIR]        (default datasets/profiles)
 #   PROFILE_RUNTIMES=onnxruntime bash benchmarks/profile_local.sh     (one runtime)
+#   PROFILE_SAMPLES=24 HOLDOUT_SAMPLES=8 RETEST=0 ...   (a shorter profile: fewer rows, no retest)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-datasets/profiles}
@@ -19,6 +20,9 @@ runtimes=${PROFILE_RUNTIMES:-onnxruntime openvino}
 load_cpus=${LOAD_CPUS:-0}
 profile_cpus=${PROFILE_CPUS:-1}
 retest_after_min=${RETEST_AFTER_MIN:-60}
+samples=${PROFILE_SAMPLES:-64}
+holdout=${HOLDOUT_SAMPLES:-32}
+retest=${RETEST:-1}
 work=$(mktemp -d)
 mkdir -p "$out"
 
@@ -26,18 +30,19 @@ python benchmarks/synthetic_load.py --cpus "$load_cpus" --log "$out/load.log" &
 load_pid=$!
 trap 'kill "$load_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
-flexibert sample -n 32 --method random --seed 1 --out "$work/holdout.jsonl" > /dev/null
+flexibert sample -n "$holdout" --method random --seed 1 --out "$work/holdout.jsonl" > /dev/null
 flexibert sample -n 16 --method lhs_split --seed 0 --out "$work/seeds.jsonl" > /dev/null
 common=(--threads 1 --cpus "$profile_cpus" --meter auto --out "$out" --resume)
 
 for runtime in $runtimes; do
     device="$host-$runtime"
-    protran profile --device "$device" --runtime "$runtime" --seed 0 --max-samples 64 --patience 100 \
+    protran profile --device "$device" --runtime "$runtime" --seed 0 --max-samples "$samples" --patience 100 \
         "${common[@]}"
     protran measure "$work/holdout.jsonl" --device "$device" --runtime "$runtime" --purpose holdout "${common[@]}"
 done
 
 for runtime in $runtimes; do
+    [ "$retest" = 0 ] && break
     device="$host-$runtime"
     # wait until the profile's first seed is at least retest_after_min minutes old
     python - "$out/$device.sqlite" "$retest_after_min" <<'PY'
