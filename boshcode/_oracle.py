@@ -223,6 +223,10 @@ class MeasuringOracle:
     def runtime(self, device: str) -> str | None:
         return self.base.runtime(device)
 
+    @property
+    def drift_charges(self) -> dict[str, float]:
+        return self.base.drift_charges
+
     def measures(self, device: str) -> list[str]:
         if device != self.device:
             return self.base.measures(device)
