@@ -5,6 +5,8 @@
 the user's own evaluation over JSON lines) for weights of the performance P (:class:`Weights`, log or
 max normalisation); :func:`run_baseline` runs random search, scikit-learn Bayesian optimisation or
 Optuna's samplers on the same problem; :func:`recommend` picks the pair with the highest P - risk * std.
+A device of an oracle is a target, a device under one runtime (:func:`device_runtime`);
+:func:`load_runtime_drift` reads the drift that charges a lower-precision runtime's accuracy.
 
 >>> oracle = SurrogateOracle.from_files(["rpi.json", "a100.json"], "glue_pretrain_16.json")  # doctest: +SKIP
 >>> result, problem = codesign(oracle, Weights(0.5, 0.2, 0.2, 0.1))                         # doctest: +SKIP
@@ -20,6 +22,7 @@ from flexibert.lazy import attach
 
 if TYPE_CHECKING:
     from boshcode._baselines import BASELINES, BaselineSettings, run_baseline
+    from boshcode._drift import DriftFileError, RuntimeDrift, drift_charges, load_runtime_drift
     from boshcode._external import CommandOracle, ObjectOracle, load_oracle_object
     from boshcode._gobi import GobiSettings, gobi
     from boshcode._networks import NPNRegressor, Student, SurrogateSet, Teacher, TrainSettings
@@ -32,7 +35,14 @@ if TYPE_CHECKING:
         performance,
         performance_std,
     )
-    from boshcode._oracle import MeasuringOracle, Oracle, OracleError, SurrogateOracle, usable_devices
+    from boshcode._oracle import (
+        MeasuringOracle,
+        Oracle,
+        OracleError,
+        SurrogateOracle,
+        device_runtime,
+        usable_devices,
+    )
     from boshcode._problem import ARCH_INPUTS, CodesignProblem, Constraints, Evaluation
     from boshcode._search import (
         MODES,
@@ -52,7 +62,10 @@ __getattr__, __dir__, __all__ = attach(
         "boshcode._objective": ["NORMALISATIONS", "P_MIN", "Bounds", "Weights", "normalised_terms", "performance",
                                 "performance_std"],
         # oracles and the problem
-        "boshcode._oracle": ["MeasuringOracle", "Oracle", "OracleError", "SurrogateOracle", "usable_devices"],
+        "boshcode._oracle": ["MeasuringOracle", "Oracle", "OracleError", "SurrogateOracle", "device_runtime",
+                             "usable_devices"],
+        # the accuracy charge of runtimes that drift from float32
+        "boshcode._drift": ["DriftFileError", "RuntimeDrift", "drift_charges", "load_runtime_drift"],
         "boshcode._problem": ["ARCH_INPUTS", "CodesignProblem", "Constraints", "Evaluation"],
         # surrogates and GOBI
         "boshcode._networks": ["NPNRegressor", "Student", "SurrogateSet", "Teacher", "TrainSettings"],

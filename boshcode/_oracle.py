@@ -12,6 +12,12 @@ smallest and largest value measured on *any* device of the profiles (the union o
 for accuracy, the smallest and largest score in the accuracy data. Predictions beyond them count as
 the bound (P clips each normalised measure to [0, 1]).
 
+Each device of an oracle is a co-design *target*: a device under one runtime (its profile's label,
+``device[runtime]`` where the device was profiled under several, see ``protran.models.target_label``);
+``runtime(device)`` names the runtime (None where unknown). :class:`SurrogateOracle` charges the
+accuracy of targets whose runtime drifts from float32 (``boshcode._drift``); an external oracle's
+accuracy is taken as given.
+
 An oracle that cannot answer at all (a crashed or hung process, an answer that is no answer) raises
 :class:`OracleError`; the search stops and what it has evaluated so far can be saved and resumed.
 """
@@ -48,6 +54,7 @@ class Oracle(Protocol):
     """The contract of an oracle: ``devices``, ``bounds`` and ``predict(specs, device)``.
 
     Optional: ``measures(device)`` (the hardware measures it gives for a device; default all),
+    ``runtime(device)`` (the runtime the target runs under; None where unknown),
     ``extrapolated(spec)`` (accuracy outside the scored architectures), ``n_rows(device)`` (how many
     measured rows a device's predictions rest on) and ``close()``.
     """
@@ -93,16 +100,28 @@ def device_measures(oracle: Oracle, device: str) -> list[str]:
     return list(HARDWARE_TERMS)
 
 
-class SurrogateOracle:
-    """Answers from fitted ProTran surrogates (``protran.models.FittedModels``)."""
+def device_runtime(oracle: Oracle, device: str) -> str | None:
+    """The runtime ``device`` (a target) runs under, None where the oracle does not say."""
+    getter = getattr(oracle, "runtime", None)
+    return None if getter is None else getter(device)
 
-    def __init__(self, models: Any) -> None:
+
+class SurrogateOracle:
+    """Answers from fitted ProTran surrogates (``protran.models.FittedModels``).
+
+    ``drift_charges`` (``{runtime: factor}``, ``boshcode._drift``) multiplies the predicted accuracy and
+    its std of every target under a listed runtime; the bounds stay those of the scored accuracy.
+    """
+
+    def __init__(self, models: Any, drift_charges: dict[str, float] | None = None) -> None:
         self.models = models
+        self.drift_charges = dict(drift_charges or {})
         self._bounds = _union_bounds(models)
 
     @classmethod
     def from_files(cls, profiles: Sequence[str | Path], accuracy: str | Path | Sequence[str | Path], seed: int = 0,
-                   task: str | None = None, accuracy_source: str | None = None) -> SurrogateOracle:
+                   task: str | None = None, accuracy_source: str | None = None,
+                   drift_charges: dict[str, float] | None = None) -> SurrogateOracle:
         """Fit the surrogates on ProTran ``dataset.json`` files or run stores and one or more accuracy
         files (learnt from together; accuracy on ``accuracy_source``'s scale)."""
         from protran import load_accuracy_files
@@ -110,7 +129,17 @@ class SurrogateOracle:
 
         loaded = load_profiles(list(profiles))
         records = load_accuracy_files(accuracy)
-        return cls(fit_models(loaded, records, task=task, seed=seed, accuracy_source=accuracy_source))
+        return cls(fit_models(loaded, records, task=task, seed=seed, accuracy_source=accuracy_source), drift_charges)
+
+    def runtime(self, device: str) -> str | None:
+        """The runtime the target's profile was measured with (None where unknown)."""
+        workload = self.models.workloads.get(device)
+        return None if workload is None else workload.runtime
+
+    def charge(self, device: str) -> float:
+        """What the target's predicted accuracy is multiplied by: its runtime's drift charge, else 1."""
+        runtime = self.runtime(device)
+        return 1.0 if runtime is None else self.drift_charges.get(runtime, 1.0)
 
     def extrapolated(self, spec: ArchSpec) -> bool:
         """True when the accuracy of ``spec`` is an extrapolation (outside the scored architectures)."""
@@ -140,7 +169,12 @@ class SurrogateOracle:
     def predict(self, specs: Sequence[ArchSpec], device: str) -> Prediction:
         if self.models.accuracy_model is None:
             raise ValueError("the surrogates were fitted without accuracy data; co-design needs an accuracy model")
-        return self.models.predict_arrays(specs, device)
+        predicted = self.models.predict_arrays(specs, device)
+        factor = self.charge(device)
+        accuracy = predicted["accuracy"]
+        if factor != 1.0 and accuracy is not None:
+            predicted["accuracy"] = {**accuracy, "mean": accuracy["mean"] * factor, "std": accuracy["std"] * factor}
+        return predicted
 
 
 def _union_bounds(models: Any) -> Bounds:
@@ -185,6 +219,13 @@ class MeasuringOracle:
 
     def n_rows(self, device: str) -> int:
         return self.base.n_rows(device)
+
+    def runtime(self, device: str) -> str | None:
+        return self.base.runtime(device)
+
+    @property
+    def drift_charges(self) -> dict[str, float]:
+        return self.base.drift_charges
 
     def measures(self, device: str) -> list[str]:
         if device != self.device:

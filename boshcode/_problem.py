@@ -31,7 +31,7 @@ from boshcode._objective import (
     term_stds,
     term_weights,
 )
-from boshcode._oracle import MEASURES, Oracle, usable_devices
+from boshcode._oracle import MEASURES, Oracle, device_runtime, usable_devices
 from flexibert import ArchSpec, DesignSpace, decode, embed, embedding_bounds
 from flexibert.embeddings import repair_embeddings
 from protran import structure_features_of_embeddings
@@ -70,7 +70,11 @@ class Evaluation:
 
 @dataclass
 class CodesignProblem:
-    """An oracle, the weights of P, the devices searched over and the design space."""
+    """An oracle, the weights of P, the devices searched over and the design space.
+
+    Each device is a target, a device under one runtime (``device_runtime``); ``runtimes`` keeps only
+    the targets under those runtimes (None: every target).
+    """
 
     oracle: Oracle
     weights: Weights
@@ -78,6 +82,7 @@ class CodesignProblem:
     space: DesignSpace | None = None
     constraints: Constraints = field(default_factory=Constraints)
     normalise: str = DEFAULT_NORMALISATION
+    runtimes: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         check_normalisation(self.normalise)
@@ -90,6 +95,8 @@ class CodesignProblem:
         unknown = [d for d in self.devices if d not in self.oracle.devices]
         if unknown:
             raise ValueError(f"unknown device(s) {unknown}; the profiles hold {self.oracle.devices}")
+        if self.runtimes is not None:
+            self.devices = self._under_runtimes(self.devices, self.runtimes)
         if not self.devices:
             raise ValueError("no device to search over")
         self.oracle.bounds.check(self.weights)
@@ -105,6 +112,18 @@ class CodesignProblem:
         self._scale_of_features: tuple[np.ndarray, np.ndarray] | None = None
         #: Called with every batch of new evaluations (e.g. to save the search state as it grows).
         self.on_evaluated: Callable[[list[Evaluation]], None] | None = None
+
+    def _under_runtimes(self, devices: list[str], runtimes: Sequence[str]) -> list[str]:
+        kept = [d for d in devices if device_runtime(self.oracle, d) in runtimes]
+        if not kept:
+            targets = ", ".join(f"{d} ({device_runtime(self.oracle, d) or 'runtime unknown'})" for d in devices)
+            raise ValueError(f"no target runs under {', '.join(runtimes)}; the targets are {targets}: "
+                             "choose --runtimes among theirs")
+        return kept
+
+    def runtime(self, device: int) -> str | None:
+        """The runtime of the ``device``-th target (None where the oracle does not say)."""
+        return device_runtime(self.oracle, self.devices[device])
 
     # -- sizes and encoding -------------------------------------------------------------------------
 
@@ -310,6 +329,7 @@ class CodesignProblem:
         spec = self.spec(evaluation.embedding)
         return {
             "device": self.devices[evaluation.device],
+            "runtime": self.runtime(evaluation.device),
             "model_dict": spec.to_model_dict(),
             "hash": model_hash(spec),
             "embedding": list(evaluation.embedding),

@@ -31,7 +31,7 @@ Modes (:func:`codesign`): ``"codesign"`` searches every usable device; ``"hw_nas
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -392,15 +392,17 @@ class BoshcodeSearch:
 
 
 def make_problem(oracle: Oracle, weights: Weights, mode: str = "codesign", device: str | None = None,
-                 constraints: Constraints | None = None, normalise: str = DEFAULT_NORMALISATION) -> CodesignProblem:
-    """The problem a mode searches: every usable device, or only ``device`` for ``"hw_nas"``."""
+                 constraints: Constraints | None = None, normalise: str = DEFAULT_NORMALISATION,
+                 runtimes: Sequence[str] | None = None) -> CodesignProblem:
+    """The problem a mode searches: every usable target (device under a runtime), or only ``device``
+    for ``"hw_nas"``; ``runtimes`` keeps the targets under those runtimes."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     if mode == "hw_nas" and device is None:
         raise ValueError("mode 'hw_nas' searches one fixed device: give device=")
     devices = [device] if device is not None else None
     return CodesignProblem(oracle, weights, devices=devices, constraints=constraints or Constraints(),
-                           normalise=normalise)
+                           normalise=normalise, runtimes=runtimes)
 
 
 def codesign(oracle: Oracle, weights: Weights, mode: str = "codesign", device: str | None = None,

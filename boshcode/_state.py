@@ -35,6 +35,8 @@ def state_header(problem: CodesignProblem, method: str) -> dict[str, Any]:
         "format": STATE_FORMAT, "version": STATE_VERSION, "method": method,
         "weights": problem.weights.as_dict(), "normalise": problem.normalise, "devices": list(problem.devices or []),
         "bounds": problem.bounds.to_json(), "constraints": problem.constraints.measure_limits(),
+        # the accuracy each evaluation was scored with depends on it
+        "drift_charge": getattr(problem.oracle, "drift_charges", None) or None,
     }
 
 
@@ -80,9 +82,9 @@ def load_state(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def check_resumable(path: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume a state into a different search, naming the first difference."""
-    for key in ("method", "weights", "normalise", "devices", "bounds", "constraints"):
-        if _canonical(saved.get(key)) != _canonical(current[key]):
-            raise ValueError(f"{path}: the saved search has {key} {saved.get(key)!r}, this one {current[key]!r}; "
+    for key in ("method", "weights", "normalise", "devices", "bounds", "constraints", "drift_charge"):
+        if _canonical(saved.get(key)) != _canonical(current.get(key)):
+            raise ValueError(f"{path}: the saved search has {key} {saved.get(key)!r}, this one {current.get(key)!r}; "
                              f"resume with the same options (or start afresh without --resume)")
 
 

@@ -30,6 +30,8 @@ DEFAULT_GOBI_STARTS = 0
 ORACLE_SEED = 0
 # A real evaluation (a training, a measurement) may take long; one that takes longer than this is hung.
 DEFAULT_ORACLE_TIMEOUT_S = 3600.0
+# What --measure-on measures with when the target's profile names no runtime.
+DEFAULT_MEASURE_RUNTIME = "onnxruntime"
 
 
 def _weights(args: argparse.Namespace):
@@ -48,7 +50,30 @@ def _constraints(args: argparse.Namespace):
                        max_peak_power_w=args.max_peak_power_w)
 
 
-def _oracle(args: argparse.Namespace):
+def _drift_charges(args: argparse.Namespace) -> dict[str, float] | None:
+    """``{runtime: factor}`` of --runtime-drift, checked before anything runs; None when the charge is off
+    (the default without a drift file) or the accuracy comes from the user's own oracle."""
+    if args.runtime_drift is None:
+        if args.drift_charge == "on":
+            raise clitools.CliError("--drift-charge on needs drift data: give --runtime-drift FILE (from "
+                                    "`protran drift`)")
+        return None
+    from boshcode._drift import drift_charges, load_runtime_drift
+
+    charges = drift_charges(load_runtime_drift(args.runtime_drift))
+    if args.drift_charge == "off":
+        return None
+    if args.oracle_command is not None or args.oracle is not None:
+        if args.drift_charge == "on":
+            raise clitools.CliError("--drift-charge on charges our surrogates' accuracy; your oracle's accuracy is "
+                                    "taken as given: drop --drift-charge (or --runtime-drift)")
+        print(f"{PROG}: note: your oracle's accuracy is taken as given; --runtime-drift is not charged",
+              file=sys.stderr)
+        return None
+    return charges
+
+
+def _oracle(args: argparse.Namespace, charges: dict[str, float] | None = None):
     """The oracle the options name: the user's own (a command or a Python object) or ours."""
     if args.oracle_command is not None or args.oracle is not None:
         return _external_oracle(args)
@@ -59,16 +84,37 @@ def _oracle(args: argparse.Namespace):
 
     # The oracle is fitted with a fixed seed, so that every --seed searches the same problem.
     oracle = SurrogateOracle.from_files(args.profile, args.accuracy, seed=ORACLE_SEED, task=args.task,
-                                        accuracy_source=args.accuracy_source)
+                                        accuracy_source=args.accuracy_source, drift_charges=charges)
     if args.measure_on is None:
         return oracle
     from protran.meters import detect_meter
 
+    target = _target(oracle, args.measure_on, args.runtimes, "--measure-on")
+    profiled = oracle.runtime(target) if target in oracle.devices else None
+    # a profile imported from a reference file names no runtime this machine has: measure with the default
+    runtime = args.runtime or (profiled if profiled in RUNTIME_NAMES else DEFAULT_MEASURE_RUNTIME)
     meter = detect_meter(args.meter)
     if meter is None and args.meter != "none":
-        print(f"{PROG}: no power meter found on this machine: '{args.measure_on}' gives latency only, so it is "
+        print(f"{PROG}: no power meter found on this machine: '{target}' gives latency only, so it is "
               "searched only when --beta and --gamma are 0", file=sys.stderr)
-    return MeasuringOracle(oracle, args.measure_on, runtime=args.runtime, meter=meter)
+    return MeasuringOracle(oracle, target, runtime=runtime, meter=meter)
+
+
+def _target(oracle, name: str | None, runtimes: list[str] | None, option: str) -> str | None:
+    """The target ``name`` names: a target label (``device[runtime]``) as given, or a device name that
+    is profiled under one runtime (of ``runtimes``, when given). Unknown names are left to the search
+    to refuse, with the list of targets."""
+    from boshcode._oracle import device_runtime
+    from protran.models import target_parts
+
+    if name is None or name in oracle.devices:
+        return name
+    matches = [d for d in oracle.devices if target_parts(d)[0] == name
+               and (runtimes is None or device_runtime(oracle, d) in runtimes)]
+    if len(matches) > 1:
+        raise clitools.CliError(f"{option} {name}: profiled under several runtimes; give one target of "
+                                f"{', '.join(matches)} (or --runtimes R)")
+    return matches[0] if matches else name
 
 
 def _external_oracle(args: argparse.Namespace):
@@ -105,7 +151,8 @@ def _codesign(args: argparse.Namespace) -> int:
                                 "--state/--resume, or use --mode codesign")
     if args.resume is not None and not Path(args.resume).is_file():
         raise clitools.CliError(f"--resume {args.resume}: no such file; give the state file a stopped search saved")
-    oracle = _oracle(args)
+    charges = _drift_charges(args)
+    oracle = _oracle(args, charges)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -116,6 +163,7 @@ def _codesign(args: argparse.Namespace) -> int:
         if close is not None:
             close()
     output = _result_json(args, oracle, problem, result, weights)
+    output["drift_charge"] = charges
     if args.export is not None:
         output["onnx"] = str(_export(args.export, problem, result.best, oracle))
     output["elapsed_s"] = time.perf_counter() - started
@@ -148,6 +196,7 @@ def _result_json(args: argparse.Namespace, oracle, problem, result, weights) -> 
         "normalise": problem.normalise,
         "bounds": problem.bounds.to_json(),
         "devices": problem.devices,
+        "targets": [{"device": device, "runtime": problem.runtime(i)} for i, device in enumerate(problem.devices)],
         "evaluations": len(result.evaluations),
         "oracle_calls": problem.n_oracle_calls,
         "stopped": result.stopped,
@@ -158,7 +207,8 @@ def _pair_json(oracle, problem, evaluation, risk: float) -> dict[str, Any]:
     described = problem.describe(evaluation)
     reasons = _extrapolation(oracle, problem, evaluation)
     return {
-        "device": described["device"], "model_dict": described["model_dict"], "hash": described["hash"],
+        "device": described["device"], "runtime": described["runtime"], "model_dict": described["model_dict"],
+        "hash": described["hash"],
         "embedding": described["embedding"], "predicted": described["predicted"],
         "predicted_std": described["predicted_std"], "performance": evaluation.performance,
         "performance_std": evaluation.performance_std, "performance_lcb": evaluation.lower_bound(risk),
@@ -190,8 +240,9 @@ def _search(args: argparse.Namespace, oracle, weights, constraints):
     from boshcode._search import SearchSettings, codesign, make_problem
     from boshcode._state import initial_with, resume, save_state, state_header
 
-    problem = make_problem(oracle, weights, mode=args.mode, device=args.device, constraints=constraints,
-                           normalise=args.normalise)
+    device = _target(oracle, args.device, args.runtimes, "--device")
+    problem = make_problem(oracle, weights, mode=args.mode, device=device, constraints=constraints,
+                           normalise=args.normalise, runtimes=args.runtimes)
     header = state_header(problem, f"{args.method}/{args.mode}")
     done = resume(args.resume, problem, header["method"]) if args.resume is not None else []
     n_initial = 16
@@ -209,7 +260,7 @@ def _search(args: argparse.Namespace, oracle, weights, constraints):
                 def progress(info: dict[str, Any]) -> None:
                     bar.step(f"best P {info['best']:.4f}", done=info["evaluations"])
 
-                return codesign(oracle, weights, mode=args.mode, device=args.device, settings=settings,
+                return codesign(oracle, weights, mode=args.mode, device=device, settings=settings,
                                 constraints=constraints, progress=progress, problem=problem, initial=initial)
             problem.on_evaluated = _also(problem.on_evaluated, lambda new: bar.step(done=len(problem.evaluated())))
             settings = BaselineSettings(budget=args.budget, seed=args.seed, n_initial=n_initial)
@@ -259,12 +310,16 @@ def _print_summary(output: dict[str, Any]) -> None:
     print(f"recommended pair ({output['method']}, {output['evaluations']} evaluations, {output['elapsed_s']:.1f} s; "
           f"highest P - {output['risk']:g} std, {output['normalise']} normalisation):")
     print(f"  device       {output['device']}")
+    print(f"  runtime      {output['runtime'] or 'unknown'}")
     print(f"  hash         {output['hash']}")
     print(f"  model_dict   {output['model_dict']}")
     print(f"  performance  {output['performance']:.4f} ± {output['performance_std']:.4f} "
           f"(lower bound {output['performance_lcb']:.4f})")
     for reason in output["extrapolation"]:
         print(f"  note         an extrapolation: {reason}")
+    if output["drift_charge"]:
+        charged = ", ".join(f"{runtime} x{factor:.4g}" for runtime, factor in output["drift_charge"].items())
+        print(f"  note         predicted accuracy charged for runtime drift: {charged}")
     units = {"accuracy": "", "latency_s": "s/seq", "energy_j": "J/seq", "peak_power_w": "W"}
     for name, value in output["predicted"].items():
         std = output["predicted_std"][name]
@@ -276,8 +331,16 @@ def _print_summary(output: dict[str, Any]) -> None:
         print("alternatives:")
         for other in output["alternatives"]:
             flag = "  (extrapolated)" if other["extrapolated"] else ""
+            runtime = other["runtime"] or "runtime unknown"
             print(f"  P {other['performance']:.4f} ± {other['performance_std']:.4f}  {other['device']:<24} "
-                  f"{other['hash']}{flag}")
+                  f"{runtime:<18} {other['hash']}{flag}")
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"'{text}': give names separated by commas, none empty")
+    return names
 
 
 def _probability(text: str) -> float:
@@ -351,7 +414,17 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=MODES, default="codesign",
                    help="codesign (all devices, default), hw_nas (one --device), nas (accuracy first, then the best "
                         "device), no_aleatoric (UCB without the aleatoric term)")
-    p.add_argument("--device", help="search only this device (with --mode hw_nas, or to restrict a baseline)")
+    p.add_argument("--device", help="search only this target (with --mode hw_nas, or to restrict a baseline): a "
+                                    "device name, or device[runtime] for a device profiled under several runtimes")
+    p.add_argument("--runtimes", type=_names, metavar="R1,R2",
+                   help="search only the targets (device, runtime) under these runtimes, comma-separated "
+                        "(default: every target; targets whose runtime is unknown are left out)")
+    p.add_argument("--runtime-drift", metavar="FILE",
+                   help="runtime drift from float32 (the JSON `protran drift` writes): a target under a runtime it "
+                        "lists has its predicted accuracy and std multiplied by 1 - max(0, mlm_loss_increase_rel). "
+                        "Our surrogates only: with --oracle-command/--oracle your oracle's accuracy is taken as given")
+    p.add_argument("--drift-charge", choices=("on", "off"),
+                   help="charge accuracy for runtime drift (default: on with --runtime-drift, off without)")
     p.add_argument("--gobi-starts", type=clitools.non_negative_int, default=DEFAULT_GOBI_STARTS,
                    help="BOSHCODE: climb the acquisition by GOBI from this many of the pool's best points "
                         f"(default {DEFAULT_GOBI_STARTS}: the pool's UCB alone)")
@@ -371,8 +444,9 @@ def _add_codesign_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-on", metavar="DEVICE",
                    help="measure this profiled device for real on this machine instead of predicting it")
     p.add_argument("--measure", nargs="?", action=_RenamedToMeasureOn, help=argparse.SUPPRESS)
-    p.add_argument("--runtime", default="onnxruntime", choices=RUNTIME_NAMES,
-                   help="runtime for --measure-on (default onnxruntime)")
+    p.add_argument("--runtime", choices=RUNTIME_NAMES,
+                   help="runtime for --measure-on (default: the runtime the target was profiled under where "
+                        f"this machine has it, else {DEFAULT_MEASURE_RUNTIME})")
     p.add_argument("--meter", default="auto",
                    help=f"power meter for --measure-on: {clitools.one_of(METER_NAMES)} "
                         "(default auto; none: latency only)")

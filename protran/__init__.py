@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         search_frontier,
         search_frontiers,
     )
-    from protran._plots import plot_frontiers
+    from protran._plots import legend_label, plot_frontiers
     from protran._profile import (
         ListedSummary,
         ProfileConfig,
@@ -126,7 +126,16 @@ if TYPE_CHECKING:
         available_meters,
         detect_meter,
     )
-    from protran.models import Constraints, DeviceProfile, FittedModels, fit_models, load_models, load_profiles
+    from protran.models import (
+        Constraints,
+        DeviceProfile,
+        FittedModels,
+        fit_models,
+        load_models,
+        load_profiles,
+        target_label,
+        target_parts,
+    )
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
@@ -232,6 +241,8 @@ __getattr__, __dir__, __all__ = attach(
             "fit_models",
             "load_models",
             "load_profiles",
+            "target_label",
+            "target_parts",
         ],
         "protran._pareto": [
             "REFERENCE_POINT",
@@ -244,7 +255,7 @@ __getattr__, __dir__, __all__ = attach(
             "search_frontiers",
         ],
         "protran._suggest": ["TrainingSuggestion", "suggest_training"],
-        "protran._plots": ["plot_frontiers"],
+        "protran._plots": ["legend_label", "plot_frontiers"],
         "protran._files": ["FileKind", "file_kind"],
         # meters
         "protran.meters": [

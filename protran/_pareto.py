@@ -79,7 +79,9 @@ class FrontierPoint:
 
 @dataclass(frozen=True)
 class Frontier:
-    """The predicted Pareto frontier of one device and measure, cheapest point first."""
+    """The predicted Pareto frontier of one target (a device under a runtime) and measure, cheapest
+    point first. ``device`` is the target's label (``protran.models.target_label``); ``runtime`` the
+    runtime its profile was measured with (None where unknown, as for the public boards)."""
 
     device: str
     measure: str
@@ -87,10 +89,11 @@ class Frontier:
     points: tuple[FrontierPoint, ...]
     evaluations: int = 0
     search_s: float = 0.0
+    runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "measure": self.measure, "hypervolume": self.hypervolume,
-                "points": [point.to_dict() for point in self.points]}
+        return {"device": self.device, "runtime": self.runtime, "measure": self.measure,
+                "hypervolume": self.hypervolume, "points": [point.to_dict() for point in self.points]}
 
 
 def is_non_dominated(Y: np.ndarray) -> np.ndarray:
@@ -525,6 +528,8 @@ def search_frontiers(
                          f"{min(space.encoder_layers)} layers")
 
     evaluator = _Evaluator(models, device, space)
+    workload = models.workloads.get(device)
+    runtime = workload.runtime if workload is not None else None
     accuracy_bounds = models.accuracy_bounds()
     value_bounds = {m: models.measure_bounds(device, m) for m in measures}
     archive: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (X, [accuracy, *measures], feasible)
@@ -555,7 +560,7 @@ def search_frontiers(
         volume = hypervolume(np.array([p.accuracy for p in points]), np.array([p.value for p in points]),
                              accuracy_bounds, value_bounds[measure])
         frontiers.append(Frontier(device, measure, volume, tuple(points), evaluations=len(X),
-                                  search_s=time.perf_counter() - started))
+                                  search_s=time.perf_counter() - started, runtime=runtime))
     return frontiers
 
 

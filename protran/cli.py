@@ -415,11 +415,16 @@ def _print_suggestions(suggestions: list, n_frontiers: int) -> None:
 
 def _print_frontier(frontier) -> None:
     from protran._pareto import REFERENCE_POINT
+    from protran.models import target_parts
     from protran.vocabulary import measure
 
     unit = measure(frontier.measure).unit
-    print(f"{frontier.device} · accuracy vs {frontier.measure.replace('_', ' ')}: {len(frontier.points)} points, "
-          f"hypervolume {frontier.hypervolume:.4f} (normalised, reference point {REFERENCE_POINT})")
+    # the runtime is named unless the target's label already names it (device[runtime])
+    named = frontier.runtime is None or target_parts(frontier.device)[1] == frontier.runtime
+    runtime = "" if named else f" ({frontier.runtime})"
+    print(f"{frontier.device}{runtime} · accuracy vs {frontier.measure.replace('_', ' ')}: "
+          f"{len(frontier.points)} points, hypervolume {frontier.hypervolume:.4f} "
+          f"(normalised, reference point {REFERENCE_POINT})")
     rows = [[point.arch_hash[:8], point.spec.num_layers, f"{point.accuracy:.4f} ± {point.accuracy_std:.4f}",
              f"{point.value:.4g} ± {point.value_std:.2g}"] for point in frontier.points]
     clitools.print_table(rows, ["hash", "layers", "accuracy", f"{frontier.measure} ({unit})"])

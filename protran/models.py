@@ -2,9 +2,14 @@
 
 A device's *profile* is its measured rows and the workload (batch size, sequence length) they were
 measured with (:class:`DeviceProfile`, read by :func:`load_profiles` from run stores and ProTran
-``dataset.json`` files). :func:`fit_models` fits, for one or many devices, one hardware surrogate per
-(device, measure) and, when accuracy data is given, one accuracy surrogate; the result,
-:class:`FittedModels`, predicts the mean and standard deviation of accuracy and every modelled measure.
+``dataset.json`` files). A profile is one *target*: a device under one runtime. The same machine
+profiled under several runtimes (``onnxruntime`` and ``onnxruntime-int8``, say) gives one target per
+runtime, labelled ``device[runtime]`` (:func:`target_label`); a device profiled under one runtime keeps
+its plain name. Every ``device`` below is such a label.
+
+:func:`fit_models` fits, for one or many devices, one hardware surrogate per (device, measure) and,
+when accuracy data is given, one accuracy surrogate; the result, :class:`FittedModels`, predicts the
+mean and standard deviation of accuracy and every modelled measure.
 It is the one prediction path behind ``protran predict``, ``protran pareto`` and boshcode's oracle.
 
 - Hardware models: the benchmarked default surrogate and features (``protran.vocabulary``), fitted
@@ -28,6 +33,7 @@ reported value never depends on what else was asked with it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import math
@@ -76,9 +82,26 @@ class DeviceProfile:
         return [m for m in MEASURE_NAMES if self.values(m)[1].size >= MIN_ROWS_PER_MEASURE]
 
 
+def target_label(device: str, runtime: str | None) -> str:
+    """The label of a device's profile under ``runtime`` where the device has profiles under several
+    runtimes: ``device[runtime]`` (the plain name where the runtime is unknown)."""
+    return device if runtime is None else f"{device}[{runtime}]"
+
+
+def target_parts(label: str) -> tuple[str, str | None]:
+    """(device, runtime) of a target label; the runtime is None for a plain device name."""
+    if label.endswith("]") and "[" in label:
+        device, _, runtime = label[:-1].rpartition("[")
+        if device and runtime:
+            return device, runtime
+    return label, None
+
+
 def load_profiles(paths: Sequence[str | Path]) -> list[DeviceProfile]:
-    """One profile per device from ProTran ``dataset.json`` files (device = file stem, batch size from
-    its ``_b<N>_`` part, 128-token sequences) and run stores (one per device of the store)."""
+    """One profile per target from ProTran ``dataset.json`` files (device = file stem, batch size from
+    its ``_b<N>_`` part, 128-token sequences, runtime unknown) and run stores (one per device and
+    runtime of the store). A device with profiles under several runtimes gets one target per runtime,
+    labelled ``device[runtime]``; two profiles of one target are refused."""
     profiles: list[DeviceProfile] = []
     for path in map(Path, paths):
         kind = file_kind(path)
@@ -89,15 +112,26 @@ def load_profiles(paths: Sequence[str | Path]) -> list[DeviceProfile]:
         else:
             raise ValueError(f"{path}: not a hardware profile ({kind.value}); give a run store or a ProTran "
                              "dataset.json")
+    if not profiles:
+        raise ValueError("no profiles given")
+    profiles = _label_targets(profiles)
     seen: dict[str, str] = {}
     for profile in profiles:
         if profile.device in seen:
             raise ValueError(f"device '{profile.device}' appears in both {seen[profile.device]} and {profile.source}; "
-                             "give each device one profile")
+                             "give each (device, runtime) one profile")
         seen[profile.device] = profile.source
-    if not profiles:
-        raise ValueError("no profiles given")
     return profiles
+
+
+def _label_targets(profiles: list[DeviceProfile]) -> list[DeviceProfile]:
+    """Profiles of one device under different runtimes become separate targets, ``device[runtime]``
+    (rather than being merged, or refused as one device given twice); other labels are kept."""
+    runtimes: dict[str, set[str | None]] = {}
+    for profile in profiles:
+        runtimes.setdefault(profile.device, set()).add(profile.runtime)
+    return [dataclasses.replace(profile, device=target_label(profile.device, profile.runtime))
+            if len(runtimes[profile.device]) > 1 else profile for profile in profiles]
 
 
 def _json_profile(path: Path) -> DeviceProfile:
@@ -117,17 +151,25 @@ def _store_profiles(path: Path) -> list[DeviceProfile]:
         runs = store.runs()
     profiles = []
     for device in sorted({row.device for row in rows}):
-        workloads = {(run.batch_size, run.seq_len) for run in runs if run.device == device}
-        if len(workloads) > 1:
-            raise ValueError(
-                f"{path}: device '{device}' was measured with several (batch size, sequence length) settings "
-                f"{sorted(workloads)}; export one run per device (`protran export --run`) and pass those files"
-            )
-        (batch_size, seq_len), = workloads
-        runtimes = {run.runtime for run in runs if run.device == device}
-        device_rows = tuple(row for row in rows if row.device == device)
-        profiles.append(DeviceProfile(device, device_rows, batch_size, seq_len, str(path),
-                                      runtimes.pop() if len(runtimes) == 1 else None))
+        device_runs = [run for run in runs if run.device == device]
+        runtimes = sorted({run.runtime for run in device_runs})
+        if len(runtimes) == 1:
+            groups = [(runtimes[0], device_runs, tuple(row for row in rows if row.device == device))]
+        else:  # one target per runtime: each runtime's runs and their rows
+            groups = [(runtime, [run for run in device_runs if run.runtime == runtime],
+                       tuple(row for run in device_runs if run.runtime == runtime
+                             for row in load_rows(path, run_id=run.id))) for runtime in runtimes]
+        for runtime, group_runs, group_rows in groups:
+            if not group_rows:
+                continue
+            workloads = {(run.batch_size, run.seq_len) for run in group_runs}
+            if len(workloads) > 1:
+                raise ValueError(
+                    f"{path}: device '{device}' was measured with several (batch size, sequence length) settings "
+                    f"{sorted(workloads)}; export one run per device (`protran export --run`) and pass those files"
+                )
+            (batch_size, seq_len), = workloads
+            profiles.append(DeviceProfile(device, group_rows, batch_size, seq_len, str(path), runtime))
     if not profiles:
         raise ValueError(f"{path}: the run store holds no successful measurements")
     return profiles

@@ -290,3 +290,129 @@ def test_gobi_starts_and_arch_inputs_reach_the_search(files, capsys, monkeypatch
     assert (seen[-1].n_starts, seen[-1].inputs) == (2, "both")
     assert main(_codesign(files, *WEIGHTS, "--arch-inputs", "pixels")) == 2
     assert "--arch-inputs" in capsys.readouterr().err
+
+
+# -- targets: a device under a runtime, and the drift charge ------------------------------------------
+
+# Every key of the co-design JSON before targets had runtimes; scripts read them, so none may go.
+RESULT_KEYS = {"device", "model_dict", "hash", "embedding", "predicted", "predicted_std", "performance",
+               "performance_std", "performance_lcb", "feasible", "extrapolated", "extrapolation", "elapsed_s",
+               "search_s", "history", "method", "mode", "risk", "alternatives", "weights", "normalise", "bounds",
+               "devices", "evaluations", "oracle_calls", "stopped"}
+PAIR_KEYS = {"device", "model_dict", "hash", "embedding", "predicted", "predicted_std", "performance",
+             "performance_std", "performance_lcb", "feasible", "extrapolated", "extrapolation"}
+TWINS = ["edge[onnxruntime]", "edge[onnxruntime-int8]"]
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    """One device profiled under two runtimes with the same measurements: two otherwise equal targets."""
+    from protran._store import RunStore
+
+    folder = tmp_path_factory.mktemp("boshcode-targets")
+    measured = _write_profile(folder / "edge.json", speed=1.0, seed=6)
+    store = folder / "edge.sqlite"
+    with RunStore(store) as runs:
+        for runtime in ("onnxruntime", "onnxruntime-int8"):
+            runs.import_protran_json(measured, device="edge", runtime=runtime)
+    return {"store": store, "accuracy": _write_accuracy(folder / "scores.csv"), "folder": folder}
+
+
+def _twin_codesign(twins, *extra: str) -> list[str]:
+    return ["codesign", "--profile", str(twins["store"]), "--accuracy", str(twins["accuracy"]), *WEIGHTS,
+            "--method", "random", "--budget", "20", "--json", *extra]
+
+
+def _drift_file(folder: Path, runtime: str, increase_rel: float, name: str = "drift.json") -> Path:
+    path = folder / name
+    path.write_text(json.dumps({
+        "model": {"checkpoint": "ckpt/model.safetensors", "arch_hash": "0" * 32}, "sequences": 64,
+        "runtimes": {runtime: {"base_runtime": "onnxruntime", "precision": "int8", "calibration": "minmax",
+                               "hidden_cosine": 0.99, "mlm_loss_f32": 5.0, "mlm_loss": 5.0 * (1 + increase_rel),
+                               "mlm_loss_increase_rel": increase_rel},
+                     "openvino-bf16": {"available": False, "reason": "no bf16 on this CPU"}}}))
+    return path
+
+
+def test_one_device_under_two_runtimes_is_two_targets(twins, capsys):
+    out = _run_json(capsys, _twin_codesign(twins))
+    assert set(out) >= RESULT_KEYS and all(set(a) >= PAIR_KEYS for a in out["alternatives"])
+    assert out["devices"] == TWINS
+    assert out["targets"] == [{"device": TWINS[0], "runtime": "onnxruntime"},
+                              {"device": TWINS[1], "runtime": "onnxruntime-int8"}]
+    for pair in [out, *out["alternatives"]]:
+        assert pair["device"] == f"edge[{pair['runtime']}]"
+    assert out["drift_charge"] is None
+    assert main(_twin_codesign(twins)[:-1]) == 0  # the text names the runtime too
+    assert f"runtime      {out['runtime']}" in capsys.readouterr().out
+
+
+def test_runtimes_and_device_select_targets(twins, capsys):
+    out = _run_json(capsys, _twin_codesign(twins, "--runtimes", "onnxruntime-int8"))
+    assert out["devices"] == [TWINS[1]] and out["runtime"] == "onnxruntime-int8"
+    assert main(_twin_codesign(twins, "--runtimes", "openvino,tensorrt")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no target runs under openvino, tensorrt" in err and TWINS[0] in err
+    # a device name is a target where it names one; with several runtimes, a runtime must pick it
+    assert main(_twin_codesign(twins, "--mode", "hw_nas", "--device", "edge", "--method", "boshcode")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "several runtimes" in err and TWINS[1] in err
+    for extra in (("--device", "edge", "--runtimes", "onnxruntime"), ("--device", TWINS[0])):
+        out = _run_json(capsys, _twin_codesign(twins, "--mode", "hw_nas", "--method", "boshcode", "--budget", "17",
+                                               *extra))
+        assert out["devices"] == [TWINS[0]] and out["runtime"] == "onnxruntime"
+
+
+def test_drift_charge_lowers_the_charged_runtimes_accuracy(twins):
+    from boshcode._oracle import SurrogateOracle
+
+    oracle = SurrogateOracle.from_files([twins["store"]], twins["accuracy"], drift_charges={"onnxruntime-int8": 0.9})
+    specs = sample_architectures(5, method="random", seed=9)
+    plain, charged = oracle.predict(specs, TWINS[0]), oracle.predict(specs, TWINS[1])
+    assert charged["accuracy"]["mean"] == pytest.approx(0.9 * plain["accuracy"]["mean"], rel=1e-12)
+    assert charged["accuracy"]["std"] == pytest.approx(0.9 * plain["accuracy"]["std"], rel=1e-12)
+    assert list(charged["latency_s"]["mean"]) == list(plain["latency_s"]["mean"])
+    assert (oracle.runtime(TWINS[1]), oracle.charge(TWINS[1]), oracle.charge(TWINS[0])) == ("onnxruntime-int8", 0.9, 1)
+
+
+def test_drift_charge_flips_the_pick_between_equal_targets(twins, capsys):
+    plain = _run_json(capsys, _twin_codesign(twins))
+    other = next(t for t in ("onnxruntime", "onnxruntime-int8") if t != plain["runtime"])
+    # a drift of the other runtime leaves the pick alone; a drift of the pick's runtime moves it over
+    unmoved = _run_json(capsys, _twin_codesign(twins, "--runtime-drift",
+                                               str(_drift_file(twins["folder"], other, 0.5, "other.json"))))
+    assert (unmoved["device"], unmoved["hash"], unmoved["performance"]) == \
+           (plain["device"], plain["hash"], plain["performance"])
+    assert unmoved["drift_charge"] == {other: 0.5}
+    drift = _drift_file(twins["folder"], plain["runtime"], 0.5)
+    charged = _run_json(capsys, _twin_codesign(twins, "--runtime-drift", str(drift)))
+    assert charged["runtime"] == other and charged["drift_charge"] == {plain["runtime"]: 0.5}
+    assert charged["predicted"]["accuracy"] > 0
+    off = _run_json(capsys, _twin_codesign(twins, "--runtime-drift", str(drift), "--drift-charge", "off"))
+    assert off["drift_charge"] is None and (off["device"], off["hash"]) == (plain["device"], plain["hash"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not JSON"),
+    (json.dumps({"model": {"checkpoint": "c", "arch_hash": "h"}, "sequences": 8}), '"runtimes" must be'),
+    (json.dumps({"model": {"checkpoint": "c", "arch_hash": "h"}, "sequences": 8,
+                 "runtimes": {"onnxruntime-int8": {"base_runtime": "onnxruntime", "precision": "int8",
+                                                   "calibration": None, "hidden_cosine": 0.9, "mlm_loss_f32": 5,
+                                                   "mlm_loss": 5.1}}}), '"mlm_loss_increase_rel" must be'),
+    (json.dumps({"model": {"checkpoint": "c", "arch_hash": "h"}, "sequences": 8,
+                 "runtimes": {"openvino-bf16": {"available": False}}}), 'needs a "reason"'),
+    (None, "cannot read it"),
+])
+def test_a_bad_drift_file_is_one_line(twins, capsys, tmp_path, content, message):
+    path = tmp_path / "drift.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(_twin_codesign(twins, "--runtime-drift", str(path))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "--runtime-drift" in err and "Traceback" not in err
+
+
+def test_drift_charge_on_needs_drift_data(twins, capsys):
+    assert main(_twin_codesign(twins, "--drift-charge", "on")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--runtime-drift FILE" in err

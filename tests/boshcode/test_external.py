@@ -388,3 +388,24 @@ def test_load_oracle_object_failures_say_what_is_wrong(modules, target):
     with warnings.catch_warnings(), pytest.raises(ValueError, match=LOAD_FAILURES[target]) as raised:
         load_oracle_object(target)
     assert "\n" not in str(raised.value)
+
+
+def test_an_external_oracles_accuracy_is_not_charged_for_drift(modules, capsys):
+    from boshcode.cli import main
+
+    drift = modules / "drift.json"
+    drift.write_text(json.dumps({"model": {"checkpoint": "c", "arch_hash": "h"}, "sequences": 4, "runtimes": {
+        "onnxruntime-int8": {"base_runtime": "onnxruntime", "precision": "int8", "calibration": None,
+                             "hidden_cosine": 0.9, "mlm_loss_f32": 5.0, "mlm_loss": 6.0,
+                             "mlm_loss_increase_rel": 0.2}}}))
+    args = ["codesign", "--oracle", "ext_oracle_mod:make", "--alpha", "0.5", "--beta", "0", "--gamma", "0",
+            "--epsilon", "0.5", "--method", "random", "--budget", "6", "--runtime-drift", str(drift), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["drift_charge"] is None and out["runtime"] is None
+    assert out["targets"] == [{"device": "cpu", "runtime": None}]
+    assert "accuracy is taken as given" in captured.err
+    assert main([*args, "--drift-charge", "on"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "taken as given" in err

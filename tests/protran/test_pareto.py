@@ -62,6 +62,61 @@ def test_profiles_from_run_stores_take_device_and_workload_from_the_runs(inputs,
         load_profiles([store_path])
 
 
+def test_one_device_under_several_runtimes_gives_one_target_per_runtime(inputs, tmp_path):
+    from protran._store import RunStore
+    from protran.models import target_label, target_parts
+
+    profile, _ = inputs
+    store_path = tmp_path / "runtimes.sqlite"
+    with RunStore(store_path) as store:
+        for runtime in ("openvino", "onnxruntime"):
+            store.import_protran_json(profile, device="board-a", runtime=runtime)
+        store.import_protran_json(profile, device="board-b", runtime="onnxruntime")
+    plain = tmp_path / "board-a.json"  # the same device again, runtime unknown
+    plain.write_text(profile.read_text())
+    loaded = load_profiles([store_path, plain])
+    assert [(p.device, p.runtime, len(p.rows)) for p in loaded] == [
+        ("board-a[onnxruntime]", "onnxruntime", 40), ("board-a[openvino]", "openvino", 40),
+        ("board-b", "onnxruntime", 40), ("board-a", None, 40)]
+    models = fit_models(loaded[:2], None)
+    assert {device: w.runtime for device, w in models.workloads.items()} == {
+        "board-a[onnxruntime]": "onnxruntime", "board-a[openvino]": "openvino"}
+    with pytest.raises(ValueError, match=r"'board-a\[onnxruntime\]' appears in both"):
+        load_profiles([store_path, store_path])
+    assert target_parts(target_label("rpi4", "onnxruntime-int8")) == ("rpi4", "onnxruntime-int8")
+    assert target_parts("rpi4") == ("rpi4", None) and target_label("rpi4", None) == "rpi4"
+
+
+def test_frontiers_name_their_runtime(inputs, tmp_path, capsys):
+    from protran._pareto import Frontier
+    from protran._plots import legend_label
+    from protran._store import RunStore
+    from protran.models import target_parts
+
+    profile, accuracy = inputs
+    store_path = tmp_path / "runtimes.sqlite"
+    with RunStore(store_path) as store:
+        for runtime in ("onnxruntime", "onnxruntime-int8"):
+            store.import_protran_json(profile, device="board-a", runtime=runtime)
+    plot = tmp_path / "frontiers.png"
+    args = ["pareto", "--profile", str(store_path), str(inputs[0]), "--accuracy", str(accuracy), "--measure",
+            "latency", "--pop-size", "16", "--generations", "2", "--plot", str(plot), "--json"]
+    assert main(args) == 0
+    frontiers = json.loads(capsys.readouterr().out)["frontiers"]
+    assert [(f["device"], f["runtime"]) for f in frontiers] == [
+        ("board-a[onnxruntime]", "onnxruntime"), ("board-a[onnxruntime-int8]", "onnxruntime-int8"),
+        ("board_b1_r1", None)]
+    assert plot.stat().st_size > 0
+    models = fit_models(load_profiles([store_path]), load_accuracy(accuracy), seed=0)
+    frontier = search_frontier(models, "board-a[onnxruntime-int8]", "latency", settings=SMALL_SEARCH)
+    assert frontier.runtime == "onnxruntime-int8" and target_parts(frontier.device)[1] == frontier.runtime
+    assert legend_label(frontier) == "board-a · onnxruntime-int8"
+    assert legend_label(Frontier("board-b", "latency", 0.0, (), runtime="onnxruntime")) == "board-b · onnxruntime"
+    assert legend_label(Frontier("board_b1_r1", "latency", 0.0, ())) == "board_b1_r1"
+    assert main(args[:-3]) == 0
+    assert "board-a[onnxruntime-int8] · accuracy vs latency" in capsys.readouterr().out
+
+
 # -- building blocks ---------------------------------------------------------------------------------
 
 
@@ -167,7 +222,8 @@ def test_pareto_json_contract_and_predict_reproduces_every_point(inputs, tmp_pat
     assert [(f["device"], f["measure"]) for f in result["frontiers"]] == [("board_b1_r1", "latency"),
                                                                          ("board_b1_r1", "peak_power")]
     for frontier in result["frontiers"]:
-        assert set(frontier) == {"device", "measure", "hypervolume", "points"}
+        assert set(frontier) == {"device", "runtime", "measure", "hypervolume", "points"}
+        assert frontier["runtime"] is None  # a ProTran dataset.json names no runtime
         for point in frontier["points"]:
             assert set(point) == {"model_dict", "hash", "accuracy", "accuracy_std", "extrapolated", "value",
                                       "value_std"}
