@@ -120,9 +120,10 @@ def load_checkpoint_model(path: Path, spec: ArchSpec | None) -> MaskedLM:
     return MaskedLM(model.eval(), trained=True, source=str(path))
 
 
-def random_model(spec: ArchSpec, vocab_size: int, seq_len: int, source: str, seed: int = 0) -> MaskedLM:
-    """An MLM model of ``spec`` with random weights (seeded): real latency, meaningless predictions."""
-    model = build_mlm_model(spec, seed=seed, vocab_size=vocab_size, max_positions=max(DEFAULT_MAX_POSITIONS, seq_len))
+def random_model(spec: ArchSpec, vocab_size: int, source: str, seed: int = 0) -> MaskedLM:
+    """An MLM model of ``spec`` with random weights (seeded) and FlexiBERT's 512 positions: real
+    latency, meaningless predictions."""
+    model = build_mlm_model(spec, seed=seed, vocab_size=vocab_size, max_positions=DEFAULT_MAX_POSITIONS)
     return MaskedLM(model.eval(), trained=False, source=source)
 
 

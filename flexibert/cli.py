@@ -371,9 +371,7 @@ def _served_model(args: argparse.Namespace, serve, vocab_size: int):
     if args.arch:
         raise clitools.CliError(f"--arch applies to checkpoints; {path} is an architecture file already")
     spec = _single_architecture(args.model, space, "serve")
-    warnings.warn(f"{path} is an architecture without trained weights: serving random weights (seed {args.seed}); "
-                  "the predicted tokens are meaningless, the latency is real", stacklevel=2)
-    return serve.random_model(spec, vocab_size, args.seq_len, str(path), seed=args.seed)
+    return serve.random_model(spec, vocab_size, str(path), seed=args.seed)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -400,6 +398,9 @@ def _serve_model(args: argparse.Namespace, serve, runtime, cpus: list[int] | Non
     max_positions = masked_lm.model.encoder.max_positions
     if args.seq_len > max_positions:
         raise clitools.CliError(f"--seq-len {args.seq_len} exceeds the model's {max_positions} positions")
+    if not masked_lm.trained:
+        warnings.warn(f"{masked_lm.source} is an architecture without trained weights: serving random weights (seed "
+                      f"{args.seed}); the predicted tokens are meaningless, the latency is real", stacklevel=2)
     with serve.head_threads(args.threads, runtime.name), runtime.prepare(
             serve.encoder_of(masked_lm), batch_size=1, seq_len=args.seq_len, num_threads=args.threads) as session:
         filler = serve.MaskFiller(masked_lm, session, tokenizer, top_k=args.top_k)
@@ -520,6 +521,13 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_space_option(export)
 
 
+def _port(text: str) -> int:
+    port = clitools.non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535; 0 picks a free one)")
+    return port
+
+
 def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     serve = clitools.add_command(
         subparsers, "serve", _cmd_serve, "fill in [MASK] tokens with a model in a runtime; serve or benchmark it",
@@ -549,7 +557,7 @@ def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--seq-len", type=clitools.positive_int, default=128,
                        help="tokens per request, padded or cut (default 128)")
     serve.add_argument("--top-k", type=clitools.positive_int, default=5, help="tokens per mask (default 5)")
-    serve.add_argument("--http", type=clitools.non_negative_int, metavar="PORT",
+    serve.add_argument("--http", type=_port, metavar="PORT",
                        help="serve HTTP on this port (0: a free one, printed on stderr)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default 127.0.0.1)")
     serve.add_argument("--bench", type=clitools.positive_int, metavar="N",
