@@ -11,6 +11,12 @@ thread, pinned to CPU 1; with ``--load``, the synthetic load of ``benchmarks/syn
 runs on CPU 0, as it did while profiling). The served models have random weights (the profile's
 architectures were never trained): their latency is real, their predictions are not.
 
+Unless ``--no-winner``, a fourth architecture is the co-design winner on this device alone: BOSHCODE
+(boshcode's public ``codesign`` on a ``SurrogateOracle`` of the same fitted models, with the shipped
+NAS-Bench-BERT accuracy records; weights 0.5 accuracy and 0.5 latency, a budget of 40 pairs, seeded).
+Such a winner usually lies outside the profiled sizes (``outside_profiled``): its prediction is an
+extrapolation, which is what serving it checks.
+
 For each architecture it writes the predicted latency (mean and std), the profiled latency of the
 held-out row, the served p50/p99 of ``latency_s`` (the encoder's run in ONNX Runtime, the quantity
 the profile measures) and of ``request_s`` (the whole request, with tokenising and the MLM head in
@@ -44,6 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 OUT = REPO / "benchmarks" / "results" / "serve_winner"
 PROFILE = REPO / "datasets" / "profiles" / "epyc-cpu-onnxruntime.sqlite"
+ACCURACY = REPO / "datasets" / "accuracy" / "nasbench_bert_250.json"
+WINNER_WEIGHTS = (0.5, 0.0, 0.0, 0.5)  # alpha (accuracy), beta, gamma, epsilon (latency)
+WINNER_BUDGET = 40
 RUNTIME = "onnxruntime"
 # The profile's conditions (datasets/profiles/README.md): one thread on CPU 1, the load on CPU 0.
 PROFILE_CPUS = "1"
@@ -76,13 +85,25 @@ def pick_architectures(holdout_rows: list) -> list:
     return picked
 
 
-def fit_surrogate(train_hashes: set[str], seed: int):
-    """The latency model of the profile, fitted on ``train_hashes`` only."""
-    from protran import fit_models, load_profiles
+def fit_surrogate(train_hashes: set[str], seed: int, with_accuracy: bool):
+    """The models of the profile, its latency fitted on ``train_hashes`` only; with the accuracy model
+    (for co-design) when asked."""
+    from protran import fit_models, load_accuracy_files, load_profiles
 
     profile, = load_profiles([PROFILE])
     rows = tuple(row for row in profile.rows if row.arch_hash in train_hashes)
-    return fit_models([replace(profile, rows=rows)], accuracy=None, seed=seed), profile.device, len(rows)
+    accuracy = load_accuracy_files(ACCURACY) if with_accuracy else None
+    return fit_models([replace(profile, rows=rows)], accuracy, seed=seed), profile.device, len(rows)
+
+
+def codesign_winner(models, seed: int) -> dict:
+    """BOSHCODE's best pair on this one device: ``{"hash", "model_dict"}``."""
+    from boshcode import SearchSettings, SurrogateOracle, Weights, codesign
+
+    result, problem = codesign(SurrogateOracle(models), Weights(*WINNER_WEIGHTS),
+                               settings=SearchSettings(budget=WINNER_BUDGET, seed=seed))
+    described = problem.describe(result.best)
+    return {"hash": described["hash"], "model_dict": described["model_dict"]}
 
 
 def serve_bench(model_dict: dict, args: argparse.Namespace, workdir: Path) -> dict:
@@ -119,32 +140,39 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from flexibert import ArchSpec, analytic_features
 
     profile_run, train, holdout = profile_runs(PROFILE)
-    chosen = pick_architectures(holdout)
-    chosen_hashes = {row.arch_hash for row in chosen}
-    models, device, n_train = fit_surrogate({row.arch_hash for row in train} - chosen_hashes, args.seed)
+    chosen = [{"hash": row.arch_hash, "model_dict": row.model_dict, "source": "held-out",
+               "profiled_latency_s": row.latency_s} for row in pick_architectures(holdout)]
+    chosen_hashes = {row["hash"] for row in chosen}
+    models, device, n_train = fit_surrogate({row.arch_hash for row in train} - chosen_hashes, args.seed,
+                                            with_accuracy=args.winner)
+    if args.winner:
+        print("co-design winner on this device ...", flush=True)
+        chosen.append({**codesign_winner(models, args.seed), "source": "co-design winner",
+                       "profiled_latency_s": None})
     load = start_load() if args.load else None
     results = []
     try:
         if load is not None:
             time.sleep(2.0)  # let the load reach its pace before the first measurement
         for row in chosen:
-            spec = ArchSpec.from_model_dict(row.model_dict)
+            spec = ArchSpec.from_model_dict(row["model_dict"])
             predicted = models.predict([spec], device)[0]["predicted"]["latency_s"]
             with tempfile.TemporaryDirectory(prefix="serve-winner-") as workdir:
-                report = serve_bench(row.model_dict, args, Path(workdir))
+                report = serve_bench(row["model_dict"], args, Path(workdir))
             served = report["latency_s"]["p50"]
             error = (served - predicted["mean"]) / predicted["mean"]
             features = analytic_features(spec, batch_size=1, seq_len=128)
             results.append({
-                "hash": row.arch_hash, "model_dict": row.model_dict, "layers": spec.num_layers,
-                "params": int(features["params"]), "gflops": features["flops"] / 1e9,
+                **row, "layers": spec.num_layers, "params": int(features["params"]),
+                "gflops": features["flops"] / 1e9,
+                "outside_profiled": bool(models.outside_profiled([spec], device)[0]),
                 "predicted_latency_s": predicted["mean"], "predicted_std_s": predicted["std"],
-                "profiled_latency_s": row.latency_s, "served_latency_s": report["latency_s"],
-                "served_request_s": report["request_s"], "throughput_rps": report["throughput_rps"],
-                "relative_error": error, "within_15pct": bool(abs(error) <= WITHIN),
+                "served_latency_s": report["latency_s"], "served_request_s": report["request_s"],
+                "throughput_rps": report["throughput_rps"], "relative_error": error,
+                "within_15pct": bool(abs(error) <= WITHIN),
             })
-            print(f"{row.arch_hash[:8]}: predicted {predicted['mean'] * 1e3:.1f} ms, profiled "
-                  f"{row.latency_s * 1e3:.1f} ms, served p50 {served * 1e3:.1f} ms ({error:+.1%})", flush=True)
+            print(f"{row['hash'][:8]} ({row['source']}): predicted {predicted['mean'] * 1e3:.1f} ms, served p50 "
+                  f"{served * 1e3:.1f} ms ({error:+.1%})", flush=True)
     finally:
         stop_load(load)
     conditions = {"device": device, "runtime": RUNTIME, "threads": args.threads, "cpus": args.cpus,
@@ -157,7 +185,8 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
 def write_results(results: list[dict], meta: dict) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    columns = ["hash", "layers", "params", "gflops", "predicted_latency_s", "predicted_std_s", "profiled_latency_s",
+    columns = ["hash", "source", "outside_profiled", "layers", "params", "gflops", "predicted_latency_s",
+               "predicted_std_s", "profiled_latency_s",
                "served_latency_p50_s", "served_latency_p99_s", "served_request_p50_s", "served_request_p99_s",
                "throughput_rps", "relative_error", "within_15pct"]
     with open(OUT / "results.csv", "w", newline="") as handle:
@@ -182,17 +211,20 @@ def readme(results: list[dict], meta: dict) -> str:
         f"pinned to CPU {c['cpus']}; synthetic load: "
         f"{'CPU ' + c['synthetic_load_cpus'] if c['synthetic_load_cpus'] else 'none'}; {c['requests']} requests "
         f"after {c['warmup']} warm-up, random weights. Surrogate fitted on the {c['train_rows']} profile-run rows of "
-        f"`{c['device']}`; the architectures are held-out rows (never in the fit).",
+        f"`{c['device']}`; the held-out architectures were never in the fit; the co-design winner is BOSHCODE's "
+        "best pair on this device (weights 0.5 accuracy, 0.5 latency).",
         "",
-        "| arch | layers | params (M) | GFLOPs | predicted (ms) | profiled (ms) | served p50 (ms) | served p99 (ms) "
-        "| request p50 (ms) | requests/s | error | within 15 % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | source | layers | params (M) | GFLOPs | predicted (ms) | profiled (ms) | served p50 (ms) "
+        "| served p99 (ms) | request p50 (ms) | requests/s | error | within 15 % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        profiled = "–" if r["profiled_latency_s"] is None else f"{r['profiled_latency_s'] * 1e3:.1f}"
+        source = r["source"] + (" (outside the profiled sizes)" if r["outside_profiled"] else "")
         lines.append(
-            f"| `{r['hash'][:8]}` | {r['layers']} | {r['params'] / 1e6:.1f} | {r['gflops']:.2f} "
+            f"| `{r['hash'][:8]}` | {source} | {r['layers']} | {r['params'] / 1e6:.1f} | {r['gflops']:.2f} "
             f"| {r['predicted_latency_s'] * 1e3:.1f} ± {r['predicted_std_s'] * 1e3:.1f} "
-            f"| {r['profiled_latency_s'] * 1e3:.1f} | {r['served_latency_s']['p50'] * 1e3:.1f} "
+            f"| {profiled} | {r['served_latency_s']['p50'] * 1e3:.1f} "
             f"| {r['served_latency_s']['p99'] * 1e3:.1f} | {r['served_request_s']['p50'] * 1e3:.1f} "
             f"| {r['throughput_rps']:.1f} | {r['relative_error']:+.1%} | {'yes' if r['within_15pct'] else 'no'} |")
     lines += ["", "error = (served p50 − predicted) / predicted. `served` is `latency_s` of `flexibert serve` "
@@ -207,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default 10)")
     parser.add_argument("--threads", type=int, default=1, help="runtime threads (default 1, as profiled)")
     parser.add_argument("--cpus", default=PROFILE_CPUS, help=f"CPUs to pin to (default {PROFILE_CPUS}, as profiled)")
+    parser.add_argument("--no-winner", dest="winner", action="store_false",
+                        help="leave out the co-design winner (saves fitting the accuracy model and the search)")
     parser.add_argument("--load", action="store_true",
                         help=f"run the synthetic load on CPU {LOAD_CPUS} meanwhile, as while profiling")
     args = parser.parse_args(argv)
