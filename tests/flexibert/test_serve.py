@@ -142,6 +142,19 @@ def test_bench_json_has_the_documented_shape(capsys, arch_file):
     assert report["trained"] is False and report["mlm_head"] == "torch"
 
 
+def test_bench_texts_are_seeded_and_fit_a_short_sequence(capsys, arch_file):
+    from itertools import islice
+
+    from flexibert._serve import bench_texts
+
+    assert list(islice(bench_texts(seed=3), 5)) == list(islice(bench_texts(seed=3), 5))
+    assert list(islice(bench_texts(seed=3), 5)) != list(islice(bench_texts(seed=4), 5))
+    assert all("[MASK]" in text for text in islice(bench_texts(seed=3), 20))
+    status = main(["serve", str(arch_file), "--runtime", "torch", "--bench", "5", "--seq-len", "8", "--json"])
+    assert status == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["seq_len"] == 8
+
+
 # -- errors -------------------------------------------------------------------------------------------
 
 
