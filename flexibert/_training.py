@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import json
 import logging
 import math
 import os
@@ -376,6 +377,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _architecture_record(model: nn.Module) -> dict[str, Any]:
+    """``{"architecture": {"model_dict": ...}}`` for a FlexiBERT model, so that the checkpoint alone
+    rebuilds it (``flexibert serve``); nothing for another module (the sizes are in the weights)."""
+    spec = getattr(getattr(model, "encoder", model), "spec", None)
+    # Through JSON: plain lists and strings, which torch.load(weights_only=True) reads back.
+    return {} if spec is None else {"architecture": {"model_dict": json.loads(spec.to_json())}}
+
+
 def _config_record(config) -> dict[str, Any]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
 
@@ -461,6 +470,7 @@ def pretrain(
                 "step": result.steps,
                 "config": _config_record(config),
                 "model": model.state_dict(),
+                **_architecture_record(model),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "loss_history": _history_tensor(result.loss_history),

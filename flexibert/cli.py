@@ -1,8 +1,10 @@
-"""The ``flexibert`` command: sample, describe and export FlexiBERT 2.0 architectures."""
+"""The ``flexibert`` command: sample, describe, export and serve FlexiBERT 2.0 architectures."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import sys
 import time
@@ -238,12 +240,17 @@ def _print_description(result: dict, spec: ArchSpec) -> None:
 # -- export ---------------------------------------------------------------------------------------
 
 
+def _single_architecture(path: str, space: DesignSpace, command: str) -> ArchSpec:
+    architectures = read_architectures([path], space)
+    if len(architectures) != 1:
+        raise clitools.CliError(f"{path} holds {len(architectures)} architectures; {command} takes a file with one")
+    (_, spec), = architectures
+    return spec
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     space = _load_space(args.space)
-    architectures = read_architectures([args.path], space)
-    if len(architectures) != 1:
-        raise clitools.CliError(f"{args.path} holds {len(architectures)} architectures; export takes a file with one")
-    (_, spec), = architectures
+    spec = _single_architecture(args.path, space, "export")
     try:
         from flexibert._export import as_model, export
     except ImportError as error:
@@ -329,6 +336,123 @@ def _run_exports(model, results: list[dict], batch_size: int, seq_len: int) -> N
         result["max_abs_diff"] = float(np.max(np.abs(output - expected)))
 
 
+# -- serve ----------------------------------------------------------------------------------------
+
+
+def _serve_runtime(name: str):
+    """The runtime called ``name``, checked before any slow work.
+
+    Runtimes live in protran, which itself depends on flexibert: so flexibert imports protran only
+    here, when a serve command runs, and only its public names (never at module level, which would
+    make the two packages import each other).
+    """
+    try:
+        from protran import available_runtimes, get_runtime
+    except ImportError as error:
+        raise clitools.CliError(f"serving needs protran's runtimes, which do not import here ({error}); "
+                                "install edgetran with its runtime dependencies") from None
+    runtime = get_runtime(name)  # an unknown name: ValueError listing the runtimes there are
+    if not runtime.is_available():
+        found = ", ".join(available_runtimes()) or "none"
+        raise clitools.CliError(f"runtime '{name}' is not available on this machine (its library or device is "
+                                f"missing); runtimes available here: {found}")
+    return runtime
+
+
+def _served_model(args: argparse.Namespace, serve, vocab_size: int):
+    space = _load_space(args.space)
+    path = Path(args.model)
+    if not path.exists():
+        raise clitools.CliError(f"{path}: no such file or directory; give a pre-training checkpoint or a "
+                                "model_dict JSON file")
+    if serve.is_checkpoint(path):
+        spec = _single_architecture(args.arch, space, "--arch") if args.arch else None
+        return serve.load_checkpoint_model(path, spec)
+    if args.arch:
+        raise clitools.CliError(f"--arch applies to checkpoints; {path} is an architecture file already")
+    spec = _single_architecture(args.model, space, "serve")
+    return serve.random_model(spec, vocab_size, str(path), seed=args.seed)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    if args.cpus is not None and args.threads is not None and args.threads > len(set(args.cpus)):
+        raise clitools.CliError(f"--threads {args.threads} exceeds the {len(set(args.cpus))} CPU(s) of --cpus; "
+                                "threads would take turns on the pinned CPUs")
+    if args.bench is not None and args.http is not None:
+        raise clitools.CliError("--bench and --http are separate modes; give one of them")
+    runtime = _serve_runtime(args.runtime)
+    from flexibert import _serve as serve
+
+    cpus = serve.pin_to_cpus(args.cpus) if args.cpus is not None else None  # before any runtime thread starts
+    server = _bind(args, serve) if args.http is not None else None
+    with server if server is not None else contextlib.nullcontext():
+        _serve_model(args, serve, runtime, cpus, server)
+    return clitools.EXIT_OK
+
+
+def _serve_model(args: argparse.Namespace, serve, runtime, cpus: list[int] | None, server) -> None:
+    from flexibert._data import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    masked_lm = _served_model(args, serve, tokenizer.get_vocab_size())
+    max_positions = masked_lm.model.encoder.max_positions
+    if args.seq_len > max_positions:
+        raise clitools.CliError(f"--seq-len {args.seq_len} exceeds the model's {max_positions} positions")
+    if not masked_lm.trained:
+        warnings.warn(f"{masked_lm.source} is an architecture without trained weights: serving random weights (seed "
+                      f"{args.seed}); the predicted tokens are meaningless, the latency is real", stacklevel=2)
+    with serve.head_threads(args.threads, runtime.name), runtime.prepare(
+            serve.encoder_of(masked_lm), batch_size=1, seq_len=args.seq_len, num_threads=args.threads) as session:
+        filler = serve.MaskFiller(masked_lm, session, tokenizer, top_k=args.top_k)
+        if args.bench is not None:
+            _serve_bench(args, serve, filler, cpus)
+        elif server is not None:
+            _serve_http(args, server, filler)
+        else:
+            if sys.stdin.isatty():
+                print(f"serving {masked_lm.source} with {args.runtime}: one JSON line per request, "
+                      '{"text": "... [MASK] ..."}; Ctrl-D ends', file=sys.stderr)
+            with clitools.resumable("the server stopped"):
+                serve.serve_lines(filler, sys.stdin, sys.stdout)
+
+
+def _bind(args: argparse.Namespace, serve):
+    """The HTTP server's socket, bound before the slow work, so that a port in use fails at once."""
+    try:
+        return serve.make_http_server(args.host, args.http)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise clitools.CliError(f"port {args.http} on {args.host} is in use; choose another --http PORT "
+                                    "(0 picks a free one)") from None
+        raise clitools.CliError(f"cannot listen on {args.host}:{args.http} ({error.strerror or error})") from None
+
+
+def _serve_http(args: argparse.Namespace, server, filler) -> None:
+    server.filler = filler
+    with clitools.resumable("the server stopped"):
+        host, port = server.server_address[:2]
+        print(f"serving {filler.masked_lm.source} with {args.runtime} on http://{host}:{port} "
+              "(POST /predict, GET /health); Ctrl-C stops", file=sys.stderr, flush=True)
+        server.serve_forever()
+
+
+def _serve_bench(args: argparse.Namespace, serve, filler, cpus: list[int] | None) -> None:
+    with clitools.resumable(clitools.NOTHING_KEPT):
+        figures = serve.bench(filler, args.bench, seed=args.seed, warmup=args.warmup)
+    report = {"runtime": args.runtime, "requests": args.bench, "seq_len": args.seq_len, "threads": args.threads,
+              "cpus": cpus, **figures, "model": filler.masked_lm.source, "hash": model_hash(filler.masked_lm.spec),
+              "trained": filler.masked_lm.trained, "mlm_head": "torch", "warmup": args.warmup, "seed": args.seed,
+              "thread_settings": filler.session.thread_settings}
+    if args.json:
+        clitools.print_json(report)
+        return
+    latency, request = report["latency_s"], report["request_s"]
+    print(f"{args.runtime}: {args.bench} requests, seq {args.seq_len}, threads {args.threads or 'default'}: "
+          f"latency p50 {latency['p50'] * 1e3:.2f} ms p99 {latency['p99'] * 1e3:.2f} ms; "
+          f"request p50 {request['p50'] * 1e3:.2f} ms p99 {request['p99'] * 1e3:.2f} ms; "
+          f"{report['throughput_rps']:.1f} requests/s")
+
+
 # -- parser ---------------------------------------------------------------------------------------
 
 
@@ -397,10 +521,62 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_space_option(export)
 
 
+def _port(text: str) -> int:
+    port = clitools.non_negative_int(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535; 0 picks a free one)")
+    return port
+
+
+def _add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    serve = clitools.add_command(
+        subparsers, "serve", _cmd_serve, "fill in [MASK] tokens with a model in a runtime; serve or benchmark it",
+        "flexibert sample -n 1 --seed 4 --out one/\n"
+        'echo \'{"text": "the [MASK] of the river"}\' | flexibert serve one/*.json --runtime onnxruntime\n'
+        "flexibert serve one/*.json --runtime onnxruntime --http 8080\n"
+        "flexibert serve one/*.json --runtime onnxruntime --threads 1 --cpus 1 --bench 200 --json",
+        description=(
+            "Serve a masked-language model: each request is a text with one or more [MASK] tokens;\n"
+            "the answer holds the top-k tokens with their probabilities for each mask, latency_s (the\n"
+            "exported encoder's run in the runtime) and request_s (the whole request, including the\n"
+            "MLM head, which runs in torch).\n\n"
+            "MODEL is a pre-training checkpoint (checkpoint.pt or its folder; weights and architecture)\n"
+            "or a model_dict JSON file (random weights: latency is real, predictions are meaningless).\n"
+            "Texts are padded or cut to --seq-len tokens (the compiled shape; 128, as profiles measure).\n\n"
+            "Modes: JSON lines on stdin/stdout ({\"text\": ...} in, {\"masks\": ..., \"latency_s\": ...,\n"
+            "\"request_s\": ...} or {\"error\": ...} out); --http PORT (POST /predict, GET /health); --bench N\n"
+            "(N seeded requests from the shipped corpus: p50/p99 latency and request time, throughput)."
+        ),
+    )
+    serve.add_argument("model", metavar="MODEL", help="pre-training checkpoint, or a file with one model_dict")
+    serve.add_argument("--runtime", default="onnxruntime",
+                       help="protran runtime to run the encoder in, e.g. torch, onnxruntime or openvino "
+                            "(default onnxruntime)")
+    serve.add_argument("--arch", metavar="MODEL_DICT.json",
+                       help="architecture of a checkpoint that does not record its own")
+    serve.add_argument("--seq-len", type=clitools.positive_int, default=128,
+                       help="tokens per request, padded or cut (default 128)")
+    serve.add_argument("--top-k", type=clitools.positive_int, default=5, help="tokens per mask (default 5)")
+    serve.add_argument("--http", type=_port, metavar="PORT",
+                       help="serve HTTP on this port (0: a free one, printed on stderr)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on with --http (default 127.0.0.1)")
+    serve.add_argument("--bench", type=clitools.positive_int, metavar="N",
+                       help="run N seeded requests after warm-up and report latency percentiles and throughput")
+    serve.add_argument("--warmup", type=clitools.non_negative_int, default=3,
+                       help="untimed requests before --bench (default 3)")
+    serve.add_argument("--seed", type=int, default=0,
+                       help="seed of the --bench texts and of random weights (default 0)")
+    serve.add_argument("--threads", type=clitools.positive_int,
+                       help="runtime and MLM-head threads (default: the runtime's own choice)")
+    serve.add_argument("--cpus", type=clitools.cpu_list,
+                       help="pin this process and its threads to these CPUs, e.g. 1 or 0-3 (default: no pinning)")
+    _add_space_option(serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = clitools.make_parser(
         PROG,
-        "Sample, describe and export architectures of the FlexiBERT 2.0 design space.",
+        "Sample, describe, export and serve architectures of the FlexiBERT 2.0 design space.",
         "flexibert sample -n 16 --method lhs_split --seed 0 --out seeds/\n"
         "flexibert describe seeds/ --seq-len 128\n"
         "flexibert sample -n 1 --seed 4 --out one/\n"
@@ -410,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample_parser(subparsers)
     _add_describe_parser(subparsers)
     _add_export_parser(subparsers)
+    _add_serve_parser(subparsers)
     return parser
 
 

@@ -195,6 +195,20 @@ def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+def cpu_list(text: str) -> tuple[int, ...]:
+    """argparse type: CPU indices like ``0,2-3`` -> (0, 2, 3); whether they exist is checked on use."""
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            cpus.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU indices like 0,1 or 0-3, got {text!r}") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"no CPU (or a negative one) in {text!r}")
+    return tuple(cpus)
+
+
 def one_of(names: Sequence[str]) -> str:
     """``a, b or c``: a choice list for help text, taken from the constant that defines it."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"

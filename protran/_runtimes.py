@@ -2,7 +2,8 @@
 
 A :class:`Runtime` turns an architecture (or a built ``nn.Module``) into a :class:`Session` in
 :meth:`Runtime.prepare`, which does everything that must not be timed: building, exporting and
-compiling. :meth:`Session.run` then runs one inference on a fixed, seeded input.
+compiling. :meth:`Session.run` then runs one inference on a fixed, seeded input;
+:meth:`Session.run_ids` runs one on other token ids of the same shape (serving requests).
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def run(self) -> np.ndarray:
         """One inference on :attr:`input_ids`; returns the hidden states as float32 numpy."""
+
+    def run_ids(self, input_ids: np.ndarray) -> np.ndarray:
+        """One inference on ``input_ids`` (int64, the prepared ``[batch, seq]`` shape, which the
+        compiled graph is fixed to); they become :attr:`input_ids`, so :meth:`run` repeats them."""
+        ids = np.ascontiguousarray(input_ids, dtype=np.int64)
+        if ids.shape != self.input_ids.shape:
+            raise ValueError(f"input_ids must have the prepared shape {tuple(self.input_ids.shape)}, got {ids.shape}")
+        self.input_ids = ids
+        self._feed_ids(ids)
+        return self.run()
+
+    def _feed_ids(self, input_ids: np.ndarray) -> None:
+        # Each session keeps its input in its own form (a tensor, a feed dict); a session class that
+        # does not say how to replace it cannot serve new ids, rather than silently rerun the old ones.
+        raise NotImplementedError(f"{type(self).__name__} cannot run new input_ids")
 
     def close(self) -> None:
         """Release the model and any temporary files."""
@@ -196,6 +212,9 @@ class TorchSession(Session):
             output = self._model(self._ids)
         return output.float().cpu().numpy()  # .cpu() waits for a GPU to finish
 
+    def _feed_ids(self, input_ids: np.ndarray) -> None:
+        self._ids = self._torch.from_numpy(input_ids).to(self._device)
+
     def close(self) -> None:
         if self._previous_threads is not None:
             self._torch.set_num_threads(self._previous_threads)
@@ -253,6 +272,9 @@ class OnnxRuntimeSession(Session):
 
     def run(self) -> np.ndarray:
         return self._session.run(None, self._feed)[0]
+
+    def _feed_ids(self, input_ids: np.ndarray) -> None:
+        self._feed = {name: input_ids for name in self._feed}
 
     def close(self) -> None:
         self._session = None
@@ -355,6 +377,9 @@ class OpenVinoSession(Session):
     def run(self) -> np.ndarray:
         self._request.infer({0: self.input_ids})
         return self._request.get_output_tensor(0).data.copy()
+
+    def _feed_ids(self, input_ids: np.ndarray) -> None:
+        pass  # run() reads self.input_ids, which run_ids has replaced
 
     def close(self) -> None:
         self._request = None

@@ -159,6 +159,11 @@ OPTION_CASES = [
      "--profile", "good.sqlite", "--accuracy", NASBENCH],
     ["boshcode", "codesign", *WEIGHTS, "--oracle", "no_such_module:factory"],
     ["gptran", "run", "--model-dict", "arch.json", "--corpus", "no_such_corpus"],
+    *[["flexibert", "serve", "arch.json", *option] for option in (
+        ["--runtime", "bogus"], ["--http", "99999"], ["--http", "-1"], ["--cpus", "x"], ["--cpus", "4096"],
+        ["--runtime", "torch", "--top-k", "0"], ["--runtime", "torch", "--bench", "1", "--http", "0"],
+        ["--runtime", "torch", "--seq-len", "100000"],
+    )],
 ]
 FILE_CASES = [
     *[["flexibert", "describe", name] for name in
@@ -174,6 +179,8 @@ FILE_CASES = [
     ["protran", "import", "deep.json", "--store", "new.sqlite", "--accuracy"],
     ["protran", "replay", "deep.json"],
     ["gptran", "run", "--model-dict", "deep.json", "--corpus", CORPUS],
+    *[["flexibert", "serve", name, "--runtime", "torch"] for name in
+      ("deep.json", "binary.json", "junk_field.json", "not_json.json", "random_bytes.sqlite", "missing.json")],
 ]
 
 

@@ -188,3 +188,15 @@ def test_kill_benchmark_counts_orphans_and_lost_rows(tmp_path):
     assert code == 0 and summary["final_returncode"] == 0 and summary["refused"] is None
     assert (summary["orphans"], summary["lost"], summary["duplicated"]) == (0, 0, 0)
     assert summary["rows"] == 3 and summary["integrity_check"] == "ok"
+
+
+def test_serve_winner_picks_small_middle_and_large_held_out_rows():
+    serve_winner = load_script("serve_winner")
+
+    class Row:
+        def __init__(self, latency_s):
+            self.latency_s = latency_s
+
+    rows = [Row(latency_s) for latency_s in (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 1.0, 0.05)]
+    assert [row.latency_s for row in serve_winner.pick_architectures(rows)] == [0.1, 0.5, 0.9]
+    assert [row.latency_s for row in serve_winner.pick_architectures(rows[:1])] == [0.5]  # no row twice

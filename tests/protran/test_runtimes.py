@@ -63,6 +63,23 @@ def test_all_runtimes_agree_with_eager_torch(sessions):
         assert np.abs(session.run() - expected).max() < 1e-4, name
 
 
+@pytest.mark.parametrize("name", RUNTIME_NAMES)
+def test_run_ids_runs_new_ids_in_the_compiled_shape(sessions, name):
+    session = sessions[name]
+    original = session.input_ids.copy()
+    other = (original + 7) % VOCAB_SIZE
+    with torch.no_grad():
+        expected = build_model(SPEC, seed=0, vocab_size=VOCAB_SIZE)(torch.from_numpy(other)).numpy()
+    try:
+        assert np.abs(session.run_ids(other) - expected).max() < 1e-4
+        np.testing.assert_array_equal(session.input_ids, other)  # run() now repeats them
+        assert np.abs(session.run() - expected).max() < 1e-4
+        with pytest.raises(ValueError, match="prepared shape"):
+            session.run_ids(other[:, :-1])
+    finally:
+        session.run_ids(original)
+
+
 def test_sessions_report_threads_and_graph_size(sessions):
     assert sessions["torch"].thread_settings["torch.num_threads"] == 1
     assert sessions["torch"].graph_node_count is None

@@ -1,0 +1,263 @@
+"""Does a chosen model, served, run as fast as this machine's profile predicts?
+
+The committed ONNX Runtime profile of this machine (``datasets/profiles/epyc-cpu-onnxruntime.sqlite``)
+gives a latency surrogate (protran's public models layer: ``load_profiles`` and ``fit_models``, the
+default surrogate and features). It is fitted on the profile run's rows only; the architectures
+served are taken from the held-out run (random architectures the profiler never chose), at the 10th,
+50th and 90th percentile of their profiled latency, so the prediction is out of sample and the sizes
+vary. Each is served with ``flexibert serve MODEL --runtime onnxruntime --bench N --json`` in its own
+process, under the profile's conditions (``datasets/profiles/README.md``: batch 1, 128 tokens, one
+thread, pinned to CPU 1; with ``--load``, the synthetic load of ``benchmarks/synthetic_load.py``
+runs on CPU 0, as it did while profiling). The served models have random weights (the profile's
+architectures were never trained): their latency is real, their predictions are not.
+
+Unless ``--no-winner``, a fourth architecture is the co-design winner on this device alone: BOSHCODE
+(boshcode's public ``codesign`` on a ``SurrogateOracle`` of the same fitted models, with the shipped
+NAS-Bench-BERT accuracy records; weights 0.5 accuracy and 0.5 latency, a budget of 40 pairs, seeded).
+Such a winner usually lies outside the profiled sizes (``outside_profiled``): its prediction is an
+extrapolation, which is what serving it checks.
+
+For each architecture it writes the predicted latency (mean and std), the profiled latency of the
+held-out row, the served p50/p99 of ``latency_s`` (the encoder's run in ONNX Runtime, the quantity
+the profile measures) and of ``request_s`` (the whole request, with tokenising and the MLM head in
+torch), the throughput, and the relative error of the served p50 against the prediction, with
+whether it is within 15 %.
+
+    python benchmarks/serve_winner.py --seed 0 --requests 200 [--load]   # a few minutes, idle machine
+
+Results: ``benchmarks/results/serve_winner/`` (``results.json``, ``results.csv``, ``README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "benchmarks" / "results" / "serve_winner"
+PROFILE = REPO / "datasets" / "profiles" / "epyc-cpu-onnxruntime.sqlite"
+ACCURACY = REPO / "datasets" / "accuracy" / "nasbench_bert_250.json"
+WINNER_WEIGHTS = (0.5, 0.0, 0.0, 0.5)  # alpha (accuracy), beta, gamma, epsilon (latency)
+WINNER_BUDGET = 40
+RUNTIME = "onnxruntime"
+# The profile's conditions (datasets/profiles/README.md): one thread on CPU 1, the load on CPU 0.
+PROFILE_CPUS = "1"
+LOAD_CPUS = "0"
+QUANTILES = (0.1, 0.5, 0.9)
+WITHIN = 0.15
+USABLE = ("ok", "unstable")
+
+
+def profile_runs(path: Path) -> tuple[object, list, list]:
+    """(the profile run, its measured rows, the held-out run's measured rows) of a run store."""
+    from protran import RunStore
+
+    with RunStore(path, readonly=True) as store:
+        runs = {run.config.get("purpose", "profile"): run for run in store.runs()}
+        if "profile" not in runs or "holdout" not in runs:
+            raise SystemExit(f"{path}: needs a profile run and a held-out run")
+        return (runs["profile"], store.measurements(run_id=runs["profile"].id, status=USABLE),
+                store.measurements(run_id=runs["holdout"].id, status=USABLE))
+
+
+def pick_architectures(holdout_rows: list) -> list:
+    """Held-out rows at the QUANTILES of their profiled latency: small, middle, large."""
+    ordered = sorted(holdout_rows, key=lambda row: row.latency_s)
+    picked = []
+    for q in QUANTILES:
+        row = ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+        if row not in picked:
+            picked.append(row)
+    return picked
+
+
+def fit_surrogate(train_hashes: set[str], seed: int, with_accuracy: bool):
+    """The models of the profile, its latency fitted on ``train_hashes`` only; with the accuracy model
+    (for co-design) when asked."""
+    from protran import fit_models, load_accuracy_files, load_profiles
+
+    profile, = load_profiles([PROFILE])
+    rows = tuple(row for row in profile.rows if row.arch_hash in train_hashes)
+    accuracy = load_accuracy_files(ACCURACY) if with_accuracy else None
+    return fit_models([replace(profile, rows=rows)], accuracy, seed=seed), profile.device, len(rows)
+
+
+def codesign_winner(models, seed: int) -> dict:
+    """BOSHCODE's best pair on this one device: ``{"hash", "model_dict"}``."""
+    from boshcode import SearchSettings, SurrogateOracle, Weights, codesign
+
+    result, problem = codesign(SurrogateOracle(models), Weights(*WINNER_WEIGHTS),
+                               settings=SearchSettings(budget=WINNER_BUDGET, seed=seed))
+    described = problem.describe(result.best)
+    return {"hash": described["hash"], "model_dict": described["model_dict"]}
+
+
+def serve_bench(model_dict: dict, args: argparse.Namespace, workdir: Path) -> dict:
+    """``flexibert serve --bench`` on one architecture, in its own process."""
+    path = workdir / "model.json"
+    path.write_text(json.dumps(model_dict))
+    command = [sys.executable, "-m", "flexibert.cli", "serve", str(path), "--runtime", RUNTIME, "--threads",
+               str(args.threads), "--cpus", args.cpus, "--bench", str(args.requests), "--warmup", str(args.warmup),
+               "--seed", str(args.seed), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"flexibert serve failed ({done.returncode}): {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def start_load() -> subprocess.Popen:
+    script = REPO / "benchmarks" / "synthetic_load.py"
+    return subprocess.Popen([sys.executable, str(script), "--cpus", LOAD_CPUS], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def stop_load(load: subprocess.Popen | None) -> None:
+    if load is not None and load.poll() is None:
+        load.send_signal(signal.SIGTERM)
+        try:
+            load.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            load.kill()
+            load.wait()
+
+
+def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    from flexibert import ArchSpec, analytic_features
+
+    profile_run, train, holdout = profile_runs(PROFILE)
+    chosen = [{"hash": row.arch_hash, "model_dict": row.model_dict, "source": "held-out",
+               "profiled_latency_s": row.latency_s} for row in pick_architectures(holdout)]
+    chosen_hashes = {row["hash"] for row in chosen}
+    models, device, n_train = fit_surrogate({row.arch_hash for row in train} - chosen_hashes, args.seed,
+                                            with_accuracy=args.winner)
+    if args.winner:
+        print("co-design winner on this device ...", flush=True)
+        chosen.append({**codesign_winner(models, args.seed), "source": "co-design winner",
+                       "profiled_latency_s": None})
+    load = start_load() if args.load else None
+    results = []
+    try:
+        if load is not None:
+            time.sleep(2.0)  # let the load reach its pace before the first measurement
+        for row in chosen:
+            spec = ArchSpec.from_model_dict(row["model_dict"])
+            predicted = models.predict([spec], device)[0]["predicted"]["latency_s"]
+            with tempfile.TemporaryDirectory(prefix="serve-winner-") as workdir:
+                report = serve_bench(row["model_dict"], args, Path(workdir))
+            served = report["latency_s"]["p50"]
+            error = (served - predicted["mean"]) / predicted["mean"]
+            features = analytic_features(spec, batch_size=1, seq_len=128)
+            results.append({
+                **row, "layers": spec.num_layers, "params": int(features["params"]),
+                "gflops": features["flops"] / 1e9,
+                "outside_profiled": bool(models.outside_profiled([spec], device)[0]),
+                "predicted_latency_s": predicted["mean"], "predicted_std_s": predicted["std"],
+                "served_latency_s": report["latency_s"], "served_request_s": report["request_s"],
+                "throughput_rps": report["throughput_rps"], "relative_error": error,
+                "within_15pct": bool(abs(error) <= WITHIN),
+            })
+            print(f"{row['hash'][:8]} ({row['source']}): predicted {predicted['mean'] * 1e3:.1f} ms, served p50 "
+                  f"{served * 1e3:.1f} ms ({error:+.1%})", flush=True)
+    finally:
+        stop_load(load)
+    conditions = {"device": device, "runtime": RUNTIME, "threads": args.threads, "cpus": args.cpus,
+                  "seq_len": 128, "batch_size": 1, "requests": args.requests, "warmup": args.warmup,
+                  "synthetic_load_cpus": LOAD_CPUS if args.load else None, "train_rows": n_train,
+                  "profile_run": profile_run.id, "profile_threads": profile_run.num_threads}
+    return results, conditions
+
+
+def write_results(results: list[dict], meta: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    columns = ["hash", "source", "outside_profiled", "layers", "params", "gflops", "predicted_latency_s",
+               "predicted_std_s", "profiled_latency_s",
+               "served_latency_p50_s", "served_latency_p99_s", "served_request_p50_s", "served_request_p99_s",
+               "throughput_rps", "relative_error", "within_15pct"]
+    with open(OUT / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for r in results:
+            writer.writerow({**{c: r[c] for c in columns if c in r},
+                             "served_latency_p50_s": r["served_latency_s"]["p50"],
+                             "served_latency_p99_s": r["served_latency_s"]["p99"],
+                             "served_request_p50_s": r["served_request_s"]["p50"],
+                             "served_request_p99_s": r["served_request_s"]["p99"]})
+    (OUT / "README.md").write_text(readme(results, meta))
+
+
+def readme(results: list[dict], meta: dict) -> str:
+    c = meta["conditions"]
+    lines = [
+        "# Served latency against the profile's prediction",
+        "",
+        f"`{meta['command']}` on {meta['date']} ({meta['wall_s']:.0f} s; {meta['machine']['platform']}, "
+        f"{meta['machine']['cpus']} CPUs). {c['runtime']}, batch 1, {c['seq_len']} tokens, {c['threads']} thread(s) "
+        f"pinned to CPU {c['cpus']}; synthetic load: "
+        f"{'CPU ' + c['synthetic_load_cpus'] if c['synthetic_load_cpus'] else 'none'}; {c['requests']} requests "
+        f"after {c['warmup']} warm-up, random weights. Surrogate fitted on the {c['train_rows']} profile-run rows of "
+        f"`{c['device']}`; the held-out architectures were never in the fit; the co-design winner is BOSHCODE's "
+        "best pair on this device (weights 0.5 accuracy, 0.5 latency).",
+        "",
+        "| arch | source | layers | params (M) | GFLOPs | predicted (ms) | profiled (ms) | served p50 (ms) "
+        "| served p99 (ms) | request p50 (ms) | requests/s | error | within 15 % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        profiled = "–" if r["profiled_latency_s"] is None else f"{r['profiled_latency_s'] * 1e3:.1f}"
+        source = r["source"] + (" (outside the profiled sizes)" if r["outside_profiled"] else "")
+        lines.append(
+            f"| `{r['hash'][:8]}` | {source} | {r['layers']} | {r['params'] / 1e6:.1f} | {r['gflops']:.2f} "
+            f"| {r['predicted_latency_s'] * 1e3:.1f} ± {r['predicted_std_s'] * 1e3:.1f} "
+            f"| {profiled} | {r['served_latency_s']['p50'] * 1e3:.1f} "
+            f"| {r['served_latency_s']['p99'] * 1e3:.1f} | {r['served_request_s']['p50'] * 1e3:.1f} "
+            f"| {r['throughput_rps']:.1f} | {r['relative_error']:+.1%} | {'yes' if r['within_15pct'] else 'no'} |")
+    lines += ["", "error = (served p50 − predicted) / predicted. `served` is `latency_s` of `flexibert serve` "
+              "(the encoder's run in the runtime); `request` adds tokenising and the MLM head in torch.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0, help="seed of the surrogate and the served texts")
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per architecture (default 200)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default 10)")
+    parser.add_argument("--threads", type=int, default=1, help="runtime threads (default 1, as profiled)")
+    parser.add_argument("--cpus", default=PROFILE_CPUS, help=f"CPUs to pin to (default {PROFILE_CPUS}, as profiled)")
+    parser.add_argument("--no-winner", dest="winner", action="store_false",
+                        help="leave out the co-design winner (saves fitting the accuracy model and the search)")
+    parser.add_argument("--load", action="store_true",
+                        help=f"run the synthetic load on CPU {LOAD_CPUS} meanwhile, as while profiling")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    results, conditions = measure(args)
+    meta = {
+        "command": "python benchmarks/serve_winner.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_s": time.perf_counter() - started, "seed": args.seed, "conditions": conditions,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+        "within_15pct": f"{sum(r['within_15pct'] for r in results)}/{len(results)}",
+        "median_abs_relative_error": float(np.median([abs(r["relative_error"]) for r in results])),
+    }
+    write_results(results, meta)
+    print(f"{meta['within_15pct']} within 15 %; wrote {OUT.relative_to(REPO)}/ in {meta['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
