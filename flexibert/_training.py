@@ -7,7 +7,8 @@ seed gives the same run on a CPU, and a checkpoint's step and seed pin down all 
 resumed run continues exactly as an uninterrupted one.
 
 Checkpoints are ``torch.save`` dicts of tensors and plain values (model, optimizer and scheduler
-state, step, logged losses) that load with ``torch.load(..., weights_only=True)``.
+state, step, logged losses, and the architecture's ``model_dict``) that load with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -376,6 +377,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _architecture_record(model: nn.Module) -> dict[str, Any]:
+    """The trained architecture's model_dict, so that a checkpoint alone rebuilds its model (e.g. for
+    ``protran drift``); nothing for a model that does not carry its spec."""
+    spec = getattr(getattr(model, "encoder", model), "spec", None)
+    return {} if spec is None else {"model_dict": spec.to_model_dict()}
+
+
 def _config_record(config) -> dict[str, Any]:
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
 
@@ -466,6 +474,7 @@ def pretrain(
                 "loss_history": _history_tensor(result.loss_history),
                 "eval_history": _history_tensor(result.eval_history),
                 "window": torch.tensor(window, dtype=torch.float64),
+                **_architecture_record(model),
             })
 
     def evaluate() -> float:
