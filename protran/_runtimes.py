@@ -12,7 +12,7 @@ their own name, so a run store, a surrogate or a frontier of ``onnxruntime-int8`
 
 * ``onnxruntime-int8``: ONNX Runtime's dynamic quantisation of the exported graph. Only MatMul weights
   are quantised (int8, per output channel); quantising every op type also turns convolutions into
-  ``ConvInteger``, which ran slower than f32 on the mixed layers of ``benchmarks/precision.py``.
+  ``ConvInteger``, which lost most of the speed-up on mixed layers when we tried it.
 * ``openvino-int8``: NNCF post-training quantisation of the OpenVINO model (transformer preset),
   calibrated on seeded sequences of the shipped corpus at the profiled shape; what stays in floating
   point runs in f32.
@@ -39,7 +39,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flexibert import ArchSpec, EdgetranError, ExportError
-from protran.vocabulary import OPENVINO_PRECISIONS, RUNTIME_NAMES
+from protran.vocabulary import (
+    BASE_RUNTIME_NAMES,  # noqa: F401  (published by protran with the other names)
+    OPENVINO_PRECISIONS,
+    PRECISION_VARIANTS,
+    RUNTIME_NAMES,
+)
 
 
 class RuntimeUnavailableError(EdgetranError, RuntimeError):
@@ -524,10 +529,11 @@ class OnnxRuntimeInt8(OnnxRuntime):
     """ONNX Runtime on the exported graph after dynamic int8 quantisation
     (``onnxruntime.quantization.quantize_dynamic``), with the session options of ``onnxruntime``.
 
-    Only MatMul nodes with a matrix of weights are quantised, int8 per output channel (symmetric); activations are
-    quantised per tensor at run time (uint8). Quantising every op type was as fast on attention layers
-    and slower than f32 on convolutions (``ConvInteger``); ``reduce_range`` made no difference in speed
-    and a little in error on this CPU, so it is off.
+    Only MatMul nodes with a matrix of weights are quantised, int8 per output channel (symmetric);
+    activations are quantised per tensor at run time (uint8). Quantising every op type was no faster on
+    attention layers and gave away most of the gain on convolutions (``ConvInteger``); per-channel
+    weights were faster than per-tensor ones on convolution-heavy layers; ``reduce_range`` changed
+    nothing in speed and added a little error on this CPU (avx512), so it is off.
     """
 
     name = "onnxruntime-int8"
@@ -535,7 +541,7 @@ class OnnxRuntimeInt8(OnnxRuntime):
     @property
     def variant(self) -> RuntimeVariant:
         return RuntimeVariant(
-            self.name, "onnxruntime", "int8",
+            self.name, *PRECISION_VARIANTS[self.name],
             "dynamic: MatMul weights int8 per-channel, activations quantised at run time (uint8 per tensor)",
         )
 
@@ -593,7 +599,7 @@ class OpenVinoInt8(OpenVinoRuntime):
     @property
     def variant(self) -> RuntimeVariant:
         return RuntimeVariant(
-            self.name, "openvino", "int8",
+            self.name, *PRECISION_VARIANTS[self.name],
             f"nncf: {self.calibration_sequences} sequences of the shipped corpus, seed {self.calibration_seed}",
         )
 
@@ -628,7 +634,8 @@ class OpenVinoBf16(OpenVinoRuntime):
 
     @property
     def variant(self) -> RuntimeVariant:
-        return RuntimeVariant(self.name, "openvino", "bf16", "none: OpenVINO casts weights and activations to bf16")
+        return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
+                              "none: OpenVINO casts weights and activations to bf16")
 
     def is_available(self) -> bool:
         return self.unavailable_reason() is None
@@ -662,7 +669,8 @@ class TorchF16(TorchRuntime):
 
     @property
     def variant(self) -> RuntimeVariant:
-        return RuntimeVariant(self.name, "torch", "f16", "none: weights and activations cast to float16")
+        return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
+                              "none: weights and activations cast to float16")
 
     def is_available(self) -> bool:
         return self.unavailable_reason() is None

@@ -251,3 +251,20 @@ def test_drift_command_refuses_a_bad_checkpoint_in_one_line(checkpoint, tmp_path
     torch.save(state, older)
     assert main(["drift", "--checkpoint", str(older), "--runtime", "onnxruntime-int8"]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_protran_profile_with_openvino_int8(tmp_path, capsys):
+    _available_or_skip("openvino-int8")
+    space = tmp_path / "tiny.yaml"
+    space.write_text("encoder_layers: [2]\nhidden_size: [128]\nattention_heads: [2, 4]\n"
+                     "operation_types: [sa_sdp, c_5]\nfeed_forward_depth: [1]\nfeed_forward_dims: [256]\n")
+    assert main(["profile", "--device", "ci-cpu", "--runtime", "openvino-int8", "--space", str(space),
+                 "--seed-samples", "2", "--max-samples", "2", "--seq-len", "16", "--vocab-size", "500",
+                 "--time-cap-s", "1", "--target-rel-ci", "0.5", "--meter", "none", "--surrogate", "gbdt",
+                 "--reference-every", "0", "--out", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["runtime"] == "openvino-int8" and summary["measured_ok"] + summary["unstable"] == 2, summary
+    with RunStore(tmp_path / "ci-cpu.sqlite", readonly=True) as store:
+        rows = store.measurements()
+    assert {row.versions["runtime_variant"]["calibration"] for row in rows} == {
+        "nncf: 16 sequences of the shipped corpus, seed 0"}
