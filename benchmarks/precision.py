@@ -14,6 +14,10 @@ Two parts, both written to ``benchmarks/results/precision/`` (``precision.json``
    this shared machine falls on all of them alike); latency is the median over all windows, the ratio
    is a variant's latency over its f32 base's.
 
+3. **ONNX Runtime's quantisation settings** on 2-layer encoders (width 256 and 768, both mixes): MatMul
+   only per channel (what ``onnxruntime-int8`` uses), per tensor, with ``reduce_range``, and every op
+   type; latency over f32 and the cosine of the hidden states with f32's.
+
 The product targets are reported as measured: int8 at most 0.6 x its f32 base's latency on the wide
 models (width 768) with an MLM-loss increase of at most 2 %.
 
@@ -175,6 +179,83 @@ def measure_grid(config: dict, seed: int, tmp: Path) -> list[dict]:
     return rows
 
 
+# -- part 3: why onnxruntime-int8 quantises what it does ------------------------------------------------
+
+ORT_SETTINGS = {  # name -> quantize_dynamic options; the first is what onnxruntime-int8 uses
+    "matmul per-channel": {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce_range": False},
+    "matmul per-tensor": {"op_types_to_quantize": ["MatMul"], "per_channel": False, "reduce_range": False},
+    "matmul per-channel reduce-range": {"op_types_to_quantize": ["MatMul"], "per_channel": True, "reduce_range": True},
+    "all ops per-channel": {"op_types_to_quantize": None, "per_channel": True, "reduce_range": False},
+}
+
+
+def ort_settings(seed: int, tmp: Path) -> list[dict]:
+    """ONNX Runtime's dynamic quantisation settings on 2-layer encoders of width 256 and 768: latency
+    over f32 and the cosine of the hidden states with f32's (random weights)."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from flexibert import ArchSpec, build_model, example_input_ids, export_onnx
+
+    def session(path: Path):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    rows = []
+    for mix in ("attention", "mixed"):
+        for width in (256, 768):
+            spec = ArchSpec.from_model_dict(grid_model_dict(2, width, mix))
+            model = build_model(spec, seed=seed).eval()
+            folder = tmp / f"ort-{mix}-{width}"
+            folder.mkdir(parents=True)
+            path = export_onnx(model, folder / "model.onnx", batch_size=BATCH_SIZE, seq_len=SEQ_LEN, exporter="tracing")
+            sessions = {"f32": session(path)}
+            ids = example_input_ids(BATCH_SIZE, SEQ_LEN, model.vocab_size, seed=seed).numpy()
+            feed = {sessions["f32"].get_inputs()[0].name: ids}
+            graph = onnx.load(str(path)).graph
+            batched = {tensor.name for tensor in graph.initializer if len(tensor.dims) != 2}
+            # as onnxruntime-int8 does: MatMuls with a batched weight stay f32 (refused per channel)
+            excluded = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in batched]
+            for name, options in ORT_SETTINGS.items():
+                quantized = folder / f"{name.replace(' ', '-')}.onnx"
+                quantize_dynamic(path, quantized, weight_type=QuantType.QInt8, nodes_to_exclude=excluded, **options)
+                sessions[name] = session(quantized)
+            samples: dict[str, list[float]] = {name: [] for name in sessions}
+            for runnable in sessions.values():
+                for _ in range(WARMUP):
+                    runnable.run(None, feed)
+            for _ in range(ROUNDS):
+                for name, runnable in sessions.items():
+                    samples[name] += time_window(_Runner(runnable, feed), WINDOW_S / 2)
+            reference = sessions["f32"].run(None, feed)[0]
+            f32_s = float(np.median(samples["f32"]))
+            for name in ORT_SETTINGS:
+                output = sessions[name].run(None, feed)[0]
+                rows.append({"mix": mix, "layers": 2, "width": width, "setting": name,
+                             "latency_s": float(np.median(samples[name])),
+                             "ratio_to_f32": float(np.median(samples[name])) / f32_s,
+                             "hidden_cosine": _mean_cosine(output, reference)})
+                print(f"onnxruntime {mix:9s} 2 x {width:3d} {name:32s} {rows[-1]['ratio_to_f32']:.2f}x, "
+                      f"cosine {rows[-1]['hidden_cosine']:.5f}", flush=True)
+    return rows
+
+
+class _Runner:
+    def __init__(self, session, feed) -> None:
+        self.session, self.feed = session, feed
+
+    def run(self):
+        return self.session.run(None, self.feed)
+
+
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    return float(np.mean((a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
+
+
 # -- report ----------------------------------------------------------------------------------------------
 
 
@@ -221,6 +302,11 @@ def markdown(result: dict) -> str:
         nodes = "" if r["graph_node_count"] is None else r["graph_node_count"]
         lines.append(f"| {r['mix']} | {r['layers']} | {r['width']} | {r['runtime']} | {r['latency_s'] * 1e3:.2f} "
                      f"| {r['ratio_to_f32']:.2f} | {nodes} |")
+    lines += ["", "ONNX Runtime dynamic quantisation settings (2 layers, random weights; onnxruntime-int8 uses "
+              "the first):", "", "| mix | width | setting | ratio to f32 | hidden cosine |", "|---|---|---|---|---|"]
+    for r in result["onnxruntime_settings"]:
+        lines.append(f"| {r['mix']} | {r['width']} | {r['setting']} | {r['ratio_to_f32']:.2f} "
+                     f"| {r['hidden_cosine']:.5f} |")
     lines += ["", f"Targets: int8 <= {TARGET_RATIO} x f32 latency at width {WIDE}, MLM-loss increase <= "
               f"{TARGET_LOSS_INCREASE:.0%}.", "",
               "| variant | worst ratio at 768 | median ratio at 768 | loss increase | latency met | loss met |",
@@ -250,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         del model
         gc.collect()
         rows = measure_grid(config, args.seed, tmp)
+        settings_rows = ort_settings(args.seed, tmp)
     import onnxruntime
     import openvino
 
@@ -257,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/precision.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed, "quick": args.quick, "batch_size": BATCH_SIZE, "seq_len": SEQ_LEN, "threads": 1,
         "drift_sequences": config["drift_sequences"], "training": training, "drift": drift, "grid": rows,
+        "onnxruntime_settings": settings_rows,
         "targets": targets(rows, drift),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "logical_cpus": os.cpu_count(), "onnxruntime": onnxruntime.__version__,

@@ -82,7 +82,7 @@ def output_drift(
     import numpy as np
     import torch
 
-    from flexibert import SpecialTokens, mlm_batches
+    from flexibert import IGNORE_INDEX, SpecialTokens, mlm_batches
     from protran._runtimes import Runtime, get_runtime
 
     if not (hasattr(model, "encoder") and hasattr(model, "mlm_head")):
@@ -112,7 +112,7 @@ def output_drift(
                 hidden_f32, hidden = base_session.infer(ids_np), variant_session.infer(ids_np)
                 tokens = ids_np != special.pad
                 cosines.append(_cosines(hidden_f32[tokens], hidden[tokens]))
-                selected = labels != -100
+                selected = labels != IGNORE_INDEX
                 count += int(selected.sum())
                 loss_sum_f32 += _loss_sum(model, hidden_f32, selected, labels)
                 loss_sum += _loss_sum(model, hidden, selected, labels)
@@ -198,7 +198,7 @@ def drift_report(
     cannot run here, ``{"available": false, "reason": ...}``. The sequences are the first ``sequences``
     validation blocks of ``corpus`` (default the shipped one, with the shipped tokenizer)."""
     from flexibert import load_corpus, model_hash
-    from protran._runtimes import get_runtime
+    from protran._runtimes import RuntimeUnavailableError, get_runtime
 
     model, spec = load_mlm_checkpoint(checkpoint, arch)
     blocks = load_corpus(corpus, seq_len=seq_len).validation[:sequences]
@@ -213,7 +213,11 @@ def drift_report(
         if reason is not None:
             entries[name] = {"available": False, "reason": reason}
             continue
-        drift = output_drift(model, runtime, blocks, batch_size=batch_size, num_threads=num_threads, seed=seed)
+        try:
+            drift = output_drift(model, runtime, blocks, batch_size=batch_size, num_threads=num_threads, seed=seed)
+        except RuntimeUnavailableError as error:  # a device found missing only when preparing
+            entries[name] = {"available": False, "reason": str(error)}
+            continue
         entries[name] = drift.report_entry()
     return {"model": {"checkpoint": str(checkpoint), "arch_hash": model_hash(spec)}, "sequences": whole,
             "runtimes": entries}

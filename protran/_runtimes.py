@@ -12,7 +12,7 @@ their own name, so a run store, a surrogate or a frontier of ``onnxruntime-int8`
 
 * ``onnxruntime-int8``: ONNX Runtime's dynamic quantisation of the exported graph. Only MatMul weights
   are quantised (int8, per output channel); quantising every op type also turns convolutions into
-  ``ConvInteger``, which lost most of the speed-up on mixed layers when we tried it.
+  ``ConvInteger``, which gives away most of the speed-up on mixed layers (``benchmarks/precision.py``).
 * ``openvino-int8``: NNCF post-training quantisation of the OpenVINO model (transformer preset),
   calibrated on seeded sequences of the shipped corpus at the profiled shape; what stays in floating
   point runs in f32.
@@ -530,10 +530,10 @@ class OnnxRuntimeInt8(OnnxRuntime):
     (``onnxruntime.quantization.quantize_dynamic``), with the session options of ``onnxruntime``.
 
     Only MatMul nodes with a matrix of weights are quantised, int8 per output channel (symmetric);
-    activations are quantised per tensor at run time (uint8). Quantising every op type was no faster on
-    attention layers and gave away most of the gain on convolutions (``ConvInteger``); per-channel
-    weights were faster than per-tensor ones on convolution-heavy layers; ``reduce_range`` changed
-    nothing in speed and added a little error on this CPU (avx512), so it is off.
+    activations are quantised per tensor at run time (uint8). In ``benchmarks/precision.py``, quantising
+    every op type was no faster on attention layers and gave away most of the gain on convolutions
+    (``ConvInteger``); per-channel weights ran as fast as per-tensor ones, closer to f32; and
+    ``reduce_range`` changed nothing in speed and added error on this CPU (avx512), so it is off.
     """
 
     name = "onnxruntime-int8"
