@@ -4,7 +4,7 @@ Two parts, both written to ``benchmarks/results/precision/`` (``precision.json``
 
 1. **Drift on a trained model.** A small FlexiBERT 2.0 masked-language model (2 layers of width 128,
    mixed operations: attention, DFT and DSC-9 convolution heads) is pre-trained with
-   ``flexibert.pretrain`` on the shipped corpus (1600 steps of 32 sequences, about 6 minutes on one
+   ``flexibert.pretrain`` on the shipped corpus (1200 steps of 32 sequences, about 5 minutes on one
    core; ``--quick``: 200 steps, which leave it predicting token frequencies, so its drift says little). Every variant
    available here then runs validation sequences of the corpus beside its f32 base runtime
    (``protran.output_drift``): mean cosine of the final hidden states, and the MLM loss from each
@@ -68,7 +68,7 @@ def settings(quick: bool) -> dict:
     if quick:
         return {"mixes": ("attention", "mixed"), "depths": (2,), "widths": (256, 768), "train_steps": 200,
                 "drift_sequences": 8}
-    return {"mixes": ("attention", "mixed"), "depths": DEPTHS, "widths": WIDTHS, "train_steps": 1600,
+    return {"mixes": ("attention", "mixed"), "depths": DEPTHS, "widths": WIDTHS, "train_steps": 1200,
             "drift_sequences": 64}
 
 
