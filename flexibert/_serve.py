@@ -5,7 +5,7 @@ with the shipped tokenizer (``[CLS] ... [SEP]``), padded with ``[PAD]`` or cut t
 length the model was compiled for (128 by default: the profiled workload, so that latencies compare
 with profiles), and run in three steps:
 
-1. the exported encoder in the chosen runtime (``Session.run_ids``): input ids to hidden states; the
+1. the exported encoder in the chosen runtime (``Session.infer``): input ids to hidden states; the
    exported graph holds the encoder only, exactly the graph that profiles measure;
 2. the masked-language-model head in torch, on the masked positions only (dense, GELU, LayerNorm and
    the vocabulary projection);
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from flexibert._data import CORPUS_DIR, SpecialTokens, load_tokenizer, read_documents
-from flexibert._errors import EdgetranError, InvalidArchitectureError
+from flexibert._errors import EdgetranError
 from flexibert._model import FlexiBertForMaskedLM, build_mlm_model
 from flexibert._spec import DEFAULT_MAX_POSITIONS, ArchSpec
 
@@ -89,52 +89,15 @@ def is_checkpoint(path: Path) -> bool:
 def load_checkpoint_model(path: Path, spec: ArchSpec | None) -> MaskedLM:
     """The MLM model of a pre-training checkpoint; its architecture is the one recorded in the
     checkpoint, or ``spec`` for checkpoints written before architectures were recorded."""
-    state = _read_checkpoint(path)
-    weights = _mlm_weights(state, path)
-    spec = spec if spec is not None else _recorded_spec(state, path)
-    # Vocabulary and positions are the sizes of the embedding tables the weights hold.
-    vocab_size, _ = weights["encoder.embeddings.word_embeddings.weight"].shape
-    max_positions, _ = weights["encoder.embeddings.position_embeddings.weight"].shape
-    model = build_mlm_model(spec, vocab_size=int(vocab_size), max_positions=int(max_positions))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1:2] or [str(error)]
-        raise ValueError(f"{path}: the weights do not fit the architecture ({first[0].strip()}); "
-                         "give the model_dict it was trained with (--arch)") from None
-    return MaskedLM(model.eval(), trained=True, source=str(path))
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    from flexibert._training import load_checkpoint
+    from flexibert._training import load_mlm_checkpoint
 
     try:
-        return load_checkpoint(path)
-    except (OSError, ValueError):
+        model = load_mlm_checkpoint(path, spec)
+    except ValueError as error:
+        if spec is None and "records no architecture" in str(error):
+            raise ValueError(f"{error} with --arch FILE") from None
         raise
-    except Exception as error:  # torch raises RuntimeError or UnpicklingError for a damaged or foreign file
-        raise ValueError(f"{path}: not a readable pre-training checkpoint ({type(error).__name__}: {error})") \
-            from None
-
-
-def _mlm_weights(state: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
-    weights = state.get("model")
-    if not isinstance(weights, dict) or "encoder.embeddings.word_embeddings.weight" not in weights:
-        raise ValueError(f"{path}: the checkpoint holds no FlexiBERT masked-language model weights")
-    if not any(key.startswith("mlm_head.") for key in weights):
-        raise ValueError(f"{path}: the checkpoint holds an encoder without its masked-language-model head")
-    return weights
-
-
-def _recorded_spec(state: dict[str, Any], path: Path) -> ArchSpec:
-    record = state.get("architecture")
-    model_dict = record.get("model_dict") if isinstance(record, dict) else None
-    if not isinstance(model_dict, dict):
-        raise ValueError(f"{path}: the checkpoint records no architecture; give its model_dict with --arch FILE")
-    try:
-        return ArchSpec.from_model_dict(model_dict)
-    except InvalidArchitectureError as error:
-        raise InvalidArchitectureError(f"{path}: the recorded architecture is invalid ({error})") from None
+    return MaskedLM(model, trained=True, source=str(path))
 
 
 def random_model(spec: ArchSpec, vocab_size: int, source: str, seed: int = 0) -> MaskedLM:
@@ -196,7 +159,7 @@ class MaskFiller:
             raise RequestError('a request is {"text": "..."} with a string text')
         ids, positions, truncated = self.encode(text)
         run_started = time.perf_counter()
-        hidden = self.session.run_ids(ids)
+        hidden = self.session.infer(ids)
         latency_s = time.perf_counter() - run_started
         masks = self._top_tokens(hidden[0, positions])
         result: dict[str, Any] = {"masks": masks, "latency_s": latency_s}

@@ -7,7 +7,8 @@ seed gives the same run on a CPU, and a checkpoint's step and seed pin down all 
 resumed run continues exactly as an uninterrupted one.
 
 Checkpoints are ``torch.save`` dicts of tensors and plain values (model, optimizer and scheduler
-state, step, logged losses) that load with ``torch.load(..., weights_only=True)``.
+state, step, logged losses, and the architecture's ``model_dict``) that load with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +48,11 @@ from flexibert._data import (
     mask_tokens,
     mlm_batches,
 )
+from flexibert._errors import InvalidArchitectureError
+
+if TYPE_CHECKING:
+    from flexibert._model import FlexiBertForMaskedLM
+    from flexibert._spec import ArchSpec
 
 logger = logging.getLogger(__name__)
 
@@ -379,10 +385,65 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def _architecture_record(model: nn.Module) -> dict[str, Any]:
     """``{"architecture": {"model_dict": ...}}`` for a FlexiBERT model, so that the checkpoint alone
-    rebuilds it (``flexibert serve``); nothing for another module (the sizes are in the weights)."""
+    rebuilds it (``flexibert serve``, ``protran drift``); nothing for another module (the sizes are in
+    the weights)."""
     spec = getattr(getattr(model, "encoder", model), "spec", None)
     # Through JSON: plain lists and strings, which torch.load(weights_only=True) reads back.
     return {} if spec is None else {"architecture": {"model_dict": json.loads(spec.to_json())}}
+
+
+def load_mlm_checkpoint(path: str | Path, spec: ArchSpec | None = None) -> FlexiBertForMaskedLM:
+    """The masked-language model (encoder and head, in eval mode) of a :func:`pretrain` checkpoint.
+
+    Its architecture is the one the checkpoint records, or ``spec`` (for a checkpoint written before
+    architectures were recorded); vocabulary and positions are the sizes of the embedding tables the
+    weights hold. Every problem is one line: ``FileNotFoundError``, ``ValueError`` or
+    :class:`~flexibert.InvalidArchitectureError`.
+    """
+    state = _read_checkpoint(path)
+    weights = state.get("model")
+    if not isinstance(weights, dict) or "encoder.embeddings.word_embeddings.weight" not in weights:
+        raise ValueError(f"{path}: the checkpoint holds no FlexiBERT masked-language model weights")
+    if not any(key.startswith("mlm_head.") for key in weights):
+        raise ValueError(f"{path}: the checkpoint holds an encoder without its masked-language-model head")
+    from flexibert._model import build_mlm_model
+
+    spec = spec if spec is not None else _recorded_spec(state, path)
+    vocab_size, _ = weights["encoder.embeddings.word_embeddings.weight"].shape
+    max_positions, _ = weights["encoder.embeddings.position_embeddings.weight"].shape
+    model = build_mlm_model(spec, vocab_size=int(vocab_size), max_positions=int(max_positions))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        first = str(error).splitlines()[1:2] or [str(error)]
+        raise ValueError(f"{path}: the weights do not fit the architecture ({first[0].strip()}); "
+                         "give the model_dict it was trained with") from None
+    return model.eval()
+
+
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
+    try:
+        return load_checkpoint(path)
+    except (OSError, ValueError):
+        raise
+    except Exception as error:  # torch raises RuntimeError or UnpicklingError for a damaged or foreign file
+        raise ValueError(f"{path}: not a readable pre-training checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _recorded_spec(state: dict[str, Any], path: str | Path) -> ArchSpec:
+    from flexibert._spec import ArchSpec
+
+    record = state.get("architecture")
+    model_dict = record.get("model_dict") if isinstance(record, dict) else None
+    if not isinstance(model_dict, dict):
+        raise ValueError(f"{path}: the checkpoint records no architecture; give its model_dict")
+    try:
+        # A trained model may lie outside the design space's choices (a small test model): it only has
+        # to be a well-formed architecture.
+        return ArchSpec.from_model_dict(model_dict, space=False)
+    except InvalidArchitectureError as error:
+        raise InvalidArchitectureError(f"{path}: the recorded architecture is invalid ({error})") from None
 
 
 def _config_record(config) -> dict[str, Any]:
@@ -476,6 +537,7 @@ def pretrain(
                 "loss_history": _history_tensor(result.loss_history),
                 "eval_history": _history_tensor(result.eval_history),
                 "window": torch.tensor(window, dtype=torch.float64),
+                **_architecture_record(model),
             })
 
     def evaluate() -> float:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         structure_features_of_embeddings,
     )
     from protran._active import ActiveLearner, ActiveStep, TransferPrior, run_active_learning
+    from protran._drift import OutputDrift, drift_report, load_mlm_checkpoint, output_drift
     from protran._files import FileKind, file_kind
     from protran._pareto import (
         REFERENCE_POINT,
@@ -73,13 +74,20 @@ if TYPE_CHECKING:
     from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
     from protran._replay import held_out_split, measure_matrix, replay, replay_files
     from protran._runtimes import (
+        BASE_RUNTIME_NAMES,
         OPENVINO_PRECISIONS,
+        PRECISION_VARIANTS,
         RUNTIME_NAMES,
         OnnxRuntime,
+        OnnxRuntimeInt8,
+        OpenVinoBf16,
+        OpenVinoInt8,
         OpenVinoRuntime,
         Runtime,
         RuntimeUnavailableError,
+        RuntimeVariant,
         Session,
+        TorchF16,
         TorchRuntime,
         available_runtimes,
         get_runtime,
@@ -166,17 +174,26 @@ __getattr__, __dir__, __all__ = attach(
         ],
         # runtimes
         "protran._runtimes": [
+            "BASE_RUNTIME_NAMES",
             "OPENVINO_PRECISIONS",
+            "PRECISION_VARIANTS",
             "RUNTIME_NAMES",
             "OnnxRuntime",
+            "OnnxRuntimeInt8",
+            "OpenVinoBf16",
+            "OpenVinoInt8",
             "OpenVinoRuntime",
             "Runtime",
             "RuntimeUnavailableError",
+            "RuntimeVariant",
             "Session",
+            "TorchF16",
             "TorchRuntime",
             "available_runtimes",
             "get_runtime",
         ],
+        # output drift of reduced-precision runtimes
+        "protran._drift": ["OutputDrift", "drift_report", "load_mlm_checkpoint", "output_drift"],
         # profiling, active learning and replay
         "protran._profile": [
             "ListedSummary",

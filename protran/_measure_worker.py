@@ -203,7 +203,9 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
         "window_end_s": timing.window_end_s,
         "time_capped": timing.time_capped,
         "confidence": request["confidence"],
-        "versions": {name: str(version) for name, version in runtime.versions().items()},
+        # The variant says what the row measured: the precision and how it was quantised and calibrated.
+        "versions": {**{name: str(version) for name, version in runtime.versions().items()},
+                     "runtime_variant": session.variant.as_dict()},
         "conditions": conditions,
     }
 

@@ -740,10 +740,13 @@ def _open_run(store: RunStore, c: ProfileConfig, settings: dict[str, Any], meter
             store.take_lease(run_id, take_over=take_over)
             return run_id
     from protran._protocol import host_info, software_versions
+    from protran._runtimes import get_runtime
 
+    # The run says how its runtime computes (precision, quantisation, calibration), as every row does.
+    versions = {**software_versions(), "runtime_variant": get_runtime(c.runtime).variant.as_dict()}
     return store.create_run(c.device, c.runtime, batch_size=c.batch_size, seq_len=c.seq_len,
                             num_threads=c.num_threads, meter=meter_name, host=host_info(),
-                            versions=software_versions(), config=settings)
+                            versions=versions, config=settings)
 
 
 @contextmanager

@@ -560,7 +560,9 @@ def measure_architecture(
         The architecture (ArchSpec or reference model_dict). Weights are random (``seed``): latency and
         energy do not depend on their values.
     runtime:
-        'torch', 'onnxruntime' or 'openvino'; ``runtime_options`` go to ``get_runtime`` (for example
+        One of :data:`~protran.RUNTIME_NAMES` ('onnxruntime', a precision variant such as
+        'onnxruntime-int8', ...); the variant lands in ``result.versions["runtime_variant"]``.
+        ``runtime_options`` go to ``get_runtime`` (for example
         ``{"device": "cuda"}`` or ``{"precision": "f32"}``).
     meter:
         A ``PowerMeter`` (e.g. ``protran.meters.detect_meter()``), which the protocol starts and stops in

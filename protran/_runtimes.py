@@ -1,30 +1,69 @@
-"""Inference runtimes that run a FlexiBERT encoder: torch (eager), ONNX Runtime and OpenVINO.
+"""Inference runtimes that run a FlexiBERT encoder: torch (eager), ONNX Runtime and OpenVINO, each in
+f32, and their reduced-precision variants.
 
 A :class:`Runtime` turns an architecture (or a built ``nn.Module``) into a :class:`Session` in
-:meth:`Runtime.prepare`, which does everything that must not be timed: building, exporting and
-compiling. :meth:`Session.run` then runs one inference on a fixed, seeded input;
-:meth:`Session.run_ids` runs one on other token ids of the same shape (serving requests).
+:meth:`Runtime.prepare`, which does everything that must not be timed: building, exporting, quantising
+and compiling. :meth:`Session.run` then runs one inference on a fixed, seeded input.
+
+Every runtime describes itself as a :class:`RuntimeVariant`: its name, the f32 runtime it derives from,
+its precision and how it was calibrated. The variants (see :data:`PRECISION_VARIANTS`) are runtimes of
+their own name, so a run store, a surrogate or a frontier of ``onnxruntime-int8`` never mixes with one of
+``onnxruntime``:
+
+* ``onnxruntime-int8``: ONNX Runtime's dynamic quantisation of the exported graph. Only MatMul weights
+  are quantised (int8, per output channel); quantising every op type also turns convolutions into
+  ``ConvInteger``, which gives away most of the speed-up on mixed layers (``benchmarks/precision.py``).
+* ``openvino-int8``: NNCF post-training quantisation of the OpenVINO model (transformer preset),
+  calibrated on seeded sequences of the shipped corpus at the profiled shape; what stays in floating
+  point runs in f32.
+* ``openvino-bf16``: OpenVINO with ``INFERENCE_PRECISION_HINT`` bf16, only on CPUs that support it.
+* ``torch-f16``: eager torch in float16 on a CUDA GPU.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import copy
 import importlib.metadata
 import importlib.util
+import logging
 import platform
+import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from flexibert import ArchSpec, EdgetranError, ExportError
-from protran.vocabulary import OPENVINO_PRECISIONS, RUNTIME_NAMES
+from protran.vocabulary import (
+    BASE_RUNTIME_NAMES,  # noqa: F401  (published by protran with the other names)
+    OPENVINO_PRECISIONS,
+    PRECISION_VARIANTS,
+    RUNTIME_NAMES,
+)
 
 
 class RuntimeUnavailableError(EdgetranError, RuntimeError):
     """The library or the device a runtime needs is not present on this machine."""
+
+
+@dataclass(frozen=True)
+class RuntimeVariant:
+    """What a runtime computes in: ``name`` (the runtime's), ``base_runtime`` (the f32 runtime it derives
+    from: torch, onnxruntime or openvino), ``precision`` (f32, bf16, f16 or int8) and ``calibration``
+    (how the reduced precision was set up; "none" for f32)."""
+
+    name: str
+    base_runtime: str
+    precision: str
+    calibration: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 class Session(abc.ABC):
@@ -32,11 +71,13 @@ class Session(abc.ABC):
 
     Attributes: ``runtime`` (name), ``input_ids`` (int64 ``[batch, seq]``), ``thread_settings``
     (what the runtime reports it applied), ``graph_node_count`` (nodes of the compiled graph, None
-    where the runtime has no graph), ``prepare_s`` (seconds spent in preparation) and ``export_s``
-    (the part of it spent exporting; 0 for torch).
+    where the runtime has no graph: of the graph actually run, quantised for an int8 variant),
+    ``prepare_s`` (seconds spent in preparation), ``export_s`` (the part of it spent exporting and
+    quantising; 0 for torch) and ``variant`` (the :class:`RuntimeVariant` of the runtime that prepared it).
     """
 
     runtime: str
+    variant: RuntimeVariant
 
     def __init__(self, input_ids: np.ndarray, thread_settings: dict[str, Any], workdir: Path | None = None) -> None:
         self.input_ids = input_ids
@@ -59,20 +100,18 @@ class Session(abc.ABC):
     def run(self) -> np.ndarray:
         """One inference on :attr:`input_ids`; returns the hidden states as float32 numpy."""
 
-    def run_ids(self, input_ids: np.ndarray) -> np.ndarray:
-        """One inference on ``input_ids`` (int64, the prepared ``[batch, seq]`` shape, which the
-        compiled graph is fixed to); they become :attr:`input_ids`, so :meth:`run` repeats them."""
+    def infer(self, input_ids: np.ndarray) -> np.ndarray:
+        """One inference on other token ids of the prepared shape (int64 ``[batch, seq]``, the shape the
+        compiled graph is fixed to; serving requests, drift); returns the hidden states as float32
+        numpy. Not for timing: :meth:`run` is."""
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         if ids.shape != self.input_ids.shape:
             raise ValueError(f"input_ids must have the prepared shape {tuple(self.input_ids.shape)}, got {ids.shape}")
-        self.input_ids = ids
-        self._feed_ids(ids)
-        return self.run()
+        return self._infer(ids)
 
-    def _feed_ids(self, input_ids: np.ndarray) -> None:
-        # Each session keeps its input in its own form (a tensor, a feed dict); a session class that
-        # does not say how to replace it cannot serve new ids, rather than silently rerun the old ones.
-        raise NotImplementedError(f"{type(self).__name__} cannot run new input_ids")
+    @abc.abstractmethod
+    def _infer(self, input_ids: np.ndarray) -> np.ndarray:
+        ...
 
     def close(self) -> None:
         """Release the model and any temporary files."""
@@ -98,6 +137,19 @@ class Runtime(abc.ABC):
 
     name: ClassVar[str]
     libraries: ClassVar[tuple[str, ...]]  # import names; the first is the runtime itself
+
+    @property
+    def variant(self) -> RuntimeVariant:
+        """The precision this runtime computes in and how it was calibrated (f32, none, by default)."""
+        return RuntimeVariant(self.name, self.name, "f32", "none")
+
+    def unavailable_reason(self) -> str | None:
+        """Why this runtime cannot run here (one line), or None when it can."""
+        try:
+            self._check_available()
+        except RuntimeUnavailableError as error:
+            return str(error)
+        return None
 
     def is_available(self) -> bool:
         """Whether the libraries (and the device) this runtime needs are present."""
@@ -156,6 +208,8 @@ class Runtime(abc.ABC):
             raise
         session._tmp = tmp
         session.workdir = workdir
+        session.runtime = self.name
+        session.variant = self.variant
         session.prepare_s = time.perf_counter() - start
         return session
 
@@ -175,9 +229,11 @@ class Runtime(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-# What installs a missing library: OpenVINO is the [openvino] extra; the rest are core dependencies.
+# What installs a missing library: OpenVINO and NNCF are the [openvino] extra, tokenizers the [train]
+# extra; the rest are core dependencies.
 _DISTRIBUTIONS = {
-    "onnxruntime": "onnxruntime", "openvino": "'edgetran[openvino]'", "onnx": "onnx", "torch": "torch==2.13.0"
+    "onnxruntime": "onnxruntime", "openvino": "'edgetran[openvino]'", "onnx": "onnx", "torch": "torch==2.13.0",
+    "nncf": "'edgetran[openvino]'", "tokenizers": "'edgetran[train]'",
 }
 
 
@@ -212,8 +268,11 @@ class TorchSession(Session):
             output = self._model(self._ids)
         return output.float().cpu().numpy()  # .cpu() waits for a GPU to finish
 
-    def _feed_ids(self, input_ids: np.ndarray) -> None:
-        self._ids = self._torch.from_numpy(input_ids).to(self._device)
+    def _infer(self, input_ids: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            output = self._model(torch.from_numpy(np.ascontiguousarray(input_ids)).to(self._device))
+        return output.float().cpu().numpy()
 
     def close(self) -> None:
         if self._previous_threads is not None:
@@ -273,8 +332,8 @@ class OnnxRuntimeSession(Session):
     def run(self) -> np.ndarray:
         return self._session.run(None, self._feed)[0]
 
-    def _feed_ids(self, input_ids: np.ndarray) -> None:
-        self._feed = {name: input_ids for name in self._feed}
+    def _infer(self, input_ids: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._session.get_inputs()[0].name: input_ids})[0]
 
     def close(self) -> None:
         self._session = None
@@ -330,6 +389,7 @@ class OnnxRuntime(Runtime):
                                exporter="tracing")
         except ExportError:
             path = export_onnx(model, workdir / "model.onnx", batch_size=batch_size, seq_len=seq_len)
+        path = self._runnable_model(model, path, workdir)
         export_s = time.perf_counter() - start
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -358,6 +418,10 @@ class OnnxRuntime(Runtime):
         prepared.export_s = export_s
         return prepared
 
+    def _runnable_model(self, model, path: Path, workdir: Path) -> Path:
+        """The ONNX file the session runs: the export itself (a variant transforms it here)."""
+        return path
+
     def __repr__(self) -> str:
         return f"OnnxRuntime(device={self.device!r})"
 
@@ -378,8 +442,9 @@ class OpenVinoSession(Session):
         self._request.infer({0: self.input_ids})
         return self._request.get_output_tensor(0).data.copy()
 
-    def _feed_ids(self, input_ids: np.ndarray) -> None:
-        pass  # run() reads self.input_ids, which run_ids has replaced
+    def _infer(self, input_ids: np.ndarray) -> np.ndarray:
+        self._request.infer({0: input_ids})
+        return self._request.get_output_tensor(0).data.copy()
 
     def close(self) -> None:
         self._request = None
@@ -423,12 +488,13 @@ class OpenVinoRuntime(Runtime):
         batch_size, seq_len = input_ids.shape
         start = time.perf_counter()
         path = export_openvino(model, workdir / "model.xml", batch_size=batch_size, seq_len=seq_len)
-        export_s = time.perf_counter() - start
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
         if num_threads is not None:
             config["INFERENCE_NUM_THREADS"] = num_threads
+        read = self._runnable_model(model, core.read_model(str(path)), input_ids)
+        export_s = time.perf_counter() - start
         try:
-            compiled = core.compile_model(core.read_model(str(path)), self.device, config)
+            compiled = core.compile_model(read, self.device, config)
         except Exception as error:
             raise ExportError(
                 f"openvino could not compile the exported IR {path} for {self.device}: {error}"
@@ -442,6 +508,14 @@ class OpenVinoRuntime(Runtime):
         prepared.export_s = export_s
         return prepared
 
+    @property
+    def variant(self) -> RuntimeVariant:
+        return RuntimeVariant(self.name, "openvino", self.precision, "none")
+
+    def _runnable_model(self, model, read_model, input_ids: np.ndarray):
+        """The OpenVINO model that is compiled: the IR as read (a variant transforms it here)."""
+        return read_model
+
     def __repr__(self) -> str:
         return f"OpenVinoRuntime(precision={self.precision!r}, device={self.device!r})"
 
@@ -452,12 +526,232 @@ def _type_name(element_type) -> str:
     return get_name() if callable(get_name) else str(element_type)
 
 
+# -- reduced-precision variants ----------------------------------------------------------------------
+
+#: Sequences of the shipped corpus that calibrate ``openvino-int8``, and the seed that draws them.
+CALIBRATION_SEQUENCES = 16
+CALIBRATION_SEED = 0
+
+
+class OnnxRuntimeInt8(OnnxRuntime):
+    """ONNX Runtime on the exported graph after dynamic int8 quantisation
+    (``onnxruntime.quantization.quantize_dynamic``), with the session options of ``onnxruntime``.
+
+    Only MatMul nodes with a matrix of weights are quantised, int8 per output channel (symmetric);
+    activations are quantised per tensor at run time (uint8). In ``benchmarks/precision.py``, quantising
+    every op type was no faster on attention layers and gave away most of the gain on convolutions
+    (``ConvInteger``); per-channel weights ran as fast as per-tensor ones, closer to f32; and
+    ``reduce_range`` changed nothing in speed and added error on this CPU (avx512), so it is off.
+    """
+
+    name = "onnxruntime-int8"
+
+    @property
+    def variant(self) -> RuntimeVariant:
+        return RuntimeVariant(
+            self.name, *PRECISION_VARIANTS[self.name],
+            "dynamic: MatMul weights int8 per-channel, activations quantised at run time (uint8 per tensor)",
+        )
+
+    def _runnable_model(self, model, path: Path, workdir: Path) -> Path:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantized = workdir / "model.int8.onnx"
+        # The quantiser logs a warning on the root logger that pre-processing might help; it does not here.
+        with _quiet_root_logger():
+            try:
+                quantize_dynamic(
+                    path, quantized, weight_type=QuantType.QInt8, per_channel=True, reduce_range=False,
+                    op_types_to_quantize=["MatMul"], nodes_to_exclude=_batched_matmuls(path),
+                    use_external_data_format=_weight_bytes(model) > 2**30,
+                )
+            except Exception as error:
+                raise ExportError(f"onnxruntime could not quantise the exported ONNX model {path}: {error}") from error
+        return quantized
+
+    def __repr__(self) -> str:
+        return f"OnnxRuntimeInt8(device={self.device!r})"
+
+
+def _batched_matmuls(path: Path) -> list[str]:
+    """MatMul nodes whose constant weight is not a matrix (a weighted-multiplicative attention's
+    ``[1, d, d]``): ONNX Runtime's per-channel integer MatMul refuses them at run time, so they stay f32."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {tensor.name: len(tensor.dims) for tensor in graph.initializer}
+    return [node.name for node in graph.node
+            if node.op_type == "MatMul" and shapes.get(node.input[1], 2) != 2]
+
+
+class OpenVinoInt8(OpenVinoRuntime):
+    """OpenVINO after NNCF post-training quantisation (``nncf.quantize``, transformer model type).
+
+    Calibration: ``calibration_sequences`` blocks of the shipped corpus's training split (tokenised with
+    the shipped tokenizer, cut at the profiled sequence length), drawn with ``calibration_seed`` and fed
+    in batches of the profiled batch size. Token ids beyond a model's vocabulary (a model built with a
+    smaller one) become ``[UNK]``. What stays in floating point is compiled with precision hint f32.
+    """
+
+    name = "openvino-int8"
+    libraries = ("openvino", "nncf", "tokenizers")
+
+    def __init__(self, device: str = "CPU", calibration_sequences: int = CALIBRATION_SEQUENCES,
+                 calibration_seed: int = CALIBRATION_SEED) -> None:
+        super().__init__("f32", device)
+        if not isinstance(calibration_sequences, int) or calibration_sequences <= 0:
+            raise ValueError(f"calibration_sequences must be a positive int, got {calibration_sequences!r}")
+        self.calibration_sequences = calibration_sequences
+        self.calibration_seed = int(calibration_seed)
+
+    @property
+    def variant(self) -> RuntimeVariant:
+        return RuntimeVariant(
+            self.name, *PRECISION_VARIANTS[self.name],
+            f"nncf: {self.calibration_sequences} sequences of the shipped corpus, seed {self.calibration_seed}",
+        )
+
+    def _runnable_model(self, model, read_model, input_ids: np.ndarray):
+        import nncf
+
+        from flexibert import vocab_size_of
+
+        batch_size, seq_len = input_ids.shape
+        batches = calibration_batches(batch_size, seq_len, vocab_size_of(model), self.calibration_sequences,
+                                      self.calibration_seed)
+        with _quiet_nncf(nncf):
+            try:
+                return nncf.quantize(read_model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                                     subset_size=len(batches))
+            except Exception as error:
+                raise ExportError(f"nncf could not quantise the OpenVINO model: {error}") from error
+
+    def __repr__(self) -> str:
+        return (f"OpenVinoInt8(device={self.device!r}, calibration_sequences={self.calibration_sequences}, "
+                f"calibration_seed={self.calibration_seed})")
+
+
+class OpenVinoBf16(OpenVinoRuntime):
+    """OpenVINO with ``INFERENCE_PRECISION_HINT`` bf16: available only where the CPU plugin lists BF16
+    among its optimisation capabilities (elsewhere OpenVINO would quietly run f32)."""
+
+    name = "openvino-bf16"
+
+    def __init__(self, device: str = "CPU") -> None:
+        super().__init__("bf16", device)
+
+    @property
+    def variant(self) -> RuntimeVariant:
+        return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
+                              "none: OpenVINO casts weights and activations to bf16")
+
+    def is_available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    def _check_available(self) -> None:
+        super()._check_available()
+        import openvino as ov
+
+        core = ov.Core()
+        if self.device not in core.available_devices:
+            raise RuntimeUnavailableError(
+                f"runtime '{self.name}' has no device '{self.device}' here (available: {core.available_devices})")
+        capabilities = list(core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
+        if "BF16" not in capabilities:
+            raise RuntimeUnavailableError(
+                f"runtime '{self.name}' needs a CPU with bf16 support, and this {self.device} has none "
+                f"(OpenVINO capabilities: {', '.join(capabilities)}); use 'openvino' (f32) or 'openvino-int8'")
+
+    def __repr__(self) -> str:
+        return f"OpenVinoBf16(device={self.device!r})"
+
+
+class TorchF16(TorchRuntime):
+    """Eager torch in float16 on a CUDA GPU (the model is copied and cast; token ids stay int64).
+    Unavailable without CUDA: float16 matrix multiplies on a CPU are emulated and slow."""
+
+    name = "torch-f16"
+
+    def __init__(self) -> None:
+        super().__init__("cuda")
+
+    @property
+    def variant(self) -> RuntimeVariant:
+        return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
+                              "none: weights and activations cast to float16")
+
+    def is_available(self) -> bool:
+        return self.unavailable_reason() is None
+
+    def _check_available(self) -> None:
+        super()._check_available()
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeUnavailableError(
+                f"runtime '{self.name}' runs float16 on a CUDA GPU, and torch sees none here; use 'torch' (f32)")
+
+    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+        return super()._prepare(copy.deepcopy(model).half(), input_ids, num_threads, workdir)
+
+    def __repr__(self) -> str:
+        return "TorchF16()"
+
+
+def calibration_batches(batch_size: int, seq_len: int, vocab_size: int, sequences: int = CALIBRATION_SEQUENCES,
+                        seed: int = CALIBRATION_SEED) -> list[np.ndarray]:
+    """Seeded blocks of the shipped corpus's training split as int64 ``[batch_size, seq_len]`` batches:
+    ``sequences`` of them, rounded down to whole batches (at least one batch)."""
+    from flexibert import load_corpus
+
+    batch_size, seq_len = int(batch_size), int(seq_len)
+    corpus = load_corpus(seq_len=max(seq_len, 2))
+    blocks = corpus.train.numpy()[:, :seq_len]
+    count = max(batch_size, sequences - sequences % batch_size)
+    chosen = np.random.default_rng(seed).choice(len(blocks), size=min(count, len(blocks)), replace=False)
+    ids = blocks[np.sort(chosen)]
+    ids = np.where(ids < vocab_size, ids, corpus.special_tokens.unk).astype(np.int64)
+    return [ids[start:start + batch_size] for start in range(0, len(ids) - batch_size + 1, batch_size)]
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_nncf(nncf):
+    """NNCF logs and draws progress bars on stdout; a measurement's stdout carries only its reply."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _weight_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
 # -- lookup --------------------------------------------------------------------------------------
 
 _RUNTIMES: dict[str, type[Runtime]] = {
     "torch": TorchRuntime,
     "onnxruntime": OnnxRuntime,
     "openvino": OpenVinoRuntime,
+    "onnxruntime-int8": OnnxRuntimeInt8,
+    "openvino-int8": OpenVinoInt8,
+    "openvino-bf16": OpenVinoBf16,
+    "torch-f16": TorchF16,
 }
 
 
@@ -470,5 +764,5 @@ def get_runtime(name: str, **options: Any) -> Runtime:
 
 
 def available_runtimes() -> list[str]:
-    """Names of the runtimes whose libraries are installed."""
+    """Names of the runtimes whose libraries (and, for a variant, hardware support) are present."""
     return [name for name in RUNTIME_NAMES if get_runtime(name).is_available()]

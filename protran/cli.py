@@ -967,9 +967,11 @@ def build_parser() -> argparse.ArgumentParser:
                        _add_import_parser, _add_proxy_parser, _add_export_parser, _add_correct_parser,
                        _add_replay_parser, _add_meters_parser, _add_meter_server_parser):
         add_parser(sub)
+    from protran._drift import add_drift_parser
     from protran._fleet_cli import add_fleet_parser
 
     add_fleet_parser(sub)
+    add_drift_parser(sub)
     return parser
 
 

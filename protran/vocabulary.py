@@ -56,8 +56,17 @@ def name_of(field: str) -> str:
     return measure(field).name
 
 
-#: Inference runtimes an architecture can be measured with.
-RUNTIME_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: The f32 inference runtimes.
+BASE_RUNTIME_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+#: Reduced-precision variants of them, each a runtime of its own name: name -> (base runtime, precision).
+PRECISION_VARIANTS: dict[str, tuple[str, str]] = {
+    "onnxruntime-int8": ("onnxruntime", "int8"),
+    "openvino-int8": ("openvino", "int8"),
+    "openvino-bf16": ("openvino", "bf16"),
+    "torch-f16": ("torch", "f16"),
+}
+#: Inference runtimes an architecture can be measured with: the f32 runtimes, then their variants.
+RUNTIME_NAMES: tuple[str, ...] = (*BASE_RUNTIME_NAMES, *PRECISION_VARIANTS)
 #: Inference precisions OpenVINO is asked for (its ``INFERENCE_PRECISION_HINT``).
 OPENVINO_PRECISIONS: tuple[str, ...] = ("f32", "bf16", "f16")
 #: Power meters by name, in the order ``auto`` tries them (INA219 is never probed: it must be named;
