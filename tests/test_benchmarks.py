@@ -188,3 +188,18 @@ def test_kill_benchmark_counts_orphans_and_lost_rows(tmp_path):
     assert code == 0 and summary["final_returncode"] == 0 and summary["refused"] is None
     assert (summary["orphans"], summary["lost"], summary["duplicated"]) == (0, 0, 0)
     assert summary["rows"] == 3 and summary["integrity_check"] == "ok"
+
+
+def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
+    """The benchmark end to end on the committed profiles, with compilation replaced by a fake."""
+    import protran._graphs as graphs
+    compiler_features = load_script("compiler_features")
+    monkeypatch.setattr(graphs, "_compile", lambda spec, runtime, b, s: (
+        10 * len(spec.layers), {"matmul": 4 * len(spec.layers), "shape": 6 * len(spec.layers)}, 0.5))
+    out = tmp_path / "out"
+    assert compiler_features.main(["--quick", "--cache-dir", str(tmp_path / "graphs"), "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["devices"]) == {"epyc-cpu-onnxruntime", "epyc-cpu-openvino"}
+    assert {row["features"] for row in report["medians"]} == {"costs", "costs+graph", "costs+nodes"}
+    assert all(cost["compile_s_median"] == 0.5 for cost in report["costs"].values())
+    assert "| additive | costs+graph |" in (out / "README.md").read_text()
