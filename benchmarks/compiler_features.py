@@ -71,6 +71,15 @@ VARIANTS = ("costs", "costs+graph", "costs+nodes")
 # -- data -----------------------------------------------------------------------------------------------
 
 
+def truncated(profile: OwnProfile, n: int) -> OwnProfile:
+    """The profile with its first ``n`` training rows only (each new architecture costs a compilation)."""
+    from dataclasses import replace
+
+    train = profile.train
+    head = replace(train, specs=train.specs[:n], targets=train.targets[:n], features={})
+    return replace(profile, train=head, train_rows=profile.train_rows[:n])
+
+
 def profile_runtime(path: Path) -> str:
     from protran import RunStore
 
@@ -255,12 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first GBDT seed (seeds seed..seed+4)")
     parser.add_argument("--profiles", nargs="+", type=Path, help="run stores (default datasets/profiles/*.sqlite)")
     parser.add_argument("--cache-dir", type=Path, help="graph cache folder (default protran.graph_cache_dir())")
+    parser.add_argument("--max-train", type=int, default=max(OWN_SIZES),
+                        help=f"use at most this many profile rows (default {max(OWN_SIZES)}: all sizes)")
     parser.add_argument("--quick", action="store_true", help="one seed, training sizes 16 and 64 (a smoke test)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "compiler_features")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     seeds = list(range(args.seed, args.seed + (1 if args.quick else N_SEEDS)))
-    sizes = (16, 64) if args.quick else OWN_SIZES
+    sizes = tuple(n for n in ((16, 64) if args.quick else OWN_SIZES) if n <= args.max_train)
     from protran import graph_cache_dir
 
     cache_dir = args.cache_dir
@@ -271,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         if profile is None or profile.holdout is None:
             print(f"{path}: no profile and held-out runs; skipped", flush=True)
             continue
+        profile = truncated(profile, args.max_train)
         loaded.append((profile, profile_runtime(path)))
     if not loaded:
         raise SystemExit("no run store with a profile and a held-out run")
@@ -280,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         matrices = feature_matrices(profile, runtime, cache_dir)
         records += run_profile(profile, matrices, seeds, sizes)
     report = {
-        "command": "python benchmarks/compiler_features.py --seed " + str(args.seed) + (" --quick" if args.quick else ""),
+        "command": f"python benchmarks/compiler_features.py --seed {args.seed}" + (" --quick" if args.quick else "")
+        + (f" --max-train {args.max_train}" if args.max_train != max(OWN_SIZES) else ""),
         "python": platform.python_version(),
         "seeds": seeds,
         "cache_warm": cache_warm,

@@ -22,6 +22,7 @@ from them instead of compiling again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -62,7 +63,7 @@ _GROUP_OF_OP = {
 
 
 class GraphCacheWarning(UserWarning):
-    """The graph cache file was unreadable and has been rebuilt."""
+    """The graph cache file was unreadable and has been rebuilt, or could not be used at all."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,19 @@ def session_graph_record(session: Any) -> dict[str, Any]:
 
 
 def _versions_key(runtime: Any) -> str:
-    return ";".join(f"{name}={version}" for name, version in sorted(runtime.versions().items()))
+    return ";".join(f"{name}={version}" for name, version in sorted(_library_versions(runtime).items()))
+
+
+@functools.lru_cache(maxsize=32)
+def _library_versions_of(runtime_type: type, name: str) -> tuple[tuple[str, str], ...]:
+    # Reading package metadata takes milliseconds; installed versions do not change within a process.
+    from protran._runtimes import get_runtime
+
+    return tuple(get_runtime(name).versions().items())
+
+
+def _library_versions(runtime: Any) -> dict[str, str]:
+    return dict(_library_versions_of(type(runtime), runtime.name))
 
 
 def _compile(spec: Any, runtime: Any, batch_size: int, seq_len: int) -> tuple[int, dict[str, int], float]:
@@ -201,6 +214,8 @@ class GraphCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             connection = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked for longer than the timeout, or not writable: the file itself is fine
         except sqlite3.DatabaseError as error:
             warnings.warn(f"graph cache {self.path} is unreadable ({error}); rebuilding it", GraphCacheWarning,
                           stacklevel=4)
@@ -225,11 +240,15 @@ class GraphCache:
 
     def get(self, arch_hash: str, runtime: str, batch_size: int, seq_len: int,
             versions: str) -> CompiledGraphStats | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT node_count, op_groups, compile_s FROM graphs WHERE arch_hash = ? AND runtime = ? "
-                "AND batch_size = ? AND seq_len = ? AND versions = ?",
-                (arch_hash, runtime, batch_size, seq_len, versions)).fetchone()
+        try:
+            with self._connect() as db:
+                row = db.execute(
+                    "SELECT node_count, op_groups, compile_s FROM graphs WHERE arch_hash = ? AND runtime = ? "
+                    "AND batch_size = ? AND seq_len = ? AND versions = ?",
+                    (arch_hash, runtime, batch_size, seq_len, versions)).fetchone()
+        except (sqlite3.OperationalError, OSError) as error:
+            self._unavailable(error)
+            return None
         if row is None:
             return None
         try:
@@ -239,12 +258,45 @@ class GraphCache:
         return CompiledGraphStats(arch_hash, runtime, batch_size, seq_len, int(row[0]), groups, float(row[2]),
                                   versions, cached=True)
 
+    def get_many(self, arch_hashes: Sequence[str], runtime: str, batch_size: int, seq_len: int,
+                 versions: str) -> dict[str, CompiledGraphStats]:
+        """The cached entries among ``arch_hashes`` (one connection for all), by hash."""
+        wanted = set(arch_hashes)
+        try:
+            with self._connect() as db:
+                rows = db.execute("SELECT arch_hash, node_count, op_groups, compile_s FROM graphs WHERE runtime = ? "
+                                  "AND batch_size = ? AND seq_len = ? AND versions = ?",
+                                  (runtime, batch_size, seq_len, versions)).fetchall()
+        except (sqlite3.OperationalError, OSError) as error:
+            self._unavailable(error)
+            return {}
+        found = {}
+        for arch_hash, node_count, groups, compile_s in rows:
+            if arch_hash not in wanted:
+                continue
+            try:
+                parsed = {str(k): int(v) for k, v in json.loads(groups).items()}
+            except (ValueError, TypeError, AttributeError):
+                continue  # a damaged entry: compiled again and overwritten
+            found[arch_hash] = CompiledGraphStats(arch_hash, runtime, batch_size, seq_len, int(node_count), parsed,
+                                                  float(compile_s), versions, cached=True)
+        return found
+
     def put(self, stats: CompiledGraphStats) -> None:
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (stats.arch_hash, stats.runtime, stats.batch_size, stats.seq_len, stats.versions,
-                        stats.node_count, json.dumps(stats.op_groups), stats.compile_s))
-            db.commit()
+        try:
+            with self._connect() as db:
+                db.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (stats.arch_hash, stats.runtime, stats.batch_size, stats.seq_len, stats.versions,
+                            stats.node_count, json.dumps(stats.op_groups), stats.compile_s))
+                db.commit()
+        except (sqlite3.OperationalError, OSError) as error:
+            self._unavailable(error)
+
+    def _unavailable(self, error: Exception) -> None:
+        # The cache only saves time: a folder that cannot be written (or a lock held too long) costs a
+        # compilation, not the prediction.
+        warnings.warn(f"graph cache {self.path} is not usable ({error}); compiling without it; set "
+                      "EDGETRAN_CACHE to a writable folder", GraphCacheWarning, stacklevel=4)
 
 
 def compiled_graph_stats(spec: Any, runtime: str, batch_size: int = 1, seq_len: int = 128, *,
@@ -279,8 +331,17 @@ def graph_feature_matrix(specs: Sequence[Any], runtime: str, batch_size: int = 1
     """The :data:`GRAPH_FEATURE_NAMES` columns of ``specs`` (rows x 7), compiling what is not cached."""
     import numpy as np
 
-    rows = [compiled_graph_stats(spec, runtime, batch_size, seq_len, cache_dir=cache_dir).features()
-            for spec in specs]
+    from flexibert import as_spec, model_hash
+    from protran._runtimes import get_runtime
+
+    engine = get_runtime(runtime)
+    engine._check_available()
+    specs = [as_spec(spec) for spec in specs]
+    hashes = [model_hash(spec) for spec in specs]
+    cached = GraphCache(cache_dir).get_many(hashes, runtime, batch_size, seq_len, _versions_key(engine))
+    rows = [(cached[arch_hash] if arch_hash in cached else
+             compiled_graph_stats(spec, runtime, batch_size, seq_len, cache_dir=cache_dir)).features()
+            for spec, arch_hash in zip(specs, hashes)]
     return np.array(rows, dtype=float).reshape(len(rows), len(GRAPH_FEATURE_NAMES))
 
 

@@ -88,6 +88,14 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(cache_dir, compiles):
         assert compiled_graph_stats(SPEC, "onnxruntime").cached
 
 
+def test_unwritable_cache_folder_still_gives_the_graph(tmp_path, compiles):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(GraphCacheWarning, match="not usable"):
+        stats = compiled_graph_stats(SPEC, "onnxruntime", cache_dir=blocker / "graphs")
+    assert stats.node_count > 0 and len(compiles) == 1
+
+
 def test_damaged_entry_is_compiled_again(cache_dir, compiles):
     compiled_graph_stats(SPEC, "onnxruntime")
     with sqlite3.connect(cache_dir / "graphs.sqlite") as db:
@@ -134,6 +142,10 @@ def test_costs_graph_features(cache_dir, compiles):
     np.testing.assert_array_equal(X[:, :len(COST_FEATURE_NAMES)],
                                   featurize([SPEC, OTHER], features="costs", batch_size=1, seq_len=32))
     assert X[:, len(COST_FEATURE_NAMES)].tolist() == [22.0, 12.0]
+    assert len(compiles) == 2
+    again = featurize([OTHER, SPEC, SPEC], features="costs+graph", batch_size=1, seq_len=32, runtime="openvino")
+    np.testing.assert_array_equal(again, X[[1, 0, 0]])
+    assert len(compiles) == 2  # every graph read from the cache
     assert featurize([], features="costs+graph", runtime="openvino").shape == (0, len(names))
     with pytest.raises(ValueError, match="give the runtime"):
         featurize([SPEC], features="costs+graph")
