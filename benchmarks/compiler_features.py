@@ -21,7 +21,7 @@ a cached read, and the analytic ``costs`` of one architecture.
 
 Graphs are read from (and compiled into) the graph cache, ``--cache-dir`` or the default
 (``protran.graph_cache_dir()``); a cold cache compiles every profiled architecture once per runtime
-(~15 s each here, ~25 minutes per profile).
+(a median 25–34 s each on this shared 2-core machine: about 45 minutes per profile).
 
 Outputs under ``--out`` (default ``benchmarks/results/compiler_features/``): ``records.csv`` (every
 fit), ``results.json`` and ``README.md``.
