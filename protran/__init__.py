@@ -43,6 +43,16 @@ if TYPE_CHECKING:
     from protran._active import ActiveLearner, ActiveStep, TransferPrior, run_active_learning
     from protran._drift import OutputDrift, drift_report, load_mlm_checkpoint, output_drift
     from protran._files import FileKind, file_kind
+    from protran._graphs import (
+        GRAPH_FEATURE_NAMES,
+        GRAPH_OP_GROUPS,
+        CompiledGraphStats,
+        GraphCacheWarning,
+        cache_graph_stats_from_rows,
+        cache_graph_stats_from_store,
+        compiled_graph_stats,
+        graph_cache_dir,
+    )
     from protran._pareto import (
         REFERENCE_POINT,
         Frontier,
@@ -274,6 +284,17 @@ __getattr__, __dir__, __all__ = attach(
         "protran._suggest": ["TrainingSuggestion", "suggest_training"],
         "protran._plots": ["legend_label", "plot_frontiers"],
         "protran._files": ["FileKind", "file_kind"],
+        # compiled graphs of a runtime (the costs+graph features)
+        "protran._graphs": [
+            "GRAPH_FEATURE_NAMES",
+            "GRAPH_OP_GROUPS",
+            "CompiledGraphStats",
+            "GraphCacheWarning",
+            "cache_graph_stats_from_rows",
+            "cache_graph_stats_from_store",
+            "compiled_graph_stats",
+            "graph_cache_dir",
+        ],
         # meters
         "protran.meters": [
             "MeterError",

@@ -170,6 +170,7 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
     if cpus is not None and request["num_threads"] > len(affinity or cpus):
         raise ValueError(f"{request['num_threads']} threads on {len(affinity or cpus)} pinned CPUs")
     from flexibert import ArchSpec
+    from protran._graphs import session_graph_record
     from protran._protocol import ConditionsProbe, time_repeats
     from protran._runtimes import get_runtime
 
@@ -196,6 +197,8 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
         confidence=request["confidence"],
     )
     conditions = probe.stop()
+    # The compiled graph, stored with the row, spares the compiled-graph features a second compilation.
+    conditions.update(session_graph_record(session))
     return {
         "status": "ok" if timing.converged else "unstable",
         "batch_latencies_s": list(timing.batch_latencies_s),

@@ -73,6 +73,7 @@ from flexibert import (
 from protran._store import Measurement, RunStore, RunStoreError
 from protran.vocabulary import (
     ACQUISITIONS,
+    COMPILED_FEATURE_SETS,
     DEFAULT_FEATURES,
     DEFAULT_SURROGATE,
     MEASURE_FIELDS,
@@ -379,7 +380,7 @@ def fit_prior(config: ProfileConfig, boards: Iterable[Sequence[Any]]) -> tuple[A
         if len(rows) < 2:
             continue
         X = featurize([row.spec for row in rows], features=config.features, batch_size=config.batch_size,
-                      seq_len=config.seq_len)
+                      seq_len=config.seq_len, runtime=config.runtime)
         Y = np.array([[np.nan if getattr(row, m) is None else float(getattr(row, m)) for m in MEASURE_FIELDS]
                       for row in rows], dtype=float)
         datasets.append((X, Y))
@@ -562,8 +563,12 @@ class Profiler:
         from protran.surrogates import featurize
 
         c = self.config
+        if c.features in COMPILED_FEATURE_SETS:  # measured rows recorded their graphs: no second compile
+            from protran._graphs import cache_graph_stats_from_rows
+
+            cache_graph_stats_from_rows(rows)
         features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
-                             seq_len=c.seq_len)
+                             seq_len=c.seq_len, runtime=c.runtime)
         models, self.cv_mse, self.r2 = {}, {}, {}
         # Noisy rows (wide latency CI) count less; energy and peak power share the latency rows'
         # weights (same timed window). None: all rows alike, the plain unweighted fit.
@@ -627,7 +632,8 @@ class Profiler:
         pool = [spec for spec in sample_architectures(c.pool_size, method="random", seed=c.seed * 100_003 + iteration,
                                                     space=self.space)
                 if model_hash(spec) not in measured]
-        features = featurize(pool, features=c.features, batch_size=c.batch_size, seq_len=c.seq_len)
+        features = featurize(pool, features=c.features, batch_size=c.batch_size, seq_len=c.seq_len,
+                             runtime=c.runtime)
         return choose_next(pool, models, features, c.acquisition, self._rng)
 
     def run(self) -> ProfileSummary:
@@ -710,7 +716,8 @@ class Profiler:
         hardware = {name_of(measure): fit_hardware_model(
             specs, np.array([getattr(row, measure) for row in rows], dtype=float), batch_size=c.batch_size,
             seq_len=c.seq_len, surrogate=c.surrogate, features=c.features, seed=c.seed,
-            sample_weight=row_weights(rows, c.target_rel_ci))  # same weights for every measure (see _fit)
+            # same weights for every measure (see _fit)
+            sample_weight=row_weights(rows, c.target_rel_ci), runtime=c.runtime)
             for measure in available_measures(rows)}
         models = FittedModels(None, [], np.zeros(0), {c.device: hardware}, {}, "", c.seed,
                               {c.device: Workload(c.batch_size, c.seq_len, c.features, c.runtime)})

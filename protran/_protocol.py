@@ -33,7 +33,8 @@ and the CPU busy share over the window from ``/proc/stat``. What other processes
 share of all CPUs less the worker's own CPU time; above ``UNDER_LOAD_CPUS`` (a quarter of a CPU on
 average) the row is flagged ``under_load``. The flag never changes the status. A governor other than
 'performance', or a minimum frequency below the maximum, means the clock scales with load: reported
-once per process as a ``FrequencyScalingWarning``.
+once per process as a ``FrequencyScalingWarning``. The worker also records the graph the runtime
+compiled (``graph_node_count`` and ``graph_op_groups``, see ``protran.compiled_graph_stats``).
 """
 
 from __future__ import annotations

@@ -768,7 +768,8 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--surrogate", default=DEFAULT_SURROGATE,
                    help=f"surrogate model: {DEFAULT_SURROGATE} (default), {clitools.one_of(others)}")
     p.add_argument("--features", default=DEFAULT_FEATURES, choices=FEATURE_SETS,
-                   help=f"architecture features (default {DEFAULT_FEATURES}; additive needs costs or analytic)")
+                   help=f"architecture features (default {DEFAULT_FEATURES}; additive needs costs, costs+graph or "
+                        "analytic; costs+graph compiles every candidate once: seconds each, cached)")
     p.add_argument("--acquisition", default="uncertainty", choices=ACQUISITIONS)
     p.add_argument("--space", help="design-space YAML to sample from (default: FlexiBERT 2.0)")
     p.add_argument("--out", default="runs", help="folder for the run store and the fitted surrogates")

@@ -179,24 +179,25 @@ def _store_profiles(path: Path) -> list[DeviceProfile]:
 
 
 def hardware_features(specs: Sequence[ArchSpec], batch_size: int, seq_len: int,
-                      features: str = DEFAULT_FEATURES) -> np.ndarray:
-    """The inputs of a hardware model: ``features`` of each architecture for the workload, shape
-    ``(len(specs), n_features)``."""
+                      features: str = DEFAULT_FEATURES, runtime: str | None = None) -> np.ndarray:
+    """The inputs of a hardware model: ``features`` of each architecture for the workload (and, for a
+    compiled-graph feature set, the runtime), shape ``(len(specs), n_features)``."""
     from protran.surrogates import featurize
 
-    return featurize(list(specs), features=features, batch_size=batch_size, seq_len=seq_len)
+    return featurize(list(specs), features=features, batch_size=batch_size, seq_len=seq_len, runtime=runtime)
 
 
 def fit_hardware_model(specs: Sequence[ArchSpec], values: np.ndarray, *, batch_size: int, seq_len: int,
                        surrogate: str = DEFAULT_SURROGATE, features: str = DEFAULT_FEATURES, seed: int = 0,
-                       sample_weight: np.ndarray | None = None) -> Any:
+                       sample_weight: np.ndarray | None = None, runtime: str | None = None) -> Any:
     """One hardware surrogate fitted on measured ``values`` (real units, log target); ``sample_weight``
-    (one per row, None = equal) is passed to the surrogate's ``fit``."""
+    (one per row, None = equal) is passed to the surrogate's ``fit``; ``runtime`` is needed by the
+    compiled-graph feature sets only."""
     from protran.surrogates import make_surrogate
 
     model = make_surrogate(surrogate, seed=seed, log_target=True, features=features)
-    return model.fit(hardware_features(specs, batch_size, seq_len, features), np.asarray(values, dtype=float),
-                     sample_weight=sample_weight)
+    return model.fit(hardware_features(specs, batch_size, seq_len, features, runtime),
+                     np.asarray(values, dtype=float), sample_weight=sample_weight)
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ class FittedModels:
 
     def hardware_features(self, specs: Sequence[ArchSpec], device: str) -> np.ndarray:
         workload = self.workloads[device]
-        return hardware_features(specs, workload.batch_size, workload.seq_len, workload.features)
+        return hardware_features(specs, workload.batch_size, workload.seq_len, workload.features, workload.runtime)
 
     def accuracy_features(self, specs: Sequence[ArchSpec]) -> np.ndarray:
         from protran._accuracy_model import structure_features

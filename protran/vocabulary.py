@@ -103,3 +103,6 @@ USABLE_STATUSES: tuple[str, ...] = ("ok", "unstable")
 #: and ``benchmarks/replay_public.py``: a robust additive cost model on cost features.
 DEFAULT_SURROGATE = "additive"
 DEFAULT_FEATURES = "costs"
+#: Feature sets that describe what a runtime compiles (``protran.compiled_graph_stats``): they need the
+#: profile's runtime and compile each new architecture once (seconds; cached on disk).
+COMPILED_FEATURE_SETS: tuple[str, ...] = ("costs+graph",)

@@ -200,3 +200,18 @@ def test_serve_winner_picks_small_middle_and_large_held_out_rows():
     rows = [Row(latency_s) for latency_s in (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 1.0, 0.05)]
     assert [row.latency_s for row in serve_winner.pick_architectures(rows)] == [0.1, 0.5, 0.9]
     assert [row.latency_s for row in serve_winner.pick_architectures(rows[:1])] == [0.5]  # no row twice
+
+
+def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
+    """The benchmark end to end on the committed profiles, with compilation replaced by a fake."""
+    import protran._graphs as graphs
+    compiler_features = load_script("compiler_features")
+    monkeypatch.setattr(graphs, "_compile", lambda spec, runtime, b, s: (
+        10 * len(spec.layers), {"matmul": 4 * len(spec.layers), "shape": 6 * len(spec.layers)}, 0.5))
+    out = tmp_path / "out"
+    assert compiler_features.main(["--quick", "--cache-dir", str(tmp_path / "graphs"), "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert set(report["devices"]) == {"epyc-cpu-onnxruntime", "epyc-cpu-openvino"}
+    assert {row["features"] for row in report["medians"]} == {"costs", "costs+graph", "costs+nodes"}
+    assert all(cost["compile_s_median"] == 0.5 for cost in report["costs"].values())
+    assert "| additive | costs+graph |" in (out / "README.md").read_text()

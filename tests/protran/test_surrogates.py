@@ -17,6 +17,7 @@ from protran.surrogates import (
     make_surrogate,
 )
 from protran.surrogates._trees import TreeArrays
+from protran.vocabulary import COMPILED_FEATURE_SETS
 
 # Small, fast settings; behaviour (not accuracy at scale) is under test.
 FAST = {
@@ -282,8 +283,8 @@ def specs():
     return sample_architectures(6, method="random", seed=0)
 
 
-@pytest.mark.parametrize("features", FEATURE_SETS)
-def test_featurize_shapes_and_names(features, specs):
+@pytest.mark.parametrize("features", [f for f in FEATURE_SETS if f not in COMPILED_FEATURE_SETS])
+def test_featurize_shapes_and_names(features, specs):  # costs+graph: tests/protran/test_graphs.py
     X = featurize(specs, features=features)
     assert X.shape == (len(specs), len(feature_names(features)))
     assert np.all(np.isfinite(X))
