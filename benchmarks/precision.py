@@ -325,6 +325,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def drift_document(result: dict) -> dict:
+    """The trained model's drift in the shape ``protran drift`` writes, for ``boshcode codesign
+    --runtime-drift`` (the checkpoint itself is temporary: only its architecture hash is kept)."""
+    from flexibert import ArchSpec, model_hash
+
+    spec = ArchSpec.from_model_dict(result["training"]["model_dict"], space=False)
+    return {"model": {"checkpoint": "(temporary: benchmarks/precision.py)", "arch_hash": model_hash(spec)},
+            "sequences": result["drift_sequences"], "runtimes": result["drift"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -360,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = "precision_quick" if args.quick else "precision"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     (args.out / f"{stem}.md").write_text(markdown(result), encoding="utf-8")
+    drift_json = "drift_quick.json" if args.quick else "drift.json"
+    (args.out / drift_json).write_text(json.dumps(drift_document(result), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out / stem}.json and .md in {result['elapsed_s']:.0f} s")
     return 0
 

@@ -12,6 +12,7 @@
 #   bash benchmarks/profile_local.sh [OUT_DIR]        (default datasets/profiles)
 #   PROFILE_RUNTIMES=onnxruntime bash benchmarks/profile_local.sh     (one runtime)
 #   PROFILE_SAMPLES=24 HOLDOUT_SAMPLES=8 RETEST=0 ...   (a shorter profile: fewer rows, no retest)
+#   SYNTHETIC_LOAD=0 ...   (no synthetic load: when other work keeps the other core busy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-datasets/profiles}
@@ -23,12 +24,16 @@ retest_after_min=${RETEST_AFTER_MIN:-60}
 samples=${PROFILE_SAMPLES:-64}
 holdout=${HOLDOUT_SAMPLES:-32}
 retest=${RETEST:-1}
+synthetic_load=${SYNTHETIC_LOAD:-1}
 work=$(mktemp -d)
 mkdir -p "$out"
 
-python benchmarks/synthetic_load.py --cpus "$load_cpus" --log "$out/load.log" &
-load_pid=$!
-trap 'kill "$load_pid" 2>/dev/null; rm -rf "$work"' EXIT
+load_pid=
+if [ "$synthetic_load" = 1 ]; then
+    python benchmarks/synthetic_load.py --cpus "$load_cpus" --log "$out/load.log" &
+    load_pid=$!
+fi
+trap '[ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 flexibert sample -n "$holdout" --method random --seed 1 --out "$work/holdout.jsonl" > /dev/null
 flexibert sample -n 16 --method lhs_split --seed 0 --out "$work/seeds.jsonl" > /dev/null

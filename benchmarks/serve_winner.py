@@ -85,12 +85,12 @@ def pick_architectures(holdout_rows: list) -> list:
     return picked
 
 
-def fit_surrogate(train_hashes: set[str], seed: int, with_accuracy: bool):
+def fit_surrogate(path: Path, train_hashes: set[str], seed: int, with_accuracy: bool):
     """The models of the profile, its latency fitted on ``train_hashes`` only; with the accuracy model
     (for co-design) when asked."""
     from protran import fit_models, load_accuracy_files, load_profiles
 
-    profile, = load_profiles([PROFILE])
+    profile, = load_profiles([path])
     rows = tuple(row for row in profile.rows if row.arch_hash in train_hashes)
     accuracy = load_accuracy_files(ACCURACY) if with_accuracy else None
     return fit_models([replace(profile, rows=rows)], accuracy, seed=seed), profile.device, len(rows)
@@ -106,11 +106,12 @@ def codesign_winner(models, seed: int) -> dict:
     return {"hash": described["hash"], "model_dict": described["model_dict"]}
 
 
-def serve_bench(model_dict: dict, args: argparse.Namespace, workdir: Path) -> dict:
-    """``flexibert serve --bench`` on one architecture, in its own process."""
+def serve_bench(model_dict: dict, args: argparse.Namespace, workdir: Path, runtime: str = RUNTIME) -> dict:
+    """``flexibert serve --bench`` on one architecture, in its own process (``args``: threads, cpus,
+    requests, warmup, seed)."""
     path = workdir / "model.json"
     path.write_text(json.dumps(model_dict))
-    command = [sys.executable, "-m", "flexibert.cli", "serve", str(path), "--runtime", RUNTIME, "--threads",
+    command = [sys.executable, "-m", "flexibert.cli", "serve", str(path), "--runtime", runtime, "--threads",
                str(args.threads), "--cpus", args.cpus, "--bench", str(args.requests), "--warmup", str(args.warmup),
                "--seed", str(args.seed), "--json"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -139,11 +140,12 @@ def stop_load(load: subprocess.Popen | None) -> None:
 def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     from flexibert import ArchSpec, analytic_features
 
-    profile_run, train, holdout = profile_runs(PROFILE)
+    profile_run, train, holdout = profile_runs(args.profile)
+    runtime = profile_run.runtime  # served in the runtime the profile measured
     chosen = [{"hash": row.arch_hash, "model_dict": row.model_dict, "source": "held-out",
                "profiled_latency_s": row.latency_s} for row in pick_architectures(holdout)]
     chosen_hashes = {row["hash"] for row in chosen}
-    models, device, n_train = fit_surrogate({row.arch_hash for row in train} - chosen_hashes, args.seed,
+    models, device, n_train = fit_surrogate(args.profile, {row.arch_hash for row in train} - chosen_hashes, args.seed,
                                             with_accuracy=args.winner)
     if args.winner:
         print("co-design winner on this device ...", flush=True)
@@ -158,7 +160,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
             spec = ArchSpec.from_model_dict(row["model_dict"])
             predicted = models.predict([spec], device)[0]["predicted"]["latency_s"]
             with tempfile.TemporaryDirectory(prefix="serve-winner-") as workdir:
-                report = serve_bench(row["model_dict"], args, Path(workdir))
+                report = serve_bench(row["model_dict"], args, Path(workdir), runtime=runtime)
             served = report["latency_s"]["p50"]
             error = (served - predicted["mean"]) / predicted["mean"]
             features = analytic_features(spec, batch_size=1, seq_len=128)
@@ -175,21 +177,22 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
                   f"{served * 1e3:.1f} ms ({error:+.1%})", flush=True)
     finally:
         stop_load(load)
-    conditions = {"device": device, "runtime": RUNTIME, "threads": args.threads, "cpus": args.cpus,
+    conditions = {"device": device, "runtime": runtime, "profile": str(args.profile.relative_to(REPO)),
+                  "threads": args.threads, "cpus": args.cpus,
                   "seq_len": 128, "batch_size": 1, "requests": args.requests, "warmup": args.warmup,
                   "synthetic_load_cpus": LOAD_CPUS if args.load else None, "train_rows": n_train,
                   "profile_run": profile_run.id, "profile_threads": profile_run.num_threads}
     return results, conditions
 
 
-def write_results(results: list[dict], meta: dict) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+def write_results(results: list[dict], meta: dict, out: Path = OUT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     columns = ["hash", "source", "outside_profiled", "layers", "params", "gflops", "predicted_latency_s",
                "predicted_std_s", "profiled_latency_s",
                "served_latency_p50_s", "served_latency_p99_s", "served_request_p50_s", "served_request_p99_s",
                "throughput_rps", "relative_error", "within_15pct"]
-    with open(OUT / "results.csv", "w", newline="") as handle:
+    with open(out / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for r in results:
@@ -198,7 +201,7 @@ def write_results(results: list[dict], meta: dict) -> None:
                              "served_latency_p99_s": r["served_latency_s"]["p99"],
                              "served_request_p50_s": r["served_request_s"]["p50"],
                              "served_request_p99_s": r["served_request_s"]["p99"]})
-    (OUT / "README.md").write_text(readme(results, meta))
+    (out / "README.md").write_text(readme(results, meta))
 
 
 def readme(results: list[dict], meta: dict) -> str:
@@ -243,7 +246,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave out the co-design winner (saves fitting the accuracy model and the search)")
     parser.add_argument("--load", action="store_true",
                         help=f"run the synthetic load on CPU {LOAD_CPUS} meanwhile, as while profiling")
+    parser.add_argument("--profile", type=Path, default=PROFILE,
+                        help="run store with a profile and a held-out run (default: this machine's ONNX Runtime "
+                             "profile); served in its runtime")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"results folder (default {OUT.relative_to(REPO)})")
     args = parser.parse_args(argv)
+    args.profile = args.profile.resolve()
     started = time.perf_counter()
     results, conditions = measure(args)
     meta = {
@@ -255,8 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         "within_15pct": f"{sum(r['within_15pct'] for r in results)}/{len(results)}",
         "median_abs_relative_error": float(np.median([abs(r["relative_error"]) for r in results])),
     }
-    write_results(results, meta)
-    print(f"{meta['within_15pct']} within 15 %; wrote {OUT.relative_to(REPO)}/ in {meta['wall_s']:.0f} s")
+    write_results(results, meta, args.out)
+    print(f"{meta['within_15pct']} within 15 %; wrote {args.out}/ in {meta['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -215,3 +215,22 @@ def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
     assert {row["features"] for row in report["medians"]} == {"costs", "costs+graph", "costs+nodes"}
     assert all(cost["compile_s_median"] == 0.5 for cost in report["costs"].values())
     assert "| additive | costs+graph |" in (out / "README.md").read_text()
+
+
+def test_codesign_runtimes_reports_each_pick_against_its_served_latency(monkeypatch):
+    codesign_runtimes = load_script("codesign_runtimes")
+    result = {"drift_charge": {"onnxruntime-int8": 0.95}, "device": "m", "runtime": "onnxruntime-int8",
+              "hash": "abc", "model_dict": {}, "performance": 0.7, "performance_std": 0.01,
+              "predicted": {"latency_s": 0.010, "accuracy": 70.0}, "predicted_std": {"latency_s": 0.001},
+              "extrapolation": [], "search_s": 1.0, "targets": [{"device": "m", "runtime": "onnxruntime-int8"}]}
+    rows = [codesign_runtimes.pick_row(result, 0, drift) for drift in (False, True)]
+    served = []
+    monkeypatch.setattr(codesign_runtimes, "serve_bench", lambda model_dict, args, workdir, runtime: served.append(
+        runtime) or {"latency_s": {"p50": 0.012}})
+    codesign_runtimes.serve(rows, type("Args", (), {"load": False})())
+    assert served == ["onnxruntime-int8"]  # only the charged pick is served
+    assert "served_p50_s" not in rows[0] and abs(rows[1]["relative_error"] - 0.2) < 1e-9
+    assert rows[1]["within_tolerance"] is False
+    meta = {"command": "c", "date": "d", "budget": 100, "drift_file": "f", "drift_charge": {}, "cpus": "1",
+            "load": False, "requests": 5}
+    assert "served within 15 % of their predicted latency: 0 of 1" in codesign_runtimes.readme(rows, meta)
