@@ -79,6 +79,7 @@ def serve(rows: list[dict], args: argparse.Namespace) -> None:
                 if key not in served:
                     print(f"serving {row['hash']} in {row['runtime']}", file=sys.stderr, flush=True)
                     served[key] = serve_bench(row["model_dict"], args, Path(workdir), runtime=row["runtime"])
+                    served[key]["model"] = "(temporary model_dict file)"  # the folder is gone after the run
                 report = served[key]
                 p50 = report["latency_s"]["p50"]
                 error = p50 / row["predicted_latency_s"] - 1.0

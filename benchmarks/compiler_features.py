@@ -262,7 +262,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="first GBDT seed (seeds seed..seed+4)")
-    parser.add_argument("--profiles", nargs="+", type=Path, help="run stores (default datasets/profiles/*.sqlite)")
+    parser.add_argument("--profiles", nargs="+", type=Path,
+                        help="run stores (default: the f32 stores in datasets/profiles)")
     parser.add_argument("--cache-dir", type=Path, help="graph cache folder (default protran.graph_cache_dir())")
     parser.add_argument("--max-train", type=int, default=max(OWN_SIZES),
                         help=f"use at most this many profile rows (default {max(OWN_SIZES)}: all sizes)")

@@ -218,8 +218,11 @@ def _request(url, body=None):
 
 def test_http_mode_answers_health_and_predict_and_stops_on_ctrl_c(checkpoint):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A pytest-xdist worker ignores SIGINT, and a child inherits that; Python then installs no Ctrl-C handler.
+    # The server is started as from a terminal: SIGINT at its default.
     server = subprocess.Popen([sys.executable, "-m", "flexibert.cli", "serve", str(checkpoint), "--runtime", "torch",
-                               "--http", "0", "--top-k", "2"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                               "--http", "0", "--top-k", "2"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = server.stderr.readline()
         assert "http://127.0.0.1:" in line, line + server.stderr.read()
