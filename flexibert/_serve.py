@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flexibert import clitools
 from flexibert._data import CORPUS_DIR, SpecialTokens, load_tokenizer, read_documents
 from flexibert._errors import EdgetranError
 from flexibert._model import FlexiBertForMaskedLM, build_mlm_model
@@ -361,11 +362,7 @@ def pin_to_cpus(cpus: Sequence[int]) -> list[int]:
     if missing:
         raise ValueError(f"CPU {', '.join(map(str, missing))} is not available to this process; "
                          f"choose among {','.join(map(str, sorted(available)))}")
-    os.sched_setaffinity(0, set(cpus))
-    with contextlib.suppress(OSError):
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError):  # a thread that has just ended
-                os.sched_setaffinity(int(tid), set(cpus))
+    clitools.pin_process(cpus)
     return sorted(os.sched_getaffinity(0))
 
 

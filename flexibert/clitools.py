@@ -27,7 +27,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -207,6 +207,27 @@ def cpu_list(text: str) -> tuple[int, ...]:
     if not cpus or min(cpus) < 0:
         raise argparse.ArgumentTypeError(f"no CPU (or a negative one) in {text!r}")
     return tuple(cpus)
+
+
+def pin_process(cpus: Iterable[int]) -> None:
+    """Pin this process, and every thread it already has, to ``cpus`` (Linux; the caller checks that the
+    OS has ``sched_setaffinity`` and that the CPUs are available).
+
+    Linux applies ``sched_setaffinity`` to one thread, and a new thread inherits its creator's mask; so
+    this runs before a runtime starts its thread pools, and also pins the threads already there
+    (``/proc/self/task``) in case an import started one.
+    """
+    mask = set(cpus)
+    os.sched_setaffinity(0, mask)
+    try:
+        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = []
+    for tid in threads:
+        try:
+            os.sched_setaffinity(tid, mask)
+        except OSError:  # a thread that has just ended
+            continue
 
 
 def one_of(names: Sequence[str]) -> str:

@@ -25,13 +25,14 @@ window it reads the machine's conditions (``protran._protocol.ConditionsProbe``)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sys
 import traceback
 from typing import Any
+
+from flexibert import clitools
 
 # Set by the parent (``protran._protocol._run_worker``): its pid, and the worker's end of the pipe.
 PARENT_PID_VARIABLE = "PROTRAN_PARENT_PID"
@@ -142,21 +143,12 @@ def pin_to_cpus(cpus: list[int] | None) -> list[int] | None:
     """Pin this process to ``cpus`` (None: leave it as it is) and return the affinity in effect, or None
     where the OS cannot tell (no ``sched_getaffinity``).
 
-    Linux applies ``sched_setaffinity`` to one thread, and a new thread inherits its creator's mask;
-    so this runs before any runtime starts a thread, and also pins every thread already there
-    (``/proc/self/task``) in case an import started one.
+    It runs before any runtime starts a thread (``flexibert.clitools.pin_process``).
     """
     if cpus is not None:
         if not hasattr(os, "sched_setaffinity"):
             raise OSError("pinning to CPUs is not available on this OS (no sched_setaffinity)")
-        os.sched_setaffinity(0, cpus)
-        try:
-            threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-        except OSError:
-            threads = []
-        for tid in threads:
-            with contextlib.suppress(OSError):  # a thread that has just ended
-                os.sched_setaffinity(tid, cpus)
+        clitools.pin_process(cpus)
     if not hasattr(os, "sched_getaffinity"):
         return None
     return sorted(os.sched_getaffinity(0))

@@ -708,7 +708,7 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kill a measurement after this long")
     parser.add_argument("--vocab-size", type=clitools.positive_int,
                         help="vocabulary of the measured models (default 30522; it only sizes the embedding table)")
-    parser.add_argument("--cpus", type=_cpu_list,
+    parser.add_argument("--cpus", type=clitools.cpu_list,
                         help="pin the measured process and its threads to these CPUs, e.g. 2,3 or 0-3 (default: "
                              "no pinning); --threads must not exceed their number")
     parser.add_argument("--reference-every", type=clitools.non_negative_int, default=8, metavar="N",
@@ -719,20 +719,6 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
                              "and is warned about (default 0.05)")
     parser.add_argument("--no-remeasure", action="store_true",
                         help="do not measure rows whose confidence interval stayed wide once more at the end")
-
-
-def _cpu_list(text: str) -> tuple[int, ...]:
-    """``0,2-3`` -> (0, 2, 3); whether those CPUs exist is checked by ProfileConfig."""
-    cpus: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            cpus.extend(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CPU indices like 0,1 or 0-3, got {text!r}") from None
-    if not cpus:
-        raise argparse.ArgumentTypeError(f"no CPU in {text!r}")
-    return tuple(cpus)
 
 
 def _add_store_arguments(parser: argparse.ArgumentParser) -> None:
