@@ -152,8 +152,9 @@ class Runtime(abc.ABC):
         return None
 
     def is_available(self) -> bool:
-        """Whether the libraries (and the device) this runtime needs are present."""
-        return all(importlib.util.find_spec(module) is not None for module in self.libraries)
+        """Whether the libraries (and the device) this runtime needs are present: :meth:`_check_available`,
+        the one check, which :meth:`unavailable_reason` and :meth:`prepare` use too."""
+        return self.unavailable_reason() is None
 
     def versions(self) -> dict[str, str]:
         """Versions of the libraries involved, plus Python's; for the measurement record."""
@@ -293,18 +294,16 @@ class TorchRuntime(Runtime):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self.device = device
 
-    def is_available(self) -> bool:
-        if not super().is_available():
-            return False
-        import torch
-
-        return self.device == "cpu" or torch.cuda.is_available()
-
-    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+    def _check_available(self) -> None:
+        super()._check_available()
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeUnavailableError("runtime 'torch' was asked for device 'cuda', but torch sees no CUDA GPU")
+
+    def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
+        import torch
+
         previous = None
         if num_threads is not None:
             previous = torch.get_num_threads()
@@ -364,14 +363,9 @@ class OnnxRuntime(Runtime):
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    def is_available(self) -> bool:
-        if not super().is_available():
-            return False
-        try:
-            self._providers()
-        except RuntimeUnavailableError:
-            return False
-        return True
+    def _check_available(self) -> None:
+        super()._check_available()
+        self._providers()
 
     def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
         import onnx
@@ -468,12 +462,14 @@ class OpenVinoRuntime(Runtime):
         self.precision = precision
         self.device = device
 
-    def is_available(self) -> bool:
-        if not super().is_available():
-            return False
+    def _check_available(self) -> None:
+        super()._check_available()
         import openvino as ov
 
-        return self.device in ov.Core().available_devices
+        available = ov.Core().available_devices
+        if self.device not in available:
+            raise RuntimeUnavailableError(
+                f"runtime '{self.name}' has no device '{self.device}' here (available: {available})")
 
     def _prepare(self, model, input_ids, num_threads, workdir) -> Session:
         import openvino as ov
@@ -481,10 +477,6 @@ class OpenVinoRuntime(Runtime):
         from flexibert import export_openvino
 
         core = ov.Core()
-        if self.device not in core.available_devices:
-            raise RuntimeUnavailableError(
-                f"runtime 'openvino' has no device '{self.device}' here (available: {core.available_devices})"
-            )
         batch_size, seq_len = input_ids.shape
         start = time.perf_counter()
         path = export_openvino(model, workdir / "model.xml", batch_size=batch_size, seq_len=seq_len)
@@ -645,18 +637,11 @@ class OpenVinoBf16(OpenVinoRuntime):
         return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
                               "none: OpenVINO casts weights and activations to bf16")
 
-    def is_available(self) -> bool:
-        return self.unavailable_reason() is None
-
     def _check_available(self) -> None:
         super()._check_available()
         import openvino as ov
 
-        core = ov.Core()
-        if self.device not in core.available_devices:
-            raise RuntimeUnavailableError(
-                f"runtime '{self.name}' has no device '{self.device}' here (available: {core.available_devices})")
-        capabilities = list(core.get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
+        capabilities = list(ov.Core().get_property(self.device, "OPTIMIZATION_CAPABILITIES"))
         if "BF16" not in capabilities:
             raise RuntimeUnavailableError(
                 f"runtime '{self.name}' needs a CPU with bf16 support, and this {self.device} has none "
@@ -680,11 +665,9 @@ class TorchF16(TorchRuntime):
         return RuntimeVariant(self.name, *PRECISION_VARIANTS[self.name],
                               "none: weights and activations cast to float16")
 
-    def is_available(self) -> bool:
-        return self.unavailable_reason() is None
-
     def _check_available(self) -> None:
-        super()._check_available()
+        # The libraries, then CUDA with a message that names float16 (TorchRuntime's would not).
+        Runtime._check_available(self)
         import torch
 
         if not torch.cuda.is_available():
