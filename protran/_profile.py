@@ -40,6 +40,16 @@ Wide rows: a row whose confidence interval stayed wider than ``target_rel_ci`` w
 (``unstable``) is measured once more at the end of the run (``remeasure``), when a burst of load has
 usually passed; the store keeps both rows and makes the better one current.
 
+Rechecks: a burst of load on the host can also stretch a whole timed window evenly, leaving a narrow
+interval around a wrong value (this project's machine once measured one architecture 44 % slow with a
+0.8 % interval, while the reference before and after it did not move). At the end of a profile run
+(``recheck``), each row's out-of-fold prediction by the other rows is compared with it, and a row
+measured slower than predicted by more than ``RECHECK_SIGMAS`` robust standard deviations of those
+errors (and by at least ``RECHECK_FLOOR``) is measured once more; of the two rows the faster stays
+current, as load only ever slows a window down. Only a profile run's rows are rechecked: the rows of a
+held-out or retest run (``measure_listed``) are what a model or the protocol is tested on, and a test
+set chosen by its disagreement with the model would no longer test it.
+
 Transfer: with other boards' measurements as a prior (``prior_paths``), each measure's surrogate is a
 ``protran._transfer.PriorResidual`` (a ridge on the other boards' predicted log-costs plus a small
 tree residual), fewer seeds suffice, and the loop stops by ``prior_converged``. Predictability: every
@@ -87,6 +97,10 @@ _MIN_TRAINING_ROWS = 3
 # The reference architecture is the median-size one of this many random architectures drawn with this
 # fixed seed: the same for every run of a design space, whatever the run's own seed.
 _REFERENCE_SAMPLE, _REFERENCE_SEED = 9, 20_240_601
+# Rechecks (see the module docstring): a profile row measured slower than the other rows predict by
+# more than RECHECK_SIGMAS robust standard deviations of the out-of-fold errors, and by at least
+# RECHECK_FLOOR, is measured again at the end of the run; at most RECHECK_SHARE of the rows.
+RECHECK_SIGMAS, RECHECK_FLOOR, RECHECK_SHARE = 3.0, 0.08, 0.1
 
 
 class ReferenceDriftWarning(UserWarning):
@@ -131,6 +145,9 @@ class ProfileConfig:
     # Measure every row whose CI stayed wider than target_rel_ci (``unstable``) once more at the end of
     # the run; the better of the two rows is the current one (see protran._store, "Re-measurements").
     remeasure: bool = True
+    # Measure once more, at the end of a profile run, the rows that the other rows say were measured
+    # slow (a window stretched by load); the faster of the two rows is the current one.
+    recheck: bool = True
     # Other boards' measurements (run stores or ProTran data sets) as a transfer prior: the surrogates
     # become protran._transfer.PriorResidual models and the loop stops by prior_converged. With a
     # prior, fewer seeds suffice (the CLI's default drops to PRIOR_SEED_SAMPLES).
@@ -266,10 +283,18 @@ def cross_validated_mse(make_model: Callable[[], Any], features: np.ndarray, tar
     unweighted, so the stopping rule (``target_mse``) keeps its meaning across weighted and
     unweighted runs.
     """
+    errors = out_of_fold_errors(make_model, features, targets, folds, seed, sample_weight)
+    return math.inf if errors is None else float(np.mean(errors**2))
+
+
+def out_of_fold_errors(make_model: Callable[[], Any], features: np.ndarray, targets: np.ndarray,
+                       folds: int, seed: int, sample_weight: np.ndarray | None = None) -> np.ndarray | None:
+    """Each row's prediction error (prediction - target) by a fresh model fitted on the other folds;
+    None where the rows are too few for K folds with enough training rows each."""
     n = len(targets)
     folds = min(folds, n)
     if folds < 2 or n - math.ceil(n / folds) < _MIN_TRAINING_ROWS:
-        return math.inf
+        return None
     order = np.random.default_rng(seed).permutation(n)
     errors = np.empty(n)
     for fold in np.array_split(order, folds):
@@ -279,7 +304,23 @@ def cross_validated_mse(make_model: Callable[[], Any], features: np.ndarray, tar
         else:
             model = make_model().fit(features[train], targets[train], sample_weight=sample_weight[train])
         errors[fold] = model.predict(features[fold]) - targets[fold]
-    return float(np.mean(errors**2))
+    return errors
+
+
+def disagreeing_rows(rel_errors: np.ndarray, *, sigmas: float, floor: float, limit: int) -> list[int]:
+    """Indices of the rows whose out-of-fold relative error (prediction / measured - 1) says they were
+    measured slow: below ``-max(sigmas * robust_std, floor)``, worst first, at most ``limit``.
+
+    Only slow rows: load on a shared machine stretches a timed window and never shortens it, so a row
+    far below its prediction is as likely the model's error as the measurement's. The robust std is
+    1.4826 x the median absolute deviation of the errors (the rows being looked for do not inflate it).
+    """
+    if limit <= 0 or rel_errors.size == 0:
+        return []
+    spread = 1.4826 * float(np.median(np.abs(rel_errors - np.median(rel_errors))))
+    bound = max(sigmas * spread, floor)
+    slow = [int(i) for i in np.argsort(rel_errors) if rel_errors[i] < -bound]
+    return slow[:limit]
 
 
 def choose_next(
@@ -543,11 +584,11 @@ class Profiler:
 
     # -- steps --
 
-    def _measure(self, spec: ArchSpec, reason: str, replaces: int | None = None) -> None:
+    def _measure(self, spec: ArchSpec, reason: str, replaces: int | None = None, keep: str = "better") -> None:
         c = self.config
         self._progress({"event": "measuring", "hash": model_hash(spec), "reason": reason, "spec": spec})
         result, raw = self._drift.correct(self._measure_fn(spec, **_measure_settings(c, self.meter)))
-        self.store.add_measurement(self.run_id, result, latency_raw_s=raw, replaces=replaces)
+        self.store.add_measurement(self.run_id, result, latency_raw_s=raw, replaces=replaces, keep=keep)
         self._progress({"event": "measured", "result": result, "n_ok": len(self._ok_rows()),
                         "n_attempts": len(self._attempts()), "cv_mse": dict(self.cv_mse)})
         self._drift.tick()
@@ -559,7 +600,7 @@ class Profiler:
             return "max_hours"
         return None
 
-    def _fit(self, rows: list[Measurement]) -> dict[str, Any]:
+    def _features(self, rows: list[Measurement]) -> np.ndarray:
         from protran.surrogates import featurize
 
         c = self.config
@@ -567,8 +608,12 @@ class Profiler:
             from protran._graphs import cache_graph_stats_from_rows
 
             cache_graph_stats_from_rows(rows)
-        features = featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
-                             seq_len=c.seq_len, runtime=c.runtime)
+        return featurize([row.spec for row in rows], features=c.features, batch_size=c.batch_size,
+                         seq_len=c.seq_len, runtime=c.runtime)
+
+    def _fit(self, rows: list[Measurement]) -> dict[str, Any]:
+        c = self.config
+        features = self._features(rows)
         models, self.cv_mse, self.r2 = {}, {}, {}
         # Noisy rows (wide latency CI) count less; energy and peak power share the latency rows'
         # weights (same timed window). None: all rows alike, the plain unweighted fit.
@@ -669,6 +714,8 @@ class Profiler:
                 iteration += 1
             if c.remeasure and stop_reason != "max_hours":
                 self._remeasure_wide()
+            if c.recheck and stop_reason != "max_hours":
+                self._recheck_slow()
         return self._finish(stop_reason)
 
     def _remeasure_wide(self) -> None:
@@ -683,6 +730,29 @@ class Profiler:
             if time.monotonic() - self._started >= self.config.max_hours * 3600:
                 break
             self._measure(row.spec, "remeasure", replaces=row.id)
+
+    def _recheck_slow(self) -> None:
+        """Measure once more the rows that their out-of-fold predictions say were measured slow
+        (:func:`disagreeing_rows`), once each; the faster row stays current."""
+        c = self.config
+        again = {row.arch_hash for row in self.store.measurements(run_id=self.run_id, status=None,
+                                                                  include_superseded=True)
+                 if row.superseded_by is not None}
+        rows = self._ok_rows()
+        latency = MEASURE_FIELDS[0]
+        targets, _ = normalised_targets(rows, latency)
+        errors = out_of_fold_errors(self._model_factory(latency), self._features(rows), targets, c.cv_folds,
+                                    c.seed, row_weights(rows, c.target_rel_ci))
+        if errors is None:
+            return
+        slow = disagreeing_rows(errors / targets, sigmas=RECHECK_SIGMAS, floor=RECHECK_FLOOR,
+                                limit=max(1, int(RECHECK_SHARE * len(rows))))
+        for index in slow:
+            if rows[index].arch_hash in again:
+                continue
+            if time.monotonic() - self._started >= c.max_hours * 3600:
+                break
+            self._measure(rows[index].spec, "recheck", replaces=rows[index].id, keep="faster")
 
     def _finish(self, stop_reason: str) -> ProfileSummary:
         rows = self._ok_rows()

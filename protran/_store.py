@@ -49,7 +49,7 @@ import re
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -706,18 +706,21 @@ class RunStore:
     # -- measurements -------------------------------------------------------------------------------
 
     def add_measurement(self, run_id: int, result: MeasurementResult, latency_raw_s: float | None = None,
-                        replaces: int | None = None) -> int:
+                        replaces: int | None = None, keep: str = "better") -> int:
         """Store one measurement attempt (any status) and commit it at once. Returns its id.
 
         ``latency_raw_s`` is the latency as measured where ``result.latency_s`` holds a drift-corrected
         value (see ``protran._profile``); None where no correction was applied. ``replaces`` is the id of
         a current row of the same run and architecture that this one measures again: the worse of the two
-        becomes superseded (see "Re-measurements" in the module docstring).
+        becomes superseded (see "Re-measurements" in the module docstring). ``keep="faster"`` (a recheck
+        of a row measured slow) keeps the one with the lower latency current where both are usable.
 
         Only the process holding the run's lease writes to it: the lease is checked, and renewed, in the
         same transaction, and RunLeasedError is raised where another process has taken it over (or the
         run is not leased at all).
         """
+        if keep not in _KEEP_RULES:
+            raise ValueError(f"keep must be one of {', '.join(_KEEP_RULES)}, got {keep!r}")
         self.get_run(run_id)
         row = _measurement_row(run_id, result)
         row["latency_raw_s"] = _optional_number("latency_raw_s", latency_raw_s)
@@ -725,7 +728,7 @@ class RunStore:
             old = self._replaced_row(conn, run_id, result.arch_hash, replaces) if replaces is not None else None
             new_id = _insert_measurement(conn, row)
             if old is not None:
-                worse, better = (old["id"], new_id) if _quality(row) >= _quality(old) else (new_id, old["id"])
+                worse, better = (old["id"], new_id) if _KEEP_RULES[keep](row, old) else (new_id, old["id"])
                 conn.execute("UPDATE measurements SET superseded_by = ? WHERE id = ?", (better, worse))
             return new_id
 
@@ -1393,3 +1396,18 @@ _STATUS_RANK = {"ok": 2, "unstable": 1}
 def _quality(row: Any) -> tuple[int, float]:
     ci = row["latency_ci_rel"]
     return _STATUS_RANK.get(row["status"], 0), -(ci if ci is not None else math.inf)
+
+
+def _new_is_faster(new: Any, old: Any) -> bool:
+    """A recheck's rule: where both rows are usable the faster stays current (load only slows a
+    window down); otherwise the usual quality order decides."""
+    if _STATUS_RANK.get(new["status"], 0) and _STATUS_RANK.get(old["status"], 0):
+        return bool(new["latency_s"] <= old["latency_s"])
+    return _quality(new) >= _quality(old)
+
+
+# add_measurement(keep=...): whether the new row replaces the old one
+_KEEP_RULES: dict[str, Callable[[Any, Any], bool]] = {
+    "better": lambda new, old: _quality(new) >= _quality(old),
+    "faster": _new_is_faster,
+}

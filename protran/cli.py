@@ -57,7 +57,7 @@ def _profile(args: argparse.Namespace) -> int:
         **_measurement_settings(args), seed=args.seed, seed_samples=seed_samples, prior_paths=tuple(args.prior),
         pool_size=args.pool_size, target_mse=args.target_mse, patience=args.patience,
         max_samples=args.max_samples, max_hours=args.max_hours, surrogate=args.surrogate,
-        features=args.features, acquisition=args.acquisition, space_path=args.space,
+        features=args.features, acquisition=args.acquisition, space_path=args.space, recheck=not args.no_recheck,
     )
     if args.executor == "ray":  # every --device on its board of a Ray cluster (protran._fleet)
         from protran._fleet_cli import profile_fleet
@@ -757,6 +757,8 @@ def _add_profile_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"architecture features (default {DEFAULT_FEATURES}; additive needs costs, costs+graph or "
                         "analytic; costs+graph compiles every candidate once: seconds each, cached)")
     p.add_argument("--acquisition", default="uncertainty", choices=ACQUISITIONS)
+    p.add_argument("--no-recheck", action="store_true",
+                   help="do not measure again, at the end, the rows the other rows say were measured slow")
     p.add_argument("--space", help="design-space YAML to sample from (default: FlexiBERT 2.0)")
     p.add_argument("--out", default="runs", help="folder for the run store and the fitted surrogates")
     _add_store_arguments(p)

@@ -95,6 +95,25 @@ def test_onnxruntime_int8_runs_the_quantised_graph(reference, tmp_path):
     assert (tmp_path / "model.int8.onnx").is_file()
 
 
+def test_onnxruntime_int8_leaves_the_projection_of_concatenated_heads_in_f32(reference, tmp_path):
+    """SPEC's layers mix operation types, so their heads are concatenated before the output projection;
+    that MatMul stays f32 (one activation scale for DFT and attention heads rounds the small ones away),
+    the feed-forward ones are quantised."""
+    import onnx
+
+    model = reference[0]
+    with get_runtime("onnxruntime-int8").prepare(model, BATCH_SIZE, SEQ_LEN, num_threads=1, workdir=tmp_path):
+        pass
+    graph = onnx.load(str(tmp_path / "model.int8.onnx"), load_external_data=False).graph
+    producers = {output: node.op_type for node in graph.node for output in node.output}
+    projections = [node for node in graph.node if node.op_type == "MatMul" and "attention_output" in node.name]
+    assert len(projections) == len(SPEC.layers)
+    assert all(producers.get(node.input[0]) == "Concat" for node in projections)
+    quantised = [node.name for node in graph.node if node.op_type in {"MatMulInteger", "DynamicQuantizeMatMul"}]
+    assert any("feed_forward" in name for name in quantised), quantised
+    assert not any("attention_output" in name for name in quantised), quantised
+
+
 def test_openvino_int8_calibrates_on_seeded_corpus_sequences():
     if importlib.util.find_spec("tokenizers") is None:
         pytest.skip("tokenizers is not installed (edgetran[train])")

@@ -49,9 +49,10 @@ class FakeBoard:
 
 
 def _config(**changes):
-    # reference_every=0: these tests count the board's calls; drift control has tests of its own
+    # reference_every=0, recheck=False: these tests count the board's calls; drift control and rechecks
+    # have tests of their own
     settings = dict(device="fake-board", seed_samples=6, max_samples=9, pool_size=16,
-                    target_mse=1e-9, patience=2, reference_every=0)
+                    target_mse=1e-9, patience=2, reference_every=0, recheck=False)
     settings.update(changes)
     return ProfileConfig(**settings)
 
@@ -589,6 +590,58 @@ def test_rows_whose_ci_stayed_wide_are_measured_again_at_the_end(tmp_path, remea
     superseded = [row for row in every if row.superseded_by is not None]
     assert len(every) == 11 and {row.arch_hash for row in superseded} == wide
     assert all(row.status == "unstable" for row in superseded)  # kept, never deleted
+
+
+class SlowOnce(FakeBoard):
+    """Measures ``slow`` architectures 1.5x too slow, with a narrow CI, the first time only: a timed
+    window stretched evenly by load on the host."""
+
+    def __init__(self, slow, **kwargs):
+        super().__init__(**kwargs)
+        self.slow = set(slow)
+
+    def __call__(self, spec, **settings):
+        measured = dataclasses.replace(super().__call__(spec, **settings), latency_ci_rel=0.01)
+        if measured.arch_hash in self.slow:
+            self.slow.discard(measured.arch_hash)
+            return dataclasses.replace(measured, latency_s=measured.latency_s * 1.5)
+        return measured
+
+
+@pytest.mark.parametrize("recheck", [True, False])
+def test_a_row_measured_slow_is_rechecked_at_the_end_and_the_faster_row_kept(tmp_path, recheck):
+    from flexibert import sample_architectures
+
+    seeds = sample_architectures(16, method="lhs_split", seed=0)
+    slow = model_hash(seeds[5])
+    board = SlowOnce({slow})
+    config = _config(seed_samples=16, max_samples=16, recheck=recheck)
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(config, store, tmp_path / "out", measure_fn=board).run()
+        current = {row.arch_hash: row for row in store.measurements(run_id=summary.run_id, status=None)}
+        every = store.measurements(run_id=summary.run_id, status=None, include_superseded=True)
+    assert len(current) == 16
+    if not recheck:
+        assert len(board.calls) == 16 and len(every) == 16
+        return
+    # the slow row, and only rows the other rows disagree with, are measured again after the budget
+    assert board.calls[16] == slow and len(board.calls) <= 16 + 1 + int(0.1 * 16)
+    truth = 1e-9 * count_parameters(seeds[5]) + 1e-4
+    assert current[slow].latency_s == pytest.approx(truth)  # the faster row is current
+    superseded = [row for row in every if row.superseded_by is not None]
+    assert [row.arch_hash for row in superseded] == [slow]
+    assert superseded[0].latency_s == pytest.approx(1.5 * truth)  # kept, never deleted
+
+
+def test_disagreeing_rows_are_the_slow_outliers_worst_first():
+    from protran._profile import disagreeing_rows
+
+    rel = np.array([0.01, -0.02, 0.03, -0.5, 0.0, -0.2, 0.6, -0.01])
+    # the robust spread ignores the outliers; a row predicted slower than measured (0.6) is not taken
+    assert disagreeing_rows(rel, sigmas=3.0, floor=0.08, limit=5) == [3, 5]
+    assert disagreeing_rows(rel, sigmas=3.0, floor=0.08, limit=1) == [3]
+    assert disagreeing_rows(rel, sigmas=3.0, floor=0.3, limit=5) == [3]
+    assert disagreeing_rows(rel, sigmas=3.0, floor=0.08, limit=0) == []
 
 
 def test_a_listed_run_measures_its_wide_rows_again_and_keeps_the_better_one(tmp_path):

@@ -604,3 +604,22 @@ def test_a_re_measurement_supersedes_the_worse_row_and_keeps_both(tmp_path):
     assert [row.id for row in current] == [narrow]
     assert every[wide].superseded_by == narrow and every[failed].superseded_by == narrow
     assert every[narrow].superseded_by is None
+
+
+def test_a_recheck_keeps_the_faster_row_where_both_are_usable(tmp_path):
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        run_id = store.create_run(device="d", runtime="onnxruntime")
+        slow = store.add_measurement(run_id, result(TINY, latency_s=0.015, latency_ci_rel=0.005))
+        with pytest.raises(ValueError, match="keep must be one of better, faster"):
+            store.add_measurement(run_id, result(TINY), replaces=slow, keep="newest")
+        # wider CI, but faster: under keep="better" the slow row would stay current
+        fast = store.add_measurement(run_id, result(TINY, latency_s=0.010, latency_ci_rel=0.015), replaces=slow,
+                                     keep="faster")
+        slower = store.add_measurement(run_id, result(TINY, latency_s=0.012, latency_ci_rel=0.001), replaces=fast,
+                                       keep="faster")
+        failed = store.add_measurement(run_id, result(TINY, status="failed", latency_s=None), replaces=fast,
+                                       keep="faster")
+        current = store.measurements(run_id=run_id, status=None)
+        every = {row.id: row for row in store.measurements(run_id=run_id, status=None, include_superseded=True)}
+    assert [row.id for row in current] == [fast]
+    assert {every[i].superseded_by for i in (slow, slower, failed)} == {fast}
