@@ -24,6 +24,8 @@ models (width 768) with an MLM-loss increase of at most 2 %.
 
     python benchmarks/precision.py --seed 0            # the full grid; about 40 minutes on one idle core
     python benchmarks/precision.py --seed 0 --quick    # a small grid and a shorter training; minutes
+    python benchmarks/precision.py --seed 0 --widths 768 --runtimes onnxruntime-int8 --no-settings \
+        --out benchmarks/results/precision_ort_int8       # one variant on the wide models, full training
 """
 
 from __future__ import annotations
@@ -161,7 +163,10 @@ def measure_grid(config: dict, seed: int, tmp: Path) -> list[dict]:
     from flexibert import ArchSpec, build_model
     from protran import get_runtime
 
-    names = [name for name in (*BASES, *VARIANTS) if get_runtime(name).unavailable_reason() is None]
+    wanted = config.get("runtimes") or (*BASES, *VARIANTS)
+    wanted = {*wanted, *(get_runtime(name).variant.base_runtime for name in wanted)}  # a ratio needs its base
+    names = [name for name in (*BASES, *VARIANTS)
+             if name in wanted and get_runtime(name).unavailable_reason() is None]
     rows = []
     for mix in config["mixes"]:
         for layers in config["depths"]:
@@ -340,8 +345,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small grid and a shorter training")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--widths", type=int, nargs="+", help="grid widths (default: all of benchmarks/runtimes.py)")
+    parser.add_argument("--runtimes", nargs="+", choices=(*BASES, *VARIANTS),
+                        help="runtimes timed over the grid, with their f32 bases (default: all); drift covers "
+                             "every variant")
+    parser.add_argument("--no-settings", dest="settings", action="store_false",
+                        help="skip part 3 (ONNX Runtime's quantisation settings)")
     args = parser.parse_args(argv)
     config = settings(args.quick)
+    if args.widths:
+        config["widths"] = tuple(args.widths)
+    config["runtimes"] = tuple(args.runtimes or ())
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgetran-precision-") as scratch:
         tmp = Path(scratch)
@@ -351,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         del model
         gc.collect()
         rows = measure_grid(config, args.seed, tmp)
-        settings_rows = ort_settings(args.seed, tmp)
+        settings_rows = ort_settings(args.seed, tmp) if args.settings else []
     import onnxruntime
     import openvino
 

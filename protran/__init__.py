@@ -73,6 +73,8 @@ if TYPE_CHECKING:
         drift_factor,
         measure_listed,
         profile,
+        reference_baseline,
+        reference_spec,
     )
     from protran._protocol import (
         MeasurementResult,
@@ -214,6 +216,8 @@ __getattr__, __dir__, __all__ = attach(
             "drift_factor",
             "measure_listed",
             "profile",
+            "reference_baseline",
+            "reference_spec",
         ],
         "protran._active": ["ActiveLearner", "ActiveStep", "TransferPrior", "run_active_learning"],
         "protran._replay": ["held_out_split", "measure_matrix", "replay", "replay_files"],

@@ -202,6 +202,44 @@ def test_serve_winner_picks_small_middle_and_large_held_out_rows():
     assert [row.latency_s for row in serve_winner.pick_architectures(rows[:1])] == [0.5]  # no row twice
 
 
+def test_serve_winner_scales_the_prediction_by_the_reference_measured_in_the_same_sitting(tmp_path, monkeypatch):
+    import argparse
+    import dataclasses
+
+    import protran
+    from flexibert import DesignSpace, model_hash
+    from protran import MeasurementResult, RunStore, reference_spec
+
+    serve_winner = load_script("serve_winner")
+    spec = reference_spec(DesignSpace.default())
+
+    def reading(latency_s, status="ok"):
+        return MeasurementResult(arch_hash=model_hash(spec), model_dict=spec.to_model_dict(), runtime="onnxruntime",
+                                 batch_size=1, seq_len=128, num_threads=1, status=status, latency_s=latency_s,
+                                 repeats=10)
+
+    path = tmp_path / "runs.sqlite"
+    with RunStore(path) as store:
+        run_id = store.create_run(device="d", runtime="onnxruntime")
+        for latency_s, status in ((0.10, "ok"), (None, "failed"), (0.12, "ok"), (0.11, "ok"), (0.5, "ok")):
+            store.add_reference(run_id, reading(latency_s, status))
+        run = store.get_run(run_id)
+    calls = []
+
+    def fake_measure(measured_spec, **settings):
+        calls.append((model_hash(measured_spec), settings))
+        return reading(0.088)
+
+    monkeypatch.setattr(protran, "measure_architecture", fake_measure)
+    args = argparse.Namespace(threads=1, cpus="1")
+    speed = serve_winner.host_speed_factor(run, path, args)
+    # the baseline is the median of the first three successful readings (0.10, 0.12, 0.11)
+    assert speed["baseline_s"] == pytest.approx(0.11) and speed["factor"] == pytest.approx(0.8)
+    assert calls[0][0] == model_hash(spec) and calls[0][1]["cpus"] == [1] and calls[0][1]["runtime"] == "onnxruntime"
+    monkeypatch.setattr(protran, "measure_architecture", lambda *a, **k: dataclasses.replace(reading(None, "failed")))
+    assert serve_winner.host_speed_factor(run, path, args)["factor"] is None
+
+
 def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
     """The benchmark end to end on the committed profiles, with compilation replaced by a fake."""
     import protran._graphs as graphs
