@@ -312,8 +312,12 @@ def markdown(result: dict) -> str:
         nodes = "" if r["graph_node_count"] is None else r["graph_node_count"]
         lines.append(f"| {r['mix']} | {r['layers']} | {r['width']} | {r['runtime']} | {r['latency_s'] * 1e3:.2f} "
                      f"| {r['ratio_to_f32']:.2f} | {nodes} |")
-    lines += ["", "ONNX Runtime dynamic quantisation settings (2 layers, random weights; onnxruntime-int8 uses "
-              "the first):", "", "| mix | width | setting | ratio to f32 | hidden cosine |", "|---|---|---|---|---|"]
+    if result["onnxruntime_settings"]:
+        lines += ["", "ONNX Runtime dynamic quantisation settings (2 layers, random weights; onnxruntime-int8 "
+                  "uses the first, and leaves the projections of concatenated heads in f32):", "",
+                  "| mix | width | setting | ratio to f32 | hidden cosine |", "|---|---|---|---|---|"]
+    else:
+        lines += ["", "ONNX Runtime's quantisation settings were not compared in this run (`--no-settings`)."]
     for r in result["onnxruntime_settings"]:
         lines.append(f"| {r['mix']} | {r['width']} | {r['setting']} | {r['ratio_to_f32']:.2f} "
                      f"| {r['hidden_cosine']:.5f} |")
