@@ -119,6 +119,7 @@ def host_speed_factor(profile_run, path: Path, args: argparse.Namespace) -> dict
     baseline in the profile run: ``{"reference_s", "baseline_s", "factor"}`` (factor None where the
     store has no successful reference reading)."""
     from flexibert import DesignSpace
+    from flexibert.clitools import cpu_list
     from protran import RunStore, measure_architecture, reference_baseline, reference_spec
 
     with RunStore(path, readonly=True) as store:
@@ -130,7 +131,7 @@ def host_speed_factor(profile_run, path: Path, args: argparse.Namespace) -> dict
     measured = measure_architecture(reference_spec(DesignSpace.default()), runtime=profile_run.runtime,
                                     batch_size=profile_run.batch_size, seq_len=profile_run.seq_len,
                                     num_threads=args.threads, time_cap_s=30.0,
-                                    cpus=[int(cpu) for cpu in args.cpus.split(",")])
+                                    cpus=list(cpu_list(args.cpus)))
     if measured.latency_s is None:
         return {"reference_s": None, "baseline_s": baseline, "factor": None}
     return {"reference_s": measured.latency_s, "baseline_s": baseline, "factor": measured.latency_s / baseline}

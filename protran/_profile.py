@@ -337,6 +337,13 @@ def choose_next(
     return pool[int(np.argmax(score))]
 
 
+def remeasured_hashes(store: RunStore, run_id: int) -> set[str]:
+    """Architectures of a run already measured again (a row of theirs is superseded): a re-measurement
+    or recheck measures each architecture once more at most."""
+    return {row.arch_hash for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
+            if row.superseded_by is not None}
+
+
 def reference_spec(space: DesignSpace) -> ArchSpec:
     """The fixed reference architecture of a design space: the median by parameter count (ties by hash)
     of a sample drawn with a fixed seed, so every run and session of one space measures the same one."""
@@ -721,9 +728,7 @@ class Profiler:
     def _remeasure_wide(self) -> None:
         """Measure once more, at the end of the run, every row whose CI stayed wider than the target
         (``unstable``) and that was not measured again yet: a burst of load rarely lasts that long."""
-        again = {row.arch_hash for row in self.store.measurements(run_id=self.run_id, status=None,
-                                                                  include_superseded=True)
-                 if row.superseded_by is not None}
+        again = remeasured_hashes(self.store, self.run_id)
         for row in self.store.measurements(run_id=self.run_id, status="unstable"):
             if row.arch_hash in again:
                 continue
@@ -735,9 +740,7 @@ class Profiler:
         """Measure once more the rows that their out-of-fold predictions say were measured slow
         (:func:`disagreeing_rows`), once each; the faster row stays current."""
         c = self.config
-        again = {row.arch_hash for row in self.store.measurements(run_id=self.run_id, status=None,
-                                                                  include_superseded=True)
-                 if row.superseded_by is not None}
+        again = remeasured_hashes(self.store, self.run_id)
         rows = self._ok_rows()
         latency = MEASURE_FIELDS[0]
         targets, _ = normalised_targets(rows, latency)
@@ -916,8 +919,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
             if arch_hash not in store.measured_hashes(run_id):
                 measure_one(spec, arch_hash, purpose)
         if c.remeasure:
-            again = {row.arch_hash for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
-                     if row.superseded_by is not None}
+            again = remeasured_hashes(store, run_id)
             for row in store.measurements(run_id=run_id, status="unstable"):
                 if row.arch_hash not in again:
                     measure_one(row.spec, row.arch_hash, "remeasure", replaces=row.id)
