@@ -13,6 +13,10 @@
 #   PROFILE_RUNTIMES=onnxruntime bash benchmarks/profile_local.sh     (one runtime)
 #   PROFILE_SAMPLES=24 HOLDOUT_SAMPLES=8 RETEST=0 ...   (a shorter profile: fewer rows, no retest)
 #   SYNTHETIC_LOAD=0 ...   (no synthetic load: when other work keeps the other core busy)
+#   REFERENCE_EVERY=1 ...   (the reference architecture around every row, each row corrected by the
+#                            readings on both sides: --drift-correction bracket --drift-threshold 0;
+#                            follows a host whose speed wanders within minutes, a reading per row)
+#   DRIFT_CORRECTION=latest|bracket DRIFT_THRESHOLD=F ...   (override the drift rule)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-datasets/profiles}
@@ -25,6 +29,11 @@ samples=${PROFILE_SAMPLES:-64}
 holdout=${HOLDOUT_SAMPLES:-32}
 retest=${RETEST:-1}
 synthetic_load=${SYNTHETIC_LOAD:-1}
+reference_every=${REFERENCE_EVERY:-8}
+if [ "$reference_every" = 1 ]; then correction_default=bracket; threshold_default=0; else
+    correction_default=latest; threshold_default=0.05; fi
+drift_correction=${DRIFT_CORRECTION:-$correction_default}
+drift_threshold=${DRIFT_THRESHOLD:-$threshold_default}
 work=$(mktemp -d)
 mkdir -p "$out"
 
@@ -37,7 +46,8 @@ trap '[ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 flexibert sample -n "$holdout" --method random --seed 1 --out "$work/holdout.jsonl" > /dev/null
 flexibert sample -n 16 --method lhs_split --seed 0 --out "$work/seeds.jsonl" > /dev/null
-common=(--threads 1 --cpus "$profile_cpus" --meter auto --out "$out" --resume)
+common=(--threads 1 --cpus "$profile_cpus" --meter auto --reference-every "$reference_every" \
+    --drift-correction "$drift_correction" --drift-threshold "$drift_threshold" --out "$out" --resume)
 
 for runtime in $runtimes; do
     device="$host-$runtime"

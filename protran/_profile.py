@@ -17,18 +17,23 @@ Drift control: on a busy or thermally throttled machine latency drifts over a ru
 reference architecture of the design space (``reference_spec``: the median-size one of a seeded sample)
 is measured at the start of every session (a new run or a resumed one) and after every
 ``reference_every`` measurements; its measurements go to the store's ``references`` table, never to the
-measurement rows (no budget, no fit, no second row of an architecture). The baseline is the median
-of the first three successful reference latencies of the runs that measure what this run measures
-(same device, runtime, batch, sequence length and threads; usually the profile run's first three): a
-shared baseline is what makes a held-out or retest run, hours later, comparable with the profile run,
-and a median of three is what keeps one noisy reading from becoming everyone's baseline. A row is
-corrected by ``baseline / latest`` (the run's latest successful reference before it) only when that
-reference is more than ``drift_threshold`` away from the baseline; within it, a change of the
-reference cannot be told from the reference's own noise, and correcting by it would add that noise to
-every row (on this project's busy two-core machine it doubled the test-retest spread, 1.7 % to
-3.6 %). The correction is causal and piecewise constant because a row is committed before the next
-reference exists; ``protran correct`` recomputes a finished run's factors from its stored references
-and raw latencies (after a change of threshold, say). The raw latency is kept (``latency_raw_s``) and
+measurement rows (no budget, no fit, no second row of an architecture). The baseline is the median of
+the first three successful reference latencies of the runs that measure what this run measures (same
+device, runtime, batch, sequence length and threads; usually the profile run's first three): a shared
+baseline is what makes a held-out or retest run, hours later, comparable with the profile run, and a
+median of three is what keeps one noisy reading from becoming everyone's baseline. A row is corrected
+by ``baseline / latest`` (the run's latest successful reference before it) only when that reference is
+more than ``drift_threshold`` away from the baseline; within it, a change of the reference cannot be
+told from the reference's own noise, and correcting by it would add that noise to every row (on this
+project's busy two-core machine it doubled the test-retest spread, 1.7 % to 3.6 %). The correction is
+causal and piecewise constant because a row is committed before the next reference exists; ``protran
+correct`` recomputes a finished run's factors from its stored references and raw latencies (after a
+change of threshold, say). ``drift_correction="bracket"`` is for a reference read around every row
+(``reference_every=1``) on a host whose speed wanders within minutes: once the reference after a row
+exists, the row is corrected by the geometric mean of the readings just before and just after it (the
+host's speed while it ran, read from both sides; a row with no reading after it keeps the latest rule).
+With references 8 rows apart the two readings are minutes from the row and the latest rule does better
+(measured on this project's machine: see the README). The raw latency is kept (``latency_raw_s``) and
 the factor goes into the row's conditions (``drift_factor``); the interquartile range is scaled with
 the latency, energy and power are left as measured (the meter's reading, not a timing that the
 machine's speed scales). A failed reference measurement leaves the factor as it was; rows measured
@@ -86,6 +91,7 @@ from protran.vocabulary import (
     COMPILED_FEATURE_SETS,
     DEFAULT_FEATURES,
     DEFAULT_SURROGATE,
+    DRIFT_CORRECTIONS,
     MEASURE_FIELDS,
     RUNTIME_NAMES,
     USABLE_STATUSES,
@@ -142,6 +148,9 @@ class ProfileConfig:
     # from the baseline, correct the rows and warn. Not in run_settings(): a run may be resumed with others.
     reference_every: int = 8
     drift_threshold: float = 0.05
+    # How a row is corrected (DRIFT_CORRECTIONS): by the latest reference before it, or, once the next
+    # reference exists, by the geometric mean of the references just before and just after it.
+    drift_correction: str = "latest"
     # Measure every row whose CI stayed wider than target_rel_ci (``unstable``) once more at the end of
     # the run; the better of the two rows is the current one (see protran._store, "Re-measurements").
     remeasure: bool = True
@@ -164,8 +173,11 @@ class ProfileConfig:
         if isinstance(self.reference_every, bool) or not isinstance(self.reference_every, int) \
                 or self.reference_every < 0:
             raise ValueError(f"reference_every must be a non-negative integer (0: off), got {self.reference_every!r}")
-        if not self.drift_threshold > 0 or not math.isfinite(self.drift_threshold):
-            raise ValueError(f"drift_threshold must be a positive finite number, got {self.drift_threshold}")
+        if not self.drift_threshold >= 0 or not math.isfinite(self.drift_threshold):
+            raise ValueError(f"drift_threshold must be a non-negative finite number, got {self.drift_threshold}")
+        if self.drift_correction not in DRIFT_CORRECTIONS:
+            raise ValueError(f"drift_correction must be one of {', '.join(DRIFT_CORRECTIONS)}, "
+                             f"got {self.drift_correction!r}")
         if self.max_samples < self.seed_samples:
             raise ValueError(f"max_samples ({self.max_samples}) must be at least seed_samples ({self.seed_samples})")
         if not 0 < self.target_mse < 1:
@@ -484,6 +496,9 @@ class DriftControl:
         c = self.config
         self.store.add_reference(self.run_id, self._measure_fn(self._spec, **_measure_settings(c, self.meter)))
         self._since = 0
+        if c.drift_correction == "bracket":
+            # the rows since the previous reading now have a reading on both sides
+            correct_run(self.store, self.run_id, c.drift_threshold, "bracket")
         drift = self.drift()
         if drift is not None and drift > c.drift_threshold and not self._warned:
             self._warned = True
@@ -515,12 +530,24 @@ def scale_latency(result: Any, factor: float) -> Any:
                                conditions={**(result.conditions or {}), "drift_factor": factor})
 
 
-def correct_run(store: RunStore, run_id: int, drift_threshold: float) -> dict[str, Any]:
-    """Recompute the drift corrections of a finished run from its stored references and raw
-    latencies, as the run would have applied them with ``drift_threshold`` (same baseline, same
-    causal rule: only the references taken before a row started). Returns ``{"run_id", "rows",
-    "changed", "reference_drift"}``; a run without references is left as it is (``rows`` 0)."""
+def bracket_reading(before_s: float, after_s: float | None) -> float:
+    """The reference latency a row is corrected by under the ``bracket`` rule: the geometric mean of
+    the readings just before and just after it (``before_s`` alone where none follows it yet)."""
+    return before_s if after_s is None else math.sqrt(before_s * after_s)
+
+
+def correct_run(store: RunStore, run_id: int, drift_threshold: float,
+                drift_correction: str = "latest") -> dict[str, Any]:
+    """Recompute the drift corrections of a run from its stored references and raw latencies, as the
+    run would have applied them with ``drift_threshold`` and ``drift_correction`` (same baseline: the
+    references taken before a row started; ``latest``: the last of them; ``bracket``: that one and
+    the first taken after the row finished, see :func:`bracket_reading`). Returns ``{"run_id",
+    "rows", "changed", "reference_drift"}``; a run without references is left as it is (``rows`` 0).
+    A run being measured is refused by the store unless this process holds it."""
     from datetime import datetime
+
+    if drift_correction not in DRIFT_CORRECTIONS:
+        raise ValueError(f"drift_correction must be one of {', '.join(DRIFT_CORRECTIONS)}, got {drift_correction!r}")
 
     def when(stamp: str) -> datetime:
         return datetime.fromisoformat(stamp)
@@ -536,8 +563,14 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float) -> dict[st
         started = when(str(row.started_at))
         before = [ref.latency_s for ref in own if when(ref.measured_at) <= started]
         baseline = reference_baseline([ref.latency_s for ref in comparable if when(ref.measured_at) <= started])
-        if before and baseline is not None:
-            factors[row.id] = drift_factor(baseline, before[-1], drift_threshold)
+        if not before or baseline is None:
+            continue
+        reading = before[-1]
+        if drift_correction == "bracket":
+            finished = when(str(row.finished_at or row.started_at))
+            after = [ref.latency_s for ref in own if when(ref.measured_at) >= finished]
+            reading = bracket_reading(reading, after[0] if after else None)
+        factors[row.id] = drift_factor(baseline, reading, drift_threshold)
     changed = sum(1 for row in rows if row.id in factors
                   and abs(factors[row.id] - float(row.conditions.get("drift_factor", 1.0))) > 1e-12)
     if factors:

@@ -736,11 +736,13 @@ class RunStore:
         """Give rows of a run new drift corrections (``protran correct``): for each measurement id,
         ``latency_s = latency_raw_s * factor`` with the interquartile range rescaled alike and the factor
         in its conditions; rows without a raw latency (never corrected) are refused. One transaction,
-        refused while a process holds the run's lease (it is being measured). Returns rows changed."""
+        refused while another process holds the run's lease (it is being measured); the holder itself
+        may (drift control's ``bracket`` rule corrects rows once the next reference exists). Returns
+        rows changed."""
         self.get_run(run_id)
         with self._transaction("write") as conn:
             held = _read_lease(conn, run_id)
-            if held is not None:
+            if held is not None and not _Process.current().holds(held):
                 raise RunStoreError(f"run {run_id} is being measured by process {held.pid} on {held.host}; "
                                     "correct it once that run has stopped")
             for measurement_id, factor in factors.items():

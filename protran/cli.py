@@ -17,6 +17,7 @@ from protran.vocabulary import (
     DEFAULT_FEATURES,
     DEFAULT_SURROGATE,
     DEFAULT_TRAINING_FREE_METRIC,
+    DRIFT_CORRECTIONS,
     MEASURE_NAMES,
     MEASURES,
     METER_NAMES,
@@ -105,7 +106,7 @@ def _measurement_settings(args: argparse.Namespace) -> dict[str, Any]:
             "num_threads": args.threads, "meter": args.meter, "target_rel_ci": args.target_rel_ci,
             "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size,
             "cpus": args.cpus, "reference_every": args.reference_every, "drift_threshold": args.drift_threshold,
-            "remeasure": not args.no_remeasure}
+            "drift_correction": args.drift_correction, "remeasure": not args.no_remeasure}
 
 
 def _detect_meter(name: str):
@@ -575,13 +576,14 @@ def _correct(args: argparse.Namespace) -> int:
         run_ids = [args.run] if args.run else [run.id for run in store.runs()]
         for run_id in run_ids:
             store.get_run(run_id)  # an unknown run is refused before anything is written
-        results = [correct_run(store, run_id, args.drift_threshold) for run_id in run_ids]
+        results = [correct_run(store, run_id, args.drift_threshold, args.drift_correction) for run_id in run_ids]
     if args.json:
         clitools.print_json(results)
     else:
         for r in results:
             drift = "no references" if r["reference_drift"] is None else f"reference drift {r['reference_drift']:.1%}"
-            print(f"run {r['run_id']}: {r['rows']} rows corrected with threshold {args.drift_threshold:.1%}, "
+            print(f"run {r['run_id']}: {r['rows']} rows corrected ({args.drift_correction}) with threshold "
+                  f"{args.drift_threshold:.1%}, "
                   f"{r['changed']} changed; {drift}")
     return 0
 
@@ -714,9 +716,10 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-every", type=clitools.non_negative_int, default=8, metavar="N",
                         help="measure a fixed reference architecture at the start and after every N measurements, "
                              "and correct latencies for the machine's drift (default 8; 0: off)")
-    parser.add_argument("--drift-threshold", type=clitools.positive_float, default=0.05, metavar="F",
+    parser.add_argument("--drift-threshold", type=clitools.non_negative_float, default=0.05, metavar="F",
                         help="beyond this fraction from its baseline, the reference's drift corrects latencies "
-                             "and is warned about (default 0.05)")
+                             "and is warned about (default 0.05; 0: always correct)")
+    _add_drift_correction(parser)
     parser.add_argument("--no-remeasure", action="store_true",
                         help="do not measure rows whose confidence interval stayed wide once more at the end")
 
@@ -903,9 +906,16 @@ def _add_correct_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--store", required=True)
     p.add_argument("--run", type=clitools.positive_int, help="run id (default: every run of the store)")
-    p.add_argument("--drift-threshold", type=clitools.positive_float, default=0.05, metavar="F",
+    p.add_argument("--drift-threshold", type=clitools.non_negative_float, default=0.05, metavar="F",
                    help="correct rows only where the reference is more than this fraction from its baseline "
-                        "(default 0.05)")
+                        "(default 0.05; 0: always)")
+    _add_drift_correction(p)
+
+
+def _add_drift_correction(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--drift-correction", choices=DRIFT_CORRECTIONS, default="latest",
+                        help="correct a row by the latest reference before it, or by the geometric mean of the "
+                             "references just before and after it (bracket: for --reference-every 1; default latest)")
 
 
 def _add_replay_parser(sub: argparse._SubParsersAction) -> None:

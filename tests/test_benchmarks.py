@@ -240,6 +240,67 @@ def test_serve_winner_scales_the_prediction_by_the_reference_measured_in_the_sam
     assert serve_winner.host_speed_factor(run, path, args)["factor"] is None
 
 
+def test_serve_winner_measures_a_winner_outside_the_profiled_sizes_and_searches_again(tmp_path, monkeypatch):
+    import argparse
+
+    import protran
+    from flexibert import count_parameters, model_hash, sample_architectures
+    from protran import RunStore
+    from tests.protran.test_profile import FakeBoard
+
+    serve_winner = load_script("serve_winner")
+    first, second = sample_architectures(2, method="random", seed=3)
+    board = FakeBoard()
+    measure_listed = protran.measure_listed
+    monkeypatch.setattr(protran, "measure_listed", lambda *a, **k: measure_listed(*a, measure_fn=board, **k))
+
+    class Models:  # a winner is inside the profiled sizes once it has been measured
+        def __init__(self, measured):
+            self.measured = measured
+
+        def outside_profiled(self, specs, device):
+            return np.array([model_hash(spec) not in self.measured for spec in specs])
+
+        def predict(self, specs, device):
+            return [{"predicted": {"latency_s": {"mean": 0.01, "std": 0.002}}} for _ in specs]
+
+    fits = []
+    monkeypatch.setattr(serve_winner, "fit_surrogate", lambda path, hashes, seed, with_accuracy: fits.append(
+        set(hashes)) or (Models(hashes), "d", len(hashes)))
+    winners = iter([first, second, second])
+    monkeypatch.setattr(serve_winner, "codesign_winner", lambda models, seed: (lambda spec: {
+        "hash": model_hash(spec), "model_dict": spec.to_model_dict()})(next(winners)))
+    store = tmp_path / "copy.sqlite"
+    RunStore(store).close()
+    args = argparse.Namespace(seed=0, threads=1, cpus="0", verify_rounds=3, drift_correction="latest",
+                              drift_threshold=0.05)
+    run = type("Run", (), {"device": "d", "runtime": "onnxruntime", "batch_size": 1, "seq_len": 128})()
+    models, winner, rounds = serve_winner.verify_winner(Models({"p"}), "d", run, {"p"}, store, args)
+    # the first two winners lay outside and were measured; the third search found the second again
+    assert [r["hash"] for r in rounds] == [model_hash(first), model_hash(second)]
+    assert winner["hash"] == model_hash(second) and fits == [{"p", model_hash(first)},
+                                                             {"p", model_hash(first), model_hash(second)}]
+    assert rounds[0]["measured_latency_s"] == pytest.approx(1e-9 * count_parameters(first) + 1e-4)
+    with RunStore(store, readonly=True) as runs:
+        assert [r.config["purpose"] for r in runs.runs()] == ["verify", "verify"]
+    # with no rounds allowed the first winner is served as predicted, nothing measured
+    winners = iter([first])
+    args.verify_rounds = 0
+    assert serve_winner.verify_winner(Models({"p"}), "d", run, {"p"}, store, args)[2] == []
+
+
+def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
+    drift_rules = load_script("drift_rules")
+    store = BENCHMARKS.parent / "datasets" / "profiles" / "sessions" / "epyc-cpu-onnxruntime-2026-12-04-1921.sqlite"
+    assert drift_rules.main(["--stores", str(store), "--out", str(tmp_path)]) == 0
+    results = {r["rule"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    assert set(results) == {label for label, _, _ in drift_rules.RULES} and results["raw"]["n"] == 16
+    # the committed store is bracket-corrected: recomputing that rule gives the rows as they stand
+    assert results["bracket, 0"]["median"] < results["raw"]["median"]
+    assert results["latest, 5 %"]["median"] != results["bracket, 0"]["median"]
+    assert "| raw | latest, 5 % |" in (tmp_path / "README.md").read_text()
+
+
 def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
     """The benchmark end to end on the committed profiles, with compilation replaced by a fake."""
     import protran._graphs as graphs
@@ -265,10 +326,18 @@ def test_codesign_runtimes_reports_each_pick_against_its_served_latency(monkeypa
     served = []
     monkeypatch.setattr(codesign_runtimes, "serve_bench", lambda model_dict, args, workdir, runtime: served.append(
         runtime) or {"latency_s": {"p50": 0.012}})
+    speeds = []
+    monkeypatch.setattr(codesign_runtimes, "profile_runs", lambda path: (path.name, [], []))
+    monkeypatch.setattr(codesign_runtimes, "host_speed_factor", lambda run, path, args: speeds.append(run) or {
+        "reference_s": 0.125, "baseline_s": 0.1, "factor": 1.25})
     codesign_runtimes.serve(rows, type("Args", (), {"load": False})())
     assert served == ["onnxruntime-int8"]  # only the charged pick is served
+    assert speeds == ["m.sqlite"]  # the reference of the pick's own profile, once
     assert "served_p50_s" not in rows[0] and abs(rows[1]["relative_error"] - 0.2) < 1e-9
     assert rows[1]["within_tolerance"] is False
+    assert rows[1]["relative_error_speed_scaled"] == pytest.approx(0.012 / (0.010 * 1.25) - 1.0)
     meta = {"command": "c", "date": "d", "budget": 100, "drift_file": "f", "drift_charge": {}, "cpus": "1",
             "load": False, "requests": 5}
-    assert "served within 15 % of their predicted latency: 0 of 1" in codesign_runtimes.readme(rows, meta)
+    text = codesign_runtimes.readme(rows, meta)
+    assert "served within 15 % of their predicted latency: 0 of 1" in text
+    assert "| -4.0% |" in text and "`m` 125.0 ms against 100.0 ms" in text

@@ -456,8 +456,51 @@ def test_the_cli_refuses_a_negative_reference_interval_in_one_line(tmp_path, cap
     assert main(["profile", "--device", "x", "--reference-every", "-1", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--reference-every" in err
-    assert main(["profile", "--device", "x", "--drift-threshold", "0", "--out", str(tmp_path)]) == 2
+    assert main(["profile", "--device", "x", "--drift-threshold", "-0.1", "--out", str(tmp_path)]) == 2
     assert "--drift-threshold" in capsys.readouterr().err
+    assert main(["profile", "--device", "x", "--drift-correction", "median", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--drift-correction" in err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+    with pytest.raises(ValueError, match="drift_correction"):
+        _config(drift_correction="median")
+
+
+def test_bracket_corrects_each_row_by_the_references_on_both_sides(tmp_path):
+    """A board slowing by 2 % per call, a reference before and after every row: the bracket rule puts
+    every row at the baseline's speed, where the latest rule leaves each one a call's drift slow."""
+    def run(name, correction):
+        with RunStore(tmp_path / f"{name}.sqlite") as store, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ReferenceDriftWarning)
+            board = DriftingBoard(slowdown=0.02)
+            summary = Profiler(_config(reference_every=1, drift_threshold=0.0, drift_correction=correction), store,
+                               tmp_path / name, measure_fn=board).run()
+            rows = store.measurements(run_id=summary.run_id, status=None)
+            return board, rows, store.references(summary.run_id)
+
+    board, rows, references = run("bracket", "bracket")
+    assert len(rows) == 9 and len(references) == 10  # a reading before the first row and after every row
+    # calls alternate reference, row, reference, ...: row 2k+1 lies between readings 2k and 2k+2, and a
+    # row's baseline is the median of the first three references taken before it (calls 0, 2, 4: 1.00,
+    # 1.04, 1.08; the first two rows see one and two of them)
+    level = np.array([row.latency_s / board.truth[row.arch_hash] for row in rows])
+    assert level == pytest.approx([1.00, 1.02] + [1.04] * 7, rel=5e-4)
+    latest_board, latest_rows, _ = run("latest", "latest")
+    latest = np.array([row.latency_s / latest_board.truth[row.arch_hash] for row in latest_rows])
+    assert np.all(latest[2:] > 1.04 * 1.01)  # a row runs one call slower than the reading before it
+    # protran correct turns the latest store into the bracket one, from the same raw latencies
+    from protran.cli import main
+    assert main(["correct", "--store", str(tmp_path / "latest.sqlite"), "--drift-correction", "bracket",
+                 "--drift-threshold", "0", "--json"]) == 0
+    with RunStore(tmp_path / "latest.sqlite") as store:
+        recorrected = [row.latency_s / latest_board.truth[row.arch_hash] for row in store.measurements(run_id=1)]
+    assert recorrected == pytest.approx(level, rel=1e-9)
+
+
+def test_bracket_reading_is_the_geometric_mean_and_falls_back_to_the_latest():
+    from protran._profile import bracket_reading
+
+    assert bracket_reading(1.0, 1.21) == pytest.approx(1.1) and bracket_reading(0.9, None) == 0.9
 
 
 class NoisyBoard(FakeBoard):

@@ -1,0 +1,134 @@
+"""Which drift correction makes this machine's measurements repeat?
+
+Each committed ONNX Runtime and OpenVINO store of this machine that has a retest run (the 16 seed
+architectures measured again at least an hour after the profile run) keeps every row's raw latency
+and every reference reading. This benchmark copies each store to a temporary file and recomputes
+every run's corrections with ``protran.correct_run`` under each rule: none (``reference_every`` as if
+0: the raw latencies), ``latest`` with the default 5 % threshold (what the stores were measured with),
+``latest`` with no threshold, and ``bracket`` (the geometric mean of the readings just before and
+after a row) with no threshold and with 5 %. For each it reports the test-retest spread, |l2 - l1| /
+l1 over the retest run's architectures against the profile run's, median and max (the issue's goals:
+<= 2 % and <= 6 %), with how many times the reference was read in the profile run.
+
+The stores were measured with the ``latest`` rule; the others are what the same raw readings give.
+Deterministic (no random numbers); a few seconds.
+
+    python benchmarks/drift_rules.py                          # every store under datasets/profiles/
+    python benchmarks/drift_rules.py --stores A.sqlite B.sqlite
+
+Results: ``benchmarks/results/drift_rules/`` (``results.json``, ``README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "benchmarks" / "results" / "drift_rules"
+PROFILES = REPO / "datasets" / "profiles"
+# (label, correction, threshold); "raw" applies no correction at all
+RULES = (("raw", None, None), ("latest, 5 %", "latest", 0.05), ("latest, 0", "latest", 0.0),
+         ("bracket, 5 %", "bracket", 0.05), ("bracket, 0", "bracket", 0.0))
+USABLE = ("ok", "unstable")
+
+
+def default_stores() -> list[Path]:
+    """The f32 stores with a retest run: the default ones, then the extra sessions."""
+    candidates = sorted(PROFILES.glob("*.sqlite")) + sorted((PROFILES / "sessions").glob("*.sqlite"))
+    return [path for path in candidates if "retest" in purposes(path)]
+
+
+def purposes(path: Path) -> set[str]:
+    from protran import RunStore
+
+    with RunStore(path, readonly=True) as store:
+        return {run.config.get("purpose", "profile") for run in store.runs()}
+
+
+def spread(path: Path) -> dict:
+    """Test-retest spread of a store as its rows now stand, and the reference count per run."""
+    from protran import RunStore
+
+    with RunStore(path, readonly=True) as store:
+        runs = {run.config.get("purpose", "profile"): run.id for run in store.runs()}
+        first = {row.arch_hash: row.latency_s for row in store.measurements(run_id=runs["profile"], status=USABLE)}
+        pairs = [(first[row.arch_hash], row.latency_s)
+                 for row in store.measurements(run_id=runs["retest"], status=USABLE) if row.arch_hash in first]
+        rows = len(store.measurements(run_id=runs["profile"], status=USABLE))
+        references = len(store.references(runs["profile"]))
+    values = [abs(l2 - l1) / l1 for l1, l2 in pairs]
+    return {"n": len(values), "median": statistics.median(values), "max": max(values),
+            "profile_rows": rows, "profile_references": references}
+
+
+def evaluate(path: Path, workdir: Path) -> list[dict]:
+    from protran import RunStore, correct_run
+
+    results = []
+    for label, correction, threshold in RULES:
+        copy = workdir / f"{path.stem}-{len(results)}.sqlite"
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+        if correction is None:
+            with sqlite3.connect(copy) as conn:
+                conn.execute("UPDATE measurements SET latency_s = latency_raw_s WHERE latency_raw_s IS NOT NULL")
+        else:
+            with RunStore(copy) as store:
+                for run in store.runs():
+                    correct_run(store, run.id, threshold, correction)
+        results.append({"store": shown(path), "rule": label, **spread(copy)})
+    return results
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
+def readme(results: list[dict], meta: dict) -> str:
+    lines = ["# Drift corrections against test-retest", "",
+             f"`{meta['command']}` on {meta['date']}. Test-retest spread |l2 − l1| / l1 of the retest run's "
+             "architectures against the profile run's, after recomputing every run's corrections from the "
+             "stored raw latencies and reference readings (`protran.correct_run`). The stores were measured "
+             "with `latest, 5 %`. Goals: median ≤ 2 %, max ≤ 6 %.", "",
+             "| store | profile run: rows, reference readings | " + " | ".join(label for label, _, _ in RULES) + " |",
+             "|---|---|" + "---|" * len(RULES)]
+    for store in dict.fromkeys(r["store"] for r in results):
+        chosen = {r["rule"]: r for r in results if r["store"] == store}
+        first = next(iter(chosen.values()))
+        lines.append(f"| `{store}` | {first['profile_rows']}, {first['profile_references']} | " + " | ".join(
+            f"{chosen[label]['median']:.1%} / {chosen[label]['max']:.1%}" for label, _, _ in RULES) + " |")
+    lines += ["", "Each cell: median / max over the retest's architectures.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", nargs="+", type=Path, default=None,
+                        help="run stores with a profile and a retest run (default: this machine's)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    stores = [path.resolve() for path in args.stores] if args.stores else default_stores()
+    if not stores:
+        raise SystemExit("no run store with a retest run: give --stores")
+    with tempfile.TemporaryDirectory(prefix="drift-rules-") as workdir:
+        results = [row for path in stores for row in evaluate(path, Path(workdir))]
+    meta = {"command": "python benchmarks/drift_rules.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "stores": [shown(path) for path in stores]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    (args.out / "README.md").write_text(readme(results, meta))
+    print(readme(results, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
