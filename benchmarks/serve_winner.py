@@ -62,6 +62,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from protran.vocabulary import DRIFT_CORRECTIONS  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "serve_winner"
 PROFILE = REPO / "datasets" / "profiles" / "epyc-cpu-onnxruntime.sqlite"
 ACCURACY = REPO / "datasets" / "accuracy" / "nasbench_bert_250.json"
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify-rounds", type=int, default=0, metavar="N",
                         help="measure a winner outside the profiled sizes, refit and search again, up to N times "
                              "(default 0: serve the first winner as predicted)")
-    parser.add_argument("--drift-correction", choices=("latest", "bracket"), default="latest",
+    parser.add_argument("--drift-correction", choices=DRIFT_CORRECTIONS, default="latest",
                         help="drift rule of the verify measurements: the one the profile was corrected with")
     parser.add_argument("--drift-threshold", type=float, default=0.05,
                         help="drift threshold of the verify measurements (default 0.05, as profiled)")
