@@ -37,7 +37,6 @@ PROFILES = REPO / "datasets" / "profiles"
 # (label, correction, threshold); "raw" applies no correction at all
 RULES = (("raw", None, None), ("latest, 5 %", "latest", 0.05), ("latest, 0", "latest", 0.0),
          ("bracket, 5 %", "bracket", 0.05), ("bracket, 0", "bracket", 0.0))
-USABLE = ("ok", "unstable")
 
 
 def default_stores() -> list[Path]:
@@ -56,17 +55,19 @@ def purposes(path: Path) -> set[str]:
 def spread(path: Path) -> dict:
     """Test-retest spread of a store as its rows now stand, and the reference count per run."""
     from protran import RunStore
+    from protran.vocabulary import USABLE_STATUSES
 
     with RunStore(path, readonly=True) as store:
         runs = {run.config.get("purpose", "profile"): run.id for run in store.runs()}
-        first = {row.arch_hash: row.latency_s for row in store.measurements(run_id=runs["profile"], status=USABLE)}
+        # one current row per architecture and run, so this also counts the profile run's rows
+        first = {row.arch_hash: row.latency_s
+                 for row in store.measurements(run_id=runs["profile"], status=USABLE_STATUSES)}
         pairs = [(first[row.arch_hash], row.latency_s)
-                 for row in store.measurements(run_id=runs["retest"], status=USABLE) if row.arch_hash in first]
-        rows = len(store.measurements(run_id=runs["profile"], status=USABLE))
+                 for row in store.measurements(run_id=runs["retest"], status=USABLE_STATUSES) if row.arch_hash in first]
         references = len(store.references(runs["profile"]))
     values = [abs(l2 - l1) / l1 for l1, l2 in pairs]
     return {"n": len(values), "median": statistics.median(values), "max": max(values),
-            "profile_rows": rows, "profile_references": references}
+            "profile_rows": len(first), "profile_references": references}
 
 
 def evaluate(path: Path, workdir: Path) -> list[dict]:

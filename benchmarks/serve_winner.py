@@ -201,9 +201,8 @@ def verify_winner(models, device: str, profile_run, train_hashes: set[str], stor
         print(f"verify round {len(rounds) + 1}: measuring {winner['hash'][:8]} (outside the profiled sizes)",
               flush=True)
         with RunStore(store) as runs:
-            measure_listed(config, [spec], runs, purpose="verify")
-            run = max(runs.runs(), key=lambda r: r.id)
-            row, = runs.measurements(run_id=run.id, status=USABLE) or [None]
+            summary = measure_listed(config, [spec], runs, purpose="verify")
+            row, = runs.measurements(run_id=summary.run_id, status=USABLE) or [None]
         if row is None:
             raise SystemExit(f"the winner {winner['hash'][:8]} could not be measured; see {store}")
         rounds.append({"hash": winner["hash"], "predicted_latency_s": predicted["mean"],
