@@ -4,13 +4,15 @@ Each committed ONNX Runtime and OpenVINO store of this machine that has a retest
 architectures measured again at least an hour after the profile run) keeps every row's raw latency
 and every reference reading. This benchmark copies each store to a temporary file and recomputes
 every run's corrections with ``protran.correct_run`` under each rule: none (``reference_every`` as if
-0: the raw latencies), ``latest`` with the default 5 % threshold (what the stores were measured with),
+0: the raw latencies), ``latest`` with the default 5 % threshold,
 ``latest`` with no threshold, and ``bracket`` (the geometric mean of the readings just before and
 after a row) with no threshold and with 5 %. For each it reports the test-retest spread, |l2 - l1| /
 l1 over the retest run's architectures against the profile run's, median and max (the issue's goals:
 <= 2 % and <= 6 %), with how many times the reference was read in the profile run.
 
-The stores were measured with the ``latest`` rule; the others are what the same raw readings give.
+Which rule each store was measured with is in ``datasets/profiles/README.md`` (a store does not
+record it: a run may be resumed, or recorrected, under another); every column is what the same raw
+readings give.
 Deterministic (no random numbers); a few seconds.
 
     python benchmarks/drift_rules.py                          # every store under datasets/profiles/
@@ -97,8 +99,8 @@ def readme(results: list[dict], meta: dict) -> str:
     lines = ["# Drift corrections against test-retest", "",
              f"`{meta['command']}` on {meta['date']}. Test-retest spread |l2 − l1| / l1 of the retest run's "
              "architectures against the profile run's, after recomputing every run's corrections from the "
-             "stored raw latencies and reference readings (`protran.correct_run`). The stores were measured "
-             "with `latest, 5 %`. Goals: median ≤ 2 %, max ≤ 6 %.", "",
+             "stored raw latencies and reference readings (`protran.correct_run`); the rule each store was "
+             "measured with is in `datasets/profiles/README.md`. Goals: median ≤ 2 %, max ≤ 6 %.", "",
              "| store | profile run: rows, reference readings | " + " | ".join(label for label, _, _ in RULES) + " |",
              "|---|---|" + "---|" * len(RULES)]
     for store in dict.fromkeys(r["store"] for r in results):

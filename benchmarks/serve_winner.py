@@ -27,9 +27,11 @@ Host speed: this virtual machine's speed follows its host, and a profile taken h
 off by tens of per cent however well its model fits. So, in the same sitting (under the same load,
 just before serving), the profile's reference architecture (drift control, ``protran.reference_spec``)
 is measured again with ``protran.measure_architecture`` under the profile's settings; its latency over
-the profile's reference baseline (``protran.reference_baseline``: the median of the profile run's first
-three readings) is ``host_speed_factor``, and ``predicted x host_speed_factor`` is the prediction
-for this sitting. Both errors are reported; the plain prediction is the one the 15 % goal is read on.
+the profile's reference baseline (the one its rows were corrected to: with ``--drift-correction bracket``
+``protran.bracket_baseline``, the median of all the profile run's readings; else
+``protran.reference_baseline``, the median of its first three) is ``host_speed_factor``, and
+``predicted x host_speed_factor`` is the prediction for this sitting. Both errors are reported; the
+plain prediction is the one the 15 % goal is read on.
 
 For each architecture it writes the predicted latency (mean and std), the profiled latency of the
 held-out row, the served p50/p99 of ``latency_s`` (the encoder's run in ONNX Runtime, the quantity
@@ -128,12 +130,14 @@ def host_speed_factor(profile_run, path: Path, args: argparse.Namespace) -> dict
     store has no successful reference reading)."""
     from flexibert import DesignSpace
     from flexibert.clitools import cpu_list
-    from protran import RunStore, measure_architecture, reference_baseline, reference_spec
+    from protran import RunStore, bracket_baseline, measure_architecture, reference_baseline, reference_spec
 
     with RunStore(path, readonly=True) as store:
-        readings = [ref.latency_s for ref in store.references(profile_run.id)
-                    if ref.status in USABLE and ref.latency_s is not None]
-    baseline = reference_baseline(readings)
+        references = store.references(profile_run.id)
+    # the baseline the profile's rows were corrected to, by the rule they were corrected with
+    rule = getattr(args, "drift_correction", "latest")
+    baseline = (bracket_baseline(references) if rule == "bracket" else
+                reference_baseline([ref.latency_s for ref in references if ref.status == "ok" and ref.latency_s]))
     if baseline is None:
         return {"reference_s": None, "baseline_s": None, "factor": None}
     measured = measure_architecture(reference_spec(DesignSpace.default()), runtime=profile_run.runtime,

@@ -31,7 +31,12 @@ correct`` recomputes a finished run's factors from its stored references and raw
 change of threshold, say). ``drift_correction="bracket"`` is for a reference read around every row
 (``reference_every=1``) on a host whose speed wanders within minutes: once the reference after a row
 exists, the row is corrected by the geometric mean of the readings just before and just after it (the
-host's speed while it ran, read from both sides; a row with no reading after it keeps the latest rule).
+host's speed while it ran, read from both sides; a row with no reading after it keeps the latest rule),
+to a baseline that is the median of *every* reading of the first comparable run (``bracket_baseline``)
+rather than of its first three: the rule recomputes the whole run at each reading anyway, and the first
+minutes of a session are not the machine's usual speed (this project's machine read the reference at
+108.5 ms over its first three readings and at 95-101 ms for the hour after, so predictions made at the
+first readings' speed missed a model served later by 18 %).
 With references 8 rows apart the two readings are minutes from the row and the latest rule does better
 (measured on this project's machine: see the README). The raw latency is kept (``latency_raw_s``) and
 the factor goes into the row's conditions (``drift_factor``); the interquartile range is scaled with
@@ -85,7 +90,7 @@ from flexibert import (
     model_hash,
     sample_architectures,
 )
-from protran._store import Measurement, RunStore, RunStoreError
+from protran._store import Measurement, Reference, RunStore, RunStoreError
 from protran.vocabulary import (
     ACQUISITIONS,
     COMPILED_FEATURE_SETS,
@@ -376,6 +381,17 @@ def reference_baseline(latencies: Sequence[float]) -> float | None:
     return float(np.median(latencies[:BASELINE_REFERENCES])) if latencies else None
 
 
+def bracket_baseline(comparable: Sequence[Reference]) -> float | None:
+    """The baseline of the ``bracket`` rule: the median of every successful reading of the first run
+    among ``comparable`` (a board's references across runs, oldest first; usually the profile run's),
+    so a held-out or retest run is put at the profile run's usual speed; None for none."""
+    usable = [ref for ref in comparable if ref.status == "ok" and ref.latency_s]
+    if not usable:
+        return None
+    first = usable[0].run_id
+    return float(np.median([ref.latency_s for ref in usable if ref.run_id == first]))
+
+
 def drift_factor(baseline_s: float, latest_s: float, threshold: float) -> float:
     """The correction of a row: ``baseline / latest`` when the latest reference is more than
     ``threshold`` (relative) away from the baseline, else 1. Within the threshold a change of the
@@ -476,10 +492,20 @@ class DriftControl:
     def enabled(self) -> bool:
         return self.config.reference_every > 0
 
-    def _latencies(self, comparable: bool) -> list[float]:
-        return [ref.latency_s for ref in self.store.references(self.run_id, comparable=comparable)
+    def _references(self, comparable: bool) -> list[Reference]:
+        return [ref for ref in self.store.references(self.run_id, comparable=comparable)
                 if ref.status == "ok" and ref.arch_hash == self._hash and ref.latency_s is not None
                 and ref.latency_s > 0]
+
+    def _latencies(self, comparable: bool) -> list[float]:
+        return [float(ref.latency_s or 0.0) for ref in self._references(comparable)]
+
+    def _baseline(self) -> float | None:
+        """The rule's baseline (see the module docstring): ``bracket_baseline`` or the median of the
+        first three readings."""
+        if self.config.drift_correction == "bracket":
+            return bracket_baseline(self._references(comparable=True))
+        return reference_baseline(self._latencies(comparable=True))
 
     def start(self) -> None:
         """Every session starts from a fresh reading of the machine."""
@@ -508,7 +534,7 @@ class DriftControl:
 
     def drift(self) -> float | None:
         """The largest ``|reference / baseline - 1|`` over this run's references (None: none yet)."""
-        return drift_of(reference_baseline(self._latencies(comparable=True)), self._latencies(comparable=False))
+        return drift_of(self._baseline(), self._latencies(comparable=False))
 
     def correct(self, result: Any) -> tuple[Any, float | None]:
         """The result with its latency (and IQR) scaled by :func:`drift_factor` (1 within the
@@ -517,7 +543,7 @@ class DriftControl:
         own = self._latencies(comparable=False) if self.enabled else []
         if not own or result.latency_s is None:
             return result, None
-        baseline = reference_baseline(self._latencies(comparable=True))
+        baseline = self._baseline()
         assert baseline is not None  # this run's own references are comparable with it
         return scale_latency(result, drift_factor(baseline, own[-1], self.config.drift_threshold)), result.latency_s
 
@@ -539,11 +565,12 @@ def bracket_reading(before_s: float, after_s: float | None) -> float:
 def correct_run(store: RunStore, run_id: int, drift_threshold: float,
                 drift_correction: str = "latest") -> dict[str, Any]:
     """Recompute the drift corrections of a run from its stored references and raw latencies, as the
-    run would have applied them with ``drift_threshold`` and ``drift_correction`` (same baseline: the
-    references taken before a row started; ``latest``: the last of them; ``bracket``: that one and
-    the first taken after the row finished, see :func:`bracket_reading`). Returns ``{"run_id",
-    "rows", "changed", "reference_drift"}``; a run without references is left as it is (``rows`` 0).
-    A run being measured is refused by the store unless this process holds it."""
+    run would have applied them with ``drift_threshold`` and ``drift_correction`` (``latest``: the last
+    reference taken before a row started, to the median of the board's first three; ``bracket``: that
+    one and the first taken after the row finished, see :func:`bracket_reading`, to
+    :func:`bracket_baseline`). Returns ``{"run_id", "rows", "changed", "reference_drift"}``; a run
+    without references is left as it is (``rows`` 0). A run being measured is refused by the store
+    unless this process holds it."""
     from datetime import datetime
 
     if drift_correction not in DRIFT_CORRECTIONS:
@@ -558,15 +585,18 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
                   if ref.status == "ok" and ref.latency_s and ref.arch_hash in hashes]
     rows = [row for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
             if row.latency_raw_s is not None and row.started_at]
+    bracket = drift_correction == "bracket"
+    whole_run = bracket_baseline(comparable) if bracket else None  # the bracket rule's one baseline
     factors: dict[int, float] = {}
     for row in rows:
         started = when(str(row.started_at))
         before = [ref.latency_s for ref in own if when(ref.measured_at) <= started]
-        baseline = reference_baseline([ref.latency_s for ref in comparable if when(ref.measured_at) <= started])
+        baseline = (whole_run if bracket else
+                    reference_baseline([ref.latency_s for ref in comparable if when(ref.measured_at) <= started]))
         if not before or baseline is None:
             continue
         reading = before[-1]
-        if drift_correction == "bracket":
+        if bracket:
             finished = when(str(row.finished_at or row.started_at))
             after = [ref.latency_s for ref in own if when(ref.measured_at) >= finished]
             reading = bracket_reading(reading, after[0] if after else None)
@@ -575,7 +605,7 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
                   and abs(factors[row.id] - float(row.conditions.get("drift_factor", 1.0))) > 1e-12)
     if factors:
         store.set_drift_factors(run_id, factors)
-    baseline_all = reference_baseline([ref.latency_s for ref in comparable])
+    baseline_all = whole_run if bracket else reference_baseline([ref.latency_s for ref in comparable])
     return {"run_id": run_id, "rows": len(factors), "changed": changed,
             "reference_drift": drift_of(baseline_all, [ref.latency_s for ref in own])}
 

@@ -301,6 +301,34 @@ def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
     assert "| raw | latest, 5 % |" in (tmp_path / "README.md").read_text()
 
 
+def test_process_spread_measures_each_architecture_in_fresh_processes_in_turn(tmp_path, monkeypatch):
+    """The reference, the retest's smallest and its median architecture, each measured once per round
+    (rounds interleaved); the spread across processes is (max - min) / median of their latencies."""
+    import protran
+    from flexibert import ArchSpec, model_hash
+    from protran import MeasurementResult
+
+    process_spread = load_script("process_spread")
+    store = BENCHMARKS.parent / "datasets" / "profiles" / "sessions" / "epyc-cpu-onnxruntime-2026-12-04-2201.sqlite"
+    calls = []
+    levels = iter([1.0, 1.0, 1.0, 1.1, 1.0, 1.0, 0.9, 1.0, 1.0])  # per call: round-robin over three
+
+    def fake(spec, **settings):
+        spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_model_dict(spec)
+        calls.append(model_hash(spec))
+        return MeasurementResult(arch_hash=model_hash(spec), model_dict=spec.to_model_dict(), runtime="onnxruntime",
+                                 batch_size=1, seq_len=128, num_threads=1, status="ok", latency_s=0.01 * next(levels),
+                                 latency_ci_rel=0.01, repeats=10)
+
+    monkeypatch.setattr(protran, "measure_architecture", fake)
+    assert process_spread.main(["--store", str(store), "--rounds", "3", "--out", str(tmp_path)]) == 0
+    assert calls[:3] == calls[3:6] == calls[6:] and len(set(calls)) == 3
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [row["arch"].split()[0] for row in rows] == ["reference", "smallest", "median"]
+    assert rows[0]["spread"] == pytest.approx(0.2) and rows[1]["spread"] == pytest.approx(0.0)
+    assert "| `reference` | 3 |" in (tmp_path / "README.md").read_text()
+
+
 def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):
     """The benchmark end to end on the committed profiles, with compilation replaced by a fake."""
     import protran._graphs as graphs

@@ -480,11 +480,11 @@ def test_bracket_corrects_each_row_by_the_references_on_both_sides(tmp_path):
 
     board, rows, references = run("bracket", "bracket")
     assert len(rows) == 9 and len(references) == 10  # a reading before the first row and after every row
-    # calls alternate reference, row, reference, ...: row 2k+1 lies between readings 2k and 2k+2, and a
-    # row's baseline is the median of the first three references taken before it (calls 0, 2, 4: 1.00,
-    # 1.04, 1.08; the first two rows see one and two of them)
+    # calls alternate reference, row, reference, ...: row k (call 2k+1) lies between readings 2k and
+    # 2k+2, and the baseline is the median of all ten readings (1.00, 1.04, ..., 1.36: 1.18), so every
+    # row is put at that one level
     level = np.array([row.latency_s / board.truth[row.arch_hash] for row in rows])
-    assert level == pytest.approx([1.00, 1.02] + [1.04] * 7, rel=5e-4)
+    assert level == pytest.approx([1.18] * 9, rel=5e-4)
     latest_board, latest_rows, _ = run("latest", "latest")
     latest = np.array([row.latency_s / latest_board.truth[row.arch_hash] for row in latest_rows])
     assert np.all(latest[2:] > 1.04 * 1.01)  # a row runs one call slower than the reading before it
@@ -495,6 +495,22 @@ def test_bracket_corrects_each_row_by_the_references_on_both_sides(tmp_path):
     with RunStore(tmp_path / "latest.sqlite") as store:
         recorrected = [row.latency_s / latest_board.truth[row.arch_hash] for row in store.measurements(run_id=1)]
     assert recorrected == pytest.approx(level, rel=1e-9)
+
+
+def test_bracket_baseline_is_the_median_of_the_first_runs_readings():
+    """Not the first three (the first minutes of a session are not its usual speed), and not the later
+    runs' (a retest is put at the profile's level, not at its own)."""
+    from protran._profile import bracket_baseline
+    from protran._store import Reference
+
+    def ref(run_id, latency, status="ok"):
+        return Reference(id=0, run_id=run_id, measured_at="", latency_s=latency, latency_ci_rel=0.01, status=status)
+
+    readings = [ref(1, 1.3), ref(1, 1.2), ref(1, 1.0), ref(1, None, "failed"), ref(1, 0.9), ref(1, 1.0),
+                ref(2, 5.0), ref(2, 5.0)]
+    assert bracket_baseline(readings) == pytest.approx(1.0)
+    assert bracket_baseline([ref(3, None, "failed"), ref(2, 2.0)]) == pytest.approx(2.0)
+    assert bracket_baseline([]) is None
 
 
 def test_bracket_reading_is_the_geometric_mean_and_falls_back_to_the_latest():

@@ -1,0 +1,131 @@
+"""How much does one architecture's latency move from one measuring process to the next?
+
+Every row of a profile is measured in a fresh worker process (``protran.measure_architecture``), and
+its confidence interval says how well that one window pinned the median: about 1-2 % on this
+project's machine. A retest an hour later compares two such processes. This benchmark measures a
+few architectures again and again, each time in a new process, one after another in turn (so a
+change of the host's speed shows in all of them alike), and reports for each the median
+within-window interval beside the spread across processes, (max - min) / median. Where the second is
+several times the first, a row's interval understates its error, and neither drift correction nor a
+tighter interval target can reach it: the process itself (where its memory lands, how its code is
+laid out in the cache) is part of the measurement.
+
+The architectures: the profile's reference architecture (``protran.reference_spec``), and from a
+store's retest run (``--store``) the smallest and the median-latency architecture. Under the
+profile's conditions: one thread pinned to ``--cpus`` (default CPU 1), and with ``--load`` the
+synthetic load of ``benchmarks/synthetic_load.py`` on CPU 0. No random numbers are drawn; a few
+minutes.
+
+    python benchmarks/process_spread.py --load --rounds 5 --store datasets/profiles/sessions/STORE.sqlite
+
+Results: ``benchmarks/results/process_spread/`` (``results.json``, ``README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "benchmarks" / "results" / "process_spread"
+
+
+def chosen(store_path: Path) -> dict[str, Any]:
+    """``{label: ArchSpec or model_dict}``: the reference architecture, then the retest run's smallest and
+    median-latency architectures."""
+    from flexibert import DesignSpace
+    from protran import RunStore, reference_spec
+    from protran.vocabulary import USABLE_STATUSES
+
+    with RunStore(store_path, readonly=True) as store:
+        retest = next(run.id for run in store.runs() if run.config.get("purpose") == "retest")
+        rows = sorted(store.measurements(run_id=retest, status=USABLE_STATUSES), key=lambda row: row.latency_s)
+    smallest, median = rows[0], rows[len(rows) // 2]
+    return {"reference": reference_spec(DesignSpace.default()),
+            f"smallest {smallest.arch_hash[:8]}": smallest.model_dict,
+            f"median {median.arch_hash[:8]}": median.model_dict}
+
+
+def summarise(readings: dict[str, list[tuple[float, float]]]) -> list[dict]:
+    """Per architecture, from its ``(latency_s, ci_rel)`` readings: the median latency, the median
+    within-window interval and the spread across processes, (max - min) / median."""
+    rows = []
+    for label, values in readings.items():
+        latencies = [latency for latency, _ in values]
+        middle = statistics.median(latencies)
+        rows.append({"arch": label, "processes": len(values), "median_ms": middle * 1e3,
+                     "ci_rel_median": statistics.median(ci for _, ci in values),
+                     "spread": (max(latencies) - min(latencies)) / middle,
+                     "latencies_ms": [latency * 1e3 for latency in latencies]})
+    return rows
+
+
+def readme(rows: list[dict], meta: dict) -> str:
+    lines = ["# Latency from one measuring process to the next", "",
+             f"`{meta['command']}` on {meta['date']} ({meta['wall_s']:.0f} s; {meta['platform']}). Each "
+             f"architecture measured {meta['rounds']} times, each time in a new worker process, in turn; "
+             f"one thread pinned to CPU {meta['cpus']}; synthetic load: {meta['load']}.", "",
+             "| architecture | processes | median (ms) | within-window CI, median | spread across processes | "
+             "readings (ms) |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        readings = ", ".join(f"{value:.1f}" for value in row["latencies_ms"])
+        lines.append(f"| `{row['arch']}` | {row['processes']} | {row['median_ms']:.1f} | "
+                     f"{row['ci_rel_median']:.1%} | {row['spread']:.1%} | {readings} |")
+    lines += ["", "CI: relative half-width of the 95 % interval of the window's median. Spread: (max − min) / "
+              "median over the processes."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, required=True, help="a store with a retest run")
+    parser.add_argument("--rounds", type=int, default=5, help="processes per architecture (default 5)")
+    parser.add_argument("--cpus", default="1", help="CPUs to pin the worker to (default 1, as profiled)")
+    parser.add_argument("--load", action="store_true", help="run the synthetic load on CPU 0 meanwhile")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    from flexibert.clitools import cpu_list
+    from protran import measure_architecture
+
+    specs = chosen(args.store)
+    load = (subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "synthetic_load.py"), "--cpus", "0"])
+            if args.load else None)
+    started = time.perf_counter()
+    readings: dict[str, list[tuple[float, float]]] = {label: [] for label in specs}
+    try:
+        for round_ in range(args.rounds):
+            for label, spec in specs.items():
+                result = measure_architecture(spec, cpus=list(cpu_list(args.cpus)), time_cap_s=30.0)
+                if result.latency_s is not None:
+                    readings[label].append((result.latency_s, float(result.latency_ci_rel or 0.0)))
+                print(f"round {round_ + 1}/{args.rounds} {label}: {result.status}, "
+                      f"{(result.latency_s or 0.0) * 1e3:.2f} ms", flush=True)
+    finally:
+        if load is not None:
+            load.terminate()
+    rows = summarise(readings)
+    store = args.store.resolve()
+    shown = store.relative_to(REPO) if store.is_relative_to(REPO) else store.name
+    meta = {"command": f"python benchmarks/process_spread.py --store {shown} --rounds {args.rounds}"
+                       + (" --load" if args.load else "") + ("" if args.out == OUT else f" --out {args.out.name}"),
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
+            "cpus": args.cpus, "load": "CPU 0" if args.load else "none",
+            "wall_s": time.perf_counter() - started, "platform": f"{platform.platform()}, {platform.machine()}"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
+    (args.out / "README.md").write_text(readme(rows, meta))
+    print(readme(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
