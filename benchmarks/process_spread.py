@@ -47,7 +47,10 @@ def chosen(store_path: Path) -> dict[str, Any]:
     from protran.vocabulary import USABLE_STATUSES
 
     with RunStore(store_path, readonly=True) as store:
-        retest = next(run.id for run in store.runs() if run.config.get("purpose") == "retest")
+        retest = next((run.id for run in store.runs() if run.config.get("purpose") == "retest"), None)
+        if retest is None:
+            raise SystemExit(f"{store_path}: no retest run; measure one with `protran measure --purpose retest` "
+                             "or choose a store that has one")
         rows = sorted(store.measurements(run_id=retest, status=USABLE_STATUSES), key=lambda row: row.latency_s)
     smallest, median = rows[0], rows[len(rows) // 2]
     return {"reference": reference_spec(DesignSpace.default()),
