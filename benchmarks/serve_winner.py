@@ -27,9 +27,9 @@ Host speed: this virtual machine's speed follows its host, and a profile taken h
 off by tens of per cent however well its model fits. So, in the same sitting (under the same load,
 just before serving), the profile's reference architecture (drift control, ``protran.reference_spec``)
 is measured again with ``protran.measure_architecture`` under the profile's settings; its latency over
-the profile's reference baseline (the one its rows were corrected to: with ``--drift-correction bracket``
-``protran.bracket_baseline``, the median of all the profile run's readings; else
-``protran.reference_baseline``, the median of its first three) is ``host_speed_factor``, and
+the profile's reference baseline (the one its rows were corrected to, ``protran.drift_baseline`` of the rule given by
+``--drift-correction``: with ``bracket`` the median of all the profile run's readings; else the median
+of its first three) is ``host_speed_factor``, and
 ``predicted x host_speed_factor`` is the prediction for this sitting. Both errors are reported; the
 plain prediction is the one the 15 % goal is read on.
 
@@ -130,14 +130,12 @@ def host_speed_factor(profile_run, path: Path, args: argparse.Namespace) -> dict
     store has no successful reference reading)."""
     from flexibert import DesignSpace
     from flexibert.clitools import cpu_list
-    from protran import RunStore, bracket_baseline, measure_architecture, reference_baseline, reference_spec
+    from protran import RunStore, drift_baseline, measure_architecture, reference_spec
 
     with RunStore(path, readonly=True) as store:
         references = store.references(profile_run.id)
     # the baseline the profile's rows were corrected to, by the rule they were corrected with
-    rule = getattr(args, "drift_correction", "latest")
-    baseline = (bracket_baseline(references) if rule == "bracket" else
-                reference_baseline([ref.latency_s for ref in references if ref.status == "ok" and ref.latency_s]))
+    baseline = drift_baseline(references, getattr(args, "drift_correction", "latest"))
     if baseline is None:
         return {"reference_s": None, "baseline_s": None, "factor": None}
     measured = measure_architecture(reference_spec(DesignSpace.default()), runtime=profile_run.runtime,

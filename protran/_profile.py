@@ -392,6 +392,15 @@ def bracket_baseline(comparable: Sequence[Reference]) -> float | None:
     return float(np.median([ref.latency_s for ref in usable if ref.run_id == first]))
 
 
+def drift_baseline(references: Sequence[Reference], drift_correction: str) -> float | None:
+    """The baseline a rule corrects rows to, from a board's references (oldest first):
+    :func:`bracket_baseline` for ``bracket``, :func:`reference_baseline` of the successful readings
+    for ``latest``; None for none."""
+    if drift_correction == "bracket":
+        return bracket_baseline(references)
+    return reference_baseline([float(ref.latency_s) for ref in references if ref.status == "ok" and ref.latency_s])
+
+
 def drift_factor(baseline_s: float, latest_s: float, threshold: float) -> float:
     """The correction of a row: ``baseline / latest`` when the latest reference is more than
     ``threshold`` (relative) away from the baseline, else 1. Within the threshold a change of the
@@ -501,11 +510,8 @@ class DriftControl:
         return [float(ref.latency_s or 0.0) for ref in self._references(comparable)]
 
     def _baseline(self) -> float | None:
-        """The rule's baseline (see the module docstring): ``bracket_baseline`` or the median of the
-        first three readings."""
-        if self.config.drift_correction == "bracket":
-            return bracket_baseline(self._references(comparable=True))
-        return reference_baseline(self._latencies(comparable=True))
+        """The rule's baseline (see the module docstring and :func:`drift_baseline`)."""
+        return drift_baseline(self._references(comparable=True), self.config.drift_correction)
 
     def start(self) -> None:
         """Every session starts from a fresh reading of the machine."""
@@ -586,7 +592,8 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
     rows = [row for row in store.measurements(run_id=run_id, status=None, include_superseded=True)
             if row.latency_raw_s is not None and row.started_at]
     bracket = drift_correction == "bracket"
-    whole_run = bracket_baseline(comparable) if bracket else None  # the bracket rule's one baseline
+    # over every reading: the bracket rule's one baseline, the latest rule's once every reading is taken
+    whole_run = drift_baseline(comparable, drift_correction)
     factors: dict[int, float] = {}
     for row in rows:
         started = when(str(row.started_at))
@@ -605,9 +612,8 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
                   and abs(factors[row.id] - float(row.conditions.get("drift_factor", 1.0))) > 1e-12)
     if factors:
         store.set_drift_factors(run_id, factors)
-    baseline_all = whole_run if bracket else reference_baseline([ref.latency_s for ref in comparable])
     return {"run_id": run_id, "rows": len(factors), "changed": changed,
-            "reference_drift": drift_of(baseline_all, [ref.latency_s for ref in own])}
+            "reference_drift": drift_of(whole_run, [ref.latency_s for ref in own])}
 
 
 # -- the loop ---------------------------------------------------------------------------------------
