@@ -17,6 +17,9 @@
 #                            readings on both sides: --drift-correction bracket --drift-threshold 0;
 #                            follows a host whose speed wanders within minutes, a reading per row)
 #   DRIFT_CORRECTION=latest|bracket DRIFT_THRESHOLD=F ...   (override the drift rule)
+#   PROCESSES=2 ...   (each row and each reference measured in two fresh processes, a third where they
+#                      disagree, the median kept: --processes; a process's window does not say where the
+#                      next process lands, see benchmarks/process_spread.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-datasets/profiles}
@@ -30,6 +33,7 @@ holdout=${HOLDOUT_SAMPLES:-32}
 retest=${RETEST:-1}
 synthetic_load=${SYNTHETIC_LOAD:-1}
 reference_every=${REFERENCE_EVERY:-8}
+processes=${PROCESSES:-1}
 if [ "$reference_every" = 1 ]; then correction_default=bracket; threshold_default=0; else
     correction_default=latest; threshold_default=0.05; fi
 drift_correction=${DRIFT_CORRECTION:-$correction_default}
@@ -46,7 +50,7 @@ trap '[ -n "$load_pid" ] && kill "$load_pid" 2>/dev/null; rm -rf "$work"' EXIT
 
 flexibert sample -n "$holdout" --method random --seed 1 --out "$work/holdout.jsonl" > /dev/null
 flexibert sample -n 16 --method lhs_split --seed 0 --out "$work/seeds.jsonl" > /dev/null
-common=(--threads 1 --cpus "$profile_cpus" --meter auto --reference-every "$reference_every" \
+common=(--threads 1 --cpus "$profile_cpus" --meter auto --reference-every "$reference_every" --processes "$processes" \
     --drift-correction "$drift_correction" --drift-threshold "$drift_threshold" --out "$out" --resume)
 
 for runtime in $runtimes; do

@@ -16,12 +16,17 @@ Unless ``--no-winner``, a fourth architecture is the co-design winner on this de
 NAS-Bench-BERT accuracy records; weights 0.5 accuracy and 0.5 latency, a budget of 40 pairs, seeded).
 Such a winner usually lies outside the profiled sizes (``outside_profiled``): its prediction is an
 extrapolation, which is what serving it checks. With ``--verify-rounds N`` the search's own loop is
-closed over the device first, as a user would close it: while the winner lies outside the profiled
-sizes (at most N times), it is measured once under the profile's settings into a temporary copy of the
-store (a ``verify`` run of ``protran.measure_listed``, drift-corrected to the profile's baseline with
-``--drift-correction``/``--drift-threshold``, which should be those the profile was corrected with),
-the latency model is refitted with it, and the search runs again. The served winner is the last
-search's, predicted by the last fit.
+closed over the device first, as a user would close it: while the winner is an architecture the latency
+model has no row of (at most N times), it is measured under the profile's settings into a temporary
+copy of the store (a ``verify`` run of ``protran.measure_listed``, drift-corrected to the profile's
+baseline with ``--drift-correction``/``--drift-threshold``, which should be those the profile was
+corrected with, in ``--processes`` fresh processes as profiled), the latency model is refitted with it,
+and the search runs again; the loop has closed when the search answers with an architecture it has
+measured. The served winner is the last search's, predicted by the last fit. ``--surrogate`` picks the
+latency model (default: the profile run's own); with another one, the profile's own prediction from the
+same rows is reported beside it. ``additive-gp`` is the one that follows the loop's measurements: the
+default ``additive`` fits a robust cost model, which sets aside a measured row its cost features cannot
+explain, so a winner the cost model over-predicts stays over-predicted after it was measured.
 
 Host speed: this virtual machine's speed follows its host, and a profile taken hours earlier can be
 off by tens of per cent however well its model fits. So, in the same sitting (under the same load,
@@ -64,7 +69,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from protran.vocabulary import DRIFT_CORRECTIONS  # noqa: E402
+from protran.surrogates import SURROGATE_NAMES  # noqa: E402
+from protran.vocabulary import DEFAULT_SURROGATE, DRIFT_CORRECTIONS  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "serve_winner"
 PROFILE = REPO / "datasets" / "profiles" / "epyc-cpu-onnxruntime.sqlite"
@@ -103,15 +109,16 @@ def pick_architectures(holdout_rows: list) -> list:
     return picked
 
 
-def fit_surrogate(path: Path, train_hashes: set[str], seed: int, with_accuracy: bool):
-    """The models of the profile, its latency fitted on ``train_hashes`` only; with the accuracy model
-    (for co-design) when asked."""
+def fit_surrogate(path: Path, train_hashes: set[str], seed: int, with_accuracy: bool, surrogate: str):
+    """The models of the profile, its latency fitted by ``surrogate`` on ``train_hashes`` only; with
+    the accuracy model (for co-design) when asked."""
     from protran import fit_models, load_accuracy_files, load_profiles
 
     profile, = load_profiles([path])
     rows = tuple(row for row in profile.rows if row.arch_hash in train_hashes)
     accuracy = load_accuracy_files(ACCURACY) if with_accuracy else None
-    return fit_models([replace(profile, rows=rows)], accuracy, seed=seed), profile.device, len(rows)
+    return (fit_models([replace(profile, rows=rows)], accuracy, seed=seed, surrogate=surrogate), profile.device,
+            len(rows))
 
 
 def codesign_winner(models, seed: int) -> dict:
@@ -141,7 +148,7 @@ def host_speed_factor(profile_run, path: Path, args: argparse.Namespace) -> dict
     measured = measure_architecture(reference_spec(DesignSpace.default()), runtime=profile_run.runtime,
                                     batch_size=profile_run.batch_size, seq_len=profile_run.seq_len,
                                     num_threads=args.threads, time_cap_s=30.0,
-                                    cpus=list(cpu_list(args.cpus)))
+                                    cpus=list(cpu_list(args.cpus)), processes=args.processes)
     if measured.latency_s is None:
         return {"reference_s": None, "baseline_s": baseline, "factor": None}
     return {"reference_s": measured.latency_s, "baseline_s": baseline, "factor": measured.latency_s / baseline}
@@ -179,12 +186,13 @@ def stop_load(load: subprocess.Popen | None) -> None:
 
 
 def verify_winner(models, device: str, profile_run, train_hashes: set[str], store: Path,
-                  args: argparse.Namespace) -> tuple[object, dict, list[dict]]:
-    """BOSHCODE's winner, measured while it lies outside the profiled sizes: up to
+                  args: argparse.Namespace) -> tuple[object, dict, list[dict], set[str]]:
+    """BOSHCODE's winner, measured while it is an architecture the latency model has no row of: up to
     ``args.verify_rounds`` times, the winner is measured into ``store`` (a copy of the profile: a
     ``verify`` run of ``protran.measure_listed`` under the profile's settings, its drift control
     correcting it to the profile's baseline), the latency model refitted with it and the search run
-    again. Returns the final models, the final winner and one record per measured round."""
+    again. Returns the final models, the final winner, one record per measured round and the hashes
+    of the final fit's rows."""
     from flexibert import ArchSpec
     from flexibert.clitools import cpu_list
     from protran import ProfileConfig, RunStore, measure_listed
@@ -192,16 +200,18 @@ def verify_winner(models, device: str, profile_run, train_hashes: set[str], stor
     config = ProfileConfig(device=profile_run.device, runtime=profile_run.runtime,
                            batch_size=profile_run.batch_size, seq_len=profile_run.seq_len,
                            num_threads=args.threads, cpus=tuple(cpu_list(args.cpus)), reference_every=1,
-                           drift_correction=args.drift_correction, drift_threshold=args.drift_threshold)
+                           drift_correction=args.drift_correction, drift_threshold=args.drift_threshold,
+                           processes=args.processes)
     rounds: list[dict] = []
     winner = codesign_winner(models, args.seed)
     while len(rounds) < args.verify_rounds:
         spec = ArchSpec.from_model_dict(winner["model_dict"])
-        if not models.outside_profiled([spec], device)[0]:
-            break
+        if winner["hash"] in train_hashes:
+            break  # the search's answer is one the model has measured: the loop has closed
         predicted = models.predict([spec], device)[0]["predicted"]["latency_s"]
-        print(f"verify round {len(rounds) + 1}: measuring {winner['hash'][:8]} (outside the profiled sizes)",
-              flush=True)
+        where = "outside" if models.outside_profiled([spec], device)[0] else "inside"
+        print(f"verify round {len(rounds) + 1}: measuring {winner['hash'][:8]} (not measured yet; {where} the "
+              "profiled sizes)", flush=True)
         with RunStore(store) as runs:
             summary = measure_listed(config, [spec], runs, purpose="verify")
             row, = runs.measurements(run_id=summary.run_id, status=USABLE) or [None]
@@ -211,9 +221,9 @@ def verify_winner(models, device: str, profile_run, train_hashes: set[str], stor
                        "predicted_std_s": predicted["std"], "measured_latency_s": row.latency_s,
                        "measured_raw_latency_s": row.latency_raw_s})
         train_hashes = train_hashes | {winner["hash"]}
-        models, _, _ = fit_surrogate(store, train_hashes, args.seed, with_accuracy=True)
+        models, _, _ = fit_surrogate(store, train_hashes, args.seed, with_accuracy=True, surrogate=args.surrogate)
         winner = codesign_winner(models, args.seed)
-    return models, winner, rounds
+    return models, winner, rounds, train_hashes
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
@@ -225,7 +235,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
                "profiled_latency_s": row.latency_s} for row in pick_architectures(holdout)]
     chosen_hashes = {row["hash"] for row in chosen}
     train_hashes = {row.arch_hash for row in train} - chosen_hashes
-    models, device, n_train = fit_surrogate(args.profile, train_hashes, args.seed, with_accuracy=args.winner)
+    surrogate_of_profile = profile_run.config.get("surrogate", DEFAULT_SURROGATE)
+    args.surrogate = args.surrogate or surrogate_of_profile
+    models, device, n_train = fit_surrogate(args.profile, train_hashes, args.seed, with_accuracy=args.winner,
+                                            surrogate=args.surrogate)
+    fitted_on = args.profile
     load = start_load() if args.load else None
     results, rounds = [], []
     try:
@@ -235,11 +249,16 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
             print("co-design winner on this device ...", flush=True)
             store = workdir / "profile.sqlite"  # the verify rounds write to a copy, never to the profile
             copy_store(args.profile, store)
-            models, winner, rounds = verify_winner(models, device, profile_run, train_hashes, store, args)
+            models, winner, rounds, train_hashes = verify_winner(models, device, profile_run, train_hashes, store,
+                                                                 args)
+            fitted_on = store
             verified = {r["hash"]: r["measured_latency_s"] for r in rounds}
             chosen.append({**winner, "source": "co-design winner" + (" (measured in a verify round)"
                                                                      if winner["hash"] in verified else ""),
                            "profiled_latency_s": verified.get(winner["hash"])})
+        # Beside another surrogate's prediction, the profile's own (fitted on the same rows) for comparison.
+        own = None if args.surrogate == surrogate_of_profile else fit_surrogate(
+            fitted_on, train_hashes, args.seed, with_accuracy=False, surrogate=surrogate_of_profile)[0]
         speed = host_speed_factor(profile_run, args.profile, args)
         factor = speed["factor"]
         if factor is not None:
@@ -254,6 +273,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
             error = (served - predicted["mean"]) / predicted["mean"]
             error_now = None if factor is None else (served - predicted["mean"] * factor) / (predicted["mean"] * factor)
             features = analytic_features(spec, batch_size=1, seq_len=128)
+            if own is not None:
+                row = {**row, "predicted_by_profile_surrogate_s":
+                       own.predict([spec], device)[0]["predicted"]["latency_s"]["mean"]}
             results.append({
                 **row, "layers": spec.num_layers, "params": int(features["params"]),
                 "gflops": features["flops"] / 1e9,
@@ -275,7 +297,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict], dict]:
                   "synthetic_load_cpus": LOAD_CPUS if args.load else None, "train_rows": n_train,
                   "profile_run": profile_run.id, "profile_threads": profile_run.num_threads,
                   "host_speed": speed, "verify_rounds": rounds, "verify_rounds_allowed": args.verify_rounds,
-                  "drift_correction": args.drift_correction, "drift_threshold": args.drift_threshold}
+                  "drift_correction": args.drift_correction, "drift_threshold": args.drift_threshold,
+                  "surrogate": args.surrogate, "profile_surrogate": surrogate_of_profile,
+                  "processes": args.processes}
     return results, conditions
 
 
@@ -291,7 +315,7 @@ def write_results(results: list[dict], meta: dict, out: Path = OUT) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     columns = ["hash", "source", "outside_profiled", "layers", "params", "gflops", "predicted_latency_s",
-               "predicted_std_s", "profiled_latency_s",
+               "predicted_std_s", "predicted_by_profile_surrogate_s", "profiled_latency_s",
                "served_latency_p50_s", "served_latency_p99_s", "served_request_p50_s", "served_request_p99_s",
                "throughput_rps", "relative_error", "within_15pct", "relative_error_speed_scaled",
                "within_15pct_speed_scaled"]
@@ -316,7 +340,8 @@ def readme(results: list[dict], meta: dict) -> str:
         f"{meta['machine']['cpus']} CPUs). {c['runtime']}, batch 1, {c['seq_len']} tokens, {c['threads']} thread(s) "
         f"pinned to CPU {c['cpus']}; synthetic load: "
         f"{'CPU ' + c['synthetic_load_cpus'] if c['synthetic_load_cpus'] else 'none'}; {c['requests']} requests "
-        f"after {c['warmup']} warm-up, random weights. Surrogate fitted on the {c['train_rows']} profile-run rows of "
+        f"after {c['warmup']} warm-up, random weights. Surrogate `{c.get('surrogate', 'additive')}` fitted on the "
+        f"{c['train_rows']} profile-run rows of "
         f"`{c['device']}`; the held-out architectures were never in the fit; the co-design winner is BOSHCODE's "
         "best pair on this device (weights 0.5 accuracy, 0.5 latency).",
         "",
@@ -336,6 +361,12 @@ def readme(results: list[dict], meta: dict) -> str:
             f"| {_signed(r.get('relative_error_speed_scaled'))} |")
     lines += ["", "error = (served p50 − predicted) / predicted. `served` is `latency_s` of `flexibert serve` "
               "(the encoder's run in the runtime); `request` adds tokenising and the MLM head in torch.", ""]
+    own = [r for r in results if r.get("predicted_by_profile_surrogate_s")]
+    if own:
+        lines += [f"The profile's own surrogate (`{c['profile_surrogate']}`), fitted on the same rows: "
+                  + "; ".join(f"`{r['hash'][:8]}` {r['predicted_by_profile_surrogate_s'] * 1e3:.1f} ms "
+                              f"({r['served_latency_s']['p50'] / r['predicted_by_profile_surrogate_s'] - 1:+.1%})"
+                              for r in own) + ".", ""]
     rounds = c.get("verify_rounds") or []
     if c.get("verify_rounds_allowed"):
         lines += [f"Verify rounds (up to {c['verify_rounds_allowed']}; drift correction {c['drift_correction']}, "
@@ -343,7 +374,7 @@ def readme(results: list[dict], meta: dict) -> str:
                   + ("; ".join(f"`{r['hash'][:8]}` predicted {r['predicted_latency_s'] * 1e3:.1f} ± "
                                f"{r['predicted_std_s'] * 1e3:.1f} ms, measured {r['measured_latency_s'] * 1e3:.1f} ms "
                                f"({r['measured_latency_s'] / r['predicted_latency_s'] - 1:+.1%})" for r in rounds)
-                     if rounds else "none needed, the first winner lies inside the profiled sizes")
+                     if rounds else "none needed, the first winner was an architecture the profile had measured")
                   + ". Each measured winner joined the latency model's rows before the next search; the served "
                   "winner's prediction is from the last fit.", ""]
     speed = c.get("host_speed") or {}
@@ -374,8 +405,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="run store with a profile and a held-out run (default: this machine's ONNX Runtime "
                              "profile); served in its runtime")
     parser.add_argument("--verify-rounds", type=int, default=0, metavar="N",
-                        help="measure a winner outside the profiled sizes, refit and search again, up to N times "
-                             "(default 0: serve the first winner as predicted)")
+                        help="measure a winner the latency model has no row of, refit and search again, up to N "
+                             "times (default 0: serve the first winner as predicted)")
+    parser.add_argument("--surrogate", choices=SURROGATE_NAMES,
+                        help="latency surrogate (default: the one the profile run was measured with); another one "
+                             "is reported beside the profile's own prediction")
+    parser.add_argument("--processes", type=int, default=1, metavar="N",
+                        help="fresh processes per verify and reference measurement, as profiled (default 1)")
     parser.add_argument("--drift-correction", choices=DRIFT_CORRECTIONS, default="latest",
                         help="drift rule of the verify measurements: the one the profile was corrected with")
     parser.add_argument("--drift-threshold", type=float, default=0.05,

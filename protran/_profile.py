@@ -159,6 +159,9 @@ class ProfileConfig:
     # Measure every row whose CI stayed wider than target_rel_ci (``unstable``) once more at the end of
     # the run; the better of the two rows is the current one (see protran._store, "Re-measurements").
     remeasure: bool = True
+    # Fresh worker processes per measurement, rows and references alike (protran._protocol, "Processes"):
+    # the median of their latencies is the row's. Not in run_settings(): a run may be resumed with others.
+    processes: int = 1
     # Measure once more, at the end of a profile run, the rows that the other rows say were measured
     # slow (a window stretched by load); the faster of the two rows is the current one.
     recheck: bool = True
@@ -171,7 +174,7 @@ class ProfileConfig:
         if not self.device or "/" in self.device:
             raise ValueError(f"device name {self.device!r} must be a non-empty name without '/'")
         for name in ("batch_size", "seq_len", "num_threads", "seed_samples", "pool_size", "max_samples",
-                     "patience", "cv_folds"):
+                     "patience", "cv_folds", "processes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -915,9 +918,10 @@ def _marks_interrupted(store: RunStore, run_id: int) -> Iterator[None]:
 
 
 def _pinning(c: ProfileConfig) -> dict[str, Any]:
-    """``cpus`` for the measure call, only where pinning was asked for (a measure function that does not
-    pin need not accept it)."""
-    return {"cpus": list(c.cpus)} if c.cpus is not None else {}
+    """``cpus`` and ``processes`` for the measure call, only where pinning or more than one process was
+    asked for (a measure function that does neither need not accept them)."""
+    return {**({"cpus": list(c.cpus)} if c.cpus is not None else {}),
+            **({"processes": c.processes} if c.processes > 1 else {})}
 
 
 def _measure_settings(c: ProfileConfig, meter: Any) -> dict[str, Any]:

@@ -25,6 +25,15 @@ kept), 'timeout' (killed after ``timeout_s``) and 'oom' (MemoryError, an allocat
 SIGKILL that was not ours, which on Linux is the out-of-memory killer). Without a meter the energy
 and power fields are None: not available, never 0.
 
+Processes (``processes``): a process's interval describes its own timed window, not where the next
+process will land. On this project's busy two-core machine five fresh processes of one architecture,
+each with an interval of 1.2-1.5 %, spread by 5-15 % (``benchmarks/process_spread.py``): where the
+allocator and the loader place a process's memory, and what the host does meanwhile, moves the whole
+window. With ``processes=N`` the architecture is measured in N fresh processes in turn and the result
+is their median (``combine_processes``); with 2, a third decides when the two disagree by more than
+twice ``target_rel_ci``. The row's interval becomes the wider of its processes' and half their range,
+so the spread across processes is in the row and in its weight in a fit.
+
 Conditions (``MeasurementResult.conditions``, stored with the row): with ``cpus`` the worker pins
 itself, and every thread it starts, to those CPUs before the runtime exists; it records the affinity in
 effect, the CPU governor and frequencies of those CPUs before and after the timed window (from
@@ -40,12 +49,14 @@ compiled (``graph_node_count`` and ``graph_op_groups``, see ``protran.compiled_g
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -552,8 +563,10 @@ def measure_architecture(
     workdir: str | Path | None = None,
     worker_command: Sequence[str] | None = None,
     cpus: Sequence[int] | None = None,
+    processes: int = 1,
 ) -> MeasurementResult:
-    """Measure one architecture in a fresh worker process (see the module docstring for the protocol).
+    """Measure one architecture in a fresh worker process, or in ``processes`` of them (see the module
+    docstring for the protocol).
 
     Parameters
     ----------
@@ -585,6 +598,11 @@ def measure_architecture(
         CPU indices the worker pins itself (and its runtime's threads) to before it builds anything;
         None (default) pins nothing. ``num_threads`` must not exceed their number. The affinity in
         effect, governor, frequencies and load over the timed window land in ``result.conditions``.
+    processes:
+        Fresh worker processes to measure in, one after the other (default 1); the result is their
+        median (see "Processes" in the module docstring), and each one's median, interval and status
+        land in ``result.conditions["processes"]``. With 2, a third is measured when the two disagree
+        by more than twice ``target_rel_ci``.
 
     Examples
     --------
@@ -595,6 +613,8 @@ def measure_architecture(
     spec = as_spec(spec)
     _validate_settings(batch_size, seq_len, num_threads, warmup, min_repeats, max_repeats, target_rel_ci,
                        confidence, time_cap_s, timeout_s, idle_s)
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive integer, got {processes!r}")
     pinned = check_cpus(cpus, num_threads)
     if min_window_s is None:
         # Enough of the meter's samples for the integral to mean something.
@@ -614,6 +634,76 @@ def measure_architecture(
         "meter": _meter_name(meter), "started_at": _now(), "host": host_info(),
     }
     command = list(worker_command) if worker_command is not None else default_worker_command()
+    once = functools.partial(_measure_once, command, request, base, timeout_s=timeout_s, num_threads=num_threads,
+                             meter=meter, idle_s=idle_s, workdir=workdir, pinned=pinned, batch_size=batch_size)
+    results = [once()]
+    while results[-1].status in USABLE_STATUSES and len(results) < _process_count(results, processes, target_rel_ci):
+        results.append(once())
+    return combine_processes(results) if processes > 1 else results[0]
+
+
+def _process_count(results: Sequence[MeasurementResult], processes: int, target_rel_ci: float) -> int:
+    """How many processes to measure in, given those measured: ``processes``, and a third where two
+    disagree by more than twice ``target_rel_ci`` (more than their intervals allow, so one of them
+    landed elsewhere: the third decides which)."""
+    if processes == 2 and len(results) == 2 and _process_spread(results) > 2 * target_rel_ci:
+        return 3
+    return processes
+
+
+def _process_spread(results: Sequence[MeasurementResult]) -> float:
+    """The range of the processes' latencies over their median."""
+    latencies = [float(r.latency_s) for r in results if r.latency_s]
+    if len(latencies) < 2:
+        return 0.0
+    return (max(latencies) - min(latencies)) / statistics.median(latencies)
+
+
+def combine_processes(results: Sequence[MeasurementResult]) -> MeasurementResult:
+    """One measurement from the same architecture measured in several fresh processes.
+
+    A failure in any process is the result (it would be the next one's too, and an error is never
+    averaged away). Otherwise the latency and its interquartile range are the median of the processes',
+    and the relative interval is the wider of the widest process's and half the range across them: the
+    row's interval then says how far another process could land, and a row whose processes disagree
+    weighs less in a fit. Energy and mean and idle power are the processes' medians and peak power
+    their largest; 'unstable' if any process was. The conditions are the first process's, with one
+    entry per process under ``"processes"``.
+    """
+    if not results:
+        raise ValueError("combine_processes needs at least one result")
+    failed = [r for r in results if r.status not in USABLE_STATUSES]
+    if failed:
+        return failed[0]
+    first = results[0]
+
+    def median(name: str) -> float | None:
+        values = [getattr(r, name) for r in results if getattr(r, name) is not None]
+        return float(statistics.median(values)) if values else None
+
+    latency = median("latency_s")
+    ci_rels = [r.latency_ci_rel for r in results if r.latency_ci_rel is not None]
+    ci_rel = max([*ci_rels, _process_spread(results) / 2]) if ci_rels else None
+    peaks = [r.peak_power_w for r in results if r.peak_power_w is not None]
+    per_process = [{"latency_s": r.latency_s, "latency_ci_rel": r.latency_ci_rel, "repeats": r.repeats,
+                    "status": r.status, "started_at": r.started_at} for r in results]
+    errors = "; ".join(r.error for r in results if r.error) or None
+    return dataclasses.replace(
+        first, status="unstable" if any(r.status == "unstable" for r in results) else "ok",
+        latency_s=latency, latency_ci_rel=ci_rel, latency_iqr_s=median("latency_iqr_s"),
+        repeats=sum(r.repeats for r in results), time_capped=any(r.time_capped for r in results),
+        energy_j=median("energy_j"), mean_power_w=median("mean_power_w"), idle_power_w=median("idle_power_w"),
+        peak_power_w=max(peaks) if peaks else None, error=errors, finished_at=results[-1].finished_at,
+        batch_latencies_s=tuple(v for r in results for v in r.batch_latencies_s),
+        window_end_s=results[-1].window_end_s, conditions={**first.conditions, "processes": per_process},
+    )
+
+
+def _measure_once(command: list[str], request: dict[str, Any], base: dict[str, Any], *, timeout_s: float,
+                  num_threads: int, meter: Any, idle_s: float, workdir: str | Path | None,
+                  pinned: tuple[int, ...] | None, batch_size: int) -> MeasurementResult:
+    """One worker process's measurement (steps 1-4 of the protocol)."""
+    base = {**base, "started_at": _now()}
     with tempfile.TemporaryDirectory(prefix="protran-measure-") as scratch:
         request["workdir"] = str(workdir if workdir is not None else scratch)
         trace, idle_window, meter_error = None, None, None

@@ -106,7 +106,8 @@ def _measurement_settings(args: argparse.Namespace) -> dict[str, Any]:
             "num_threads": args.threads, "meter": args.meter, "target_rel_ci": args.target_rel_ci,
             "time_cap_s": args.time_cap_s, "timeout_s": args.timeout_s, "vocab_size": args.vocab_size,
             "cpus": args.cpus, "reference_every": args.reference_every, "drift_threshold": args.drift_threshold,
-            "drift_correction": args.drift_correction, "remeasure": not args.no_remeasure}
+            "drift_correction": args.drift_correction, "remeasure": not args.no_remeasure,
+            "processes": args.processes}
 
 
 def _detect_meter(name: str):
@@ -720,6 +721,9 @@ def _add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
                         help="beyond this fraction from its baseline, the reference's drift corrects latencies "
                              "and is warned about (default 0.05; 0: always correct)")
     _add_drift_correction(parser)
+    parser.add_argument("--processes", type=clitools.positive_int, default=1, metavar="N",
+                        help="measure each architecture (and each reference) in N fresh processes and keep their "
+                             "median; with 2, a third when they disagree (default 1)")
     parser.add_argument("--no-remeasure", action="store_true",
                         help="do not measure rows whose confidence interval stayed wide once more at the end")
 

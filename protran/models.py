@@ -379,11 +379,13 @@ def _hash(spec: ArchSpec) -> str:
 
 
 def fit_models(profiles: Sequence[DeviceProfile], accuracy: Sequence[Any] | None, task: str | None = None,
-               seed: int = 0, accuracy_source: str | None = None) -> FittedModels:
+               seed: int = 0, accuracy_source: str | None = None,
+               surrogate: str = DEFAULT_SURROGATE) -> FittedModels:
     """Fit the multi-source accuracy model on the scored architectures of ``task`` (skipped when
     ``accuracy`` is None; predictions on the scale of ``accuracy_source``, default the source with
-    the most scored architectures) and one hardware model per device and measure; the same inputs and
-    seed always give the same models."""
+    the most scored architectures) and one hardware model per device and measure (the ``surrogate``
+    of :data:`~protran.surrogates.SURROGATE_NAMES`, default ``additive``); the same inputs and seed
+    always give the same models."""
     from protran._accuracy import DEFAULT_TASK
     from protran._accuracy_model import fit_accuracy_model
 
@@ -399,7 +401,8 @@ def fit_models(profiles: Sequence[DeviceProfile], accuracy: Sequence[Any] | None
         for measure in profile.measures:
             measured_specs, values = profile.values(measure)
             hardware[profile.device][measure] = fit_hardware_model(
-                measured_specs, values, batch_size=profile.batch_size, seq_len=profile.seq_len, seed=seed)
+                measured_specs, values, batch_size=profile.batch_size, seq_len=profile.seq_len, seed=seed,
+                surrogate=surrogate)
     return FittedModels(accuracy_model, specs, scores, hardware, {p.device: p for p in profiles}, task, seed)
 
 

@@ -231,16 +231,18 @@ def test_serve_winner_scales_the_prediction_by_the_reference_measured_in_the_sam
         return reading(0.088)
 
     monkeypatch.setattr(protran, "measure_architecture", fake_measure)
-    args = argparse.Namespace(threads=1, cpus="1")
+    args = argparse.Namespace(threads=1, cpus="1", processes=2)
     speed = serve_winner.host_speed_factor(run, path, args)
     # the baseline is the median of the first three successful readings (0.10, 0.12, 0.11)
     assert speed["baseline_s"] == pytest.approx(0.11) and speed["factor"] == pytest.approx(0.8)
     assert calls[0][0] == model_hash(spec) and calls[0][1]["cpus"] == [1] and calls[0][1]["runtime"] == "onnxruntime"
+    assert calls[0][1]["processes"] == 2  # measured as the profile was
     monkeypatch.setattr(protran, "measure_architecture", lambda *a, **k: dataclasses.replace(reading(None, "failed")))
     assert serve_winner.host_speed_factor(run, path, args)["factor"] is None
 
 
-def test_serve_winner_measures_a_winner_outside_the_profiled_sizes_and_searches_again(tmp_path, monkeypatch):
+def test_serve_winner_measures_each_new_winner_and_searches_again_until_it_answers_a_measured_one(
+        tmp_path, monkeypatch):
     import argparse
 
     import protran
@@ -252,34 +254,37 @@ def test_serve_winner_measures_a_winner_outside_the_profiled_sizes_and_searches_
     first, second = sample_architectures(2, method="random", seed=3)
     board = FakeBoard()
     measure_listed = protran.measure_listed
-    monkeypatch.setattr(protran, "measure_listed", lambda *a, **k: measure_listed(*a, measure_fn=board, **k))
+    settings = []
+    monkeypatch.setattr(protran, "measure_listed", lambda config, *a, **k: settings.append(config) or measure_listed(
+        config, *a, measure_fn=board, **k))
 
-    class Models:  # a winner is inside the profiled sizes once it has been measured
+    class Models:  # every winner lies inside the profiled sizes: measured all the same, being new
         def __init__(self, measured):
             self.measured = measured
 
         def outside_profiled(self, specs, device):
-            return np.array([model_hash(spec) not in self.measured for spec in specs])
+            return np.zeros(len(specs), dtype=bool)
 
         def predict(self, specs, device):
             return [{"predicted": {"latency_s": {"mean": 0.01, "std": 0.002}}} for _ in specs]
 
     fits = []
-    monkeypatch.setattr(serve_winner, "fit_surrogate", lambda path, hashes, seed, with_accuracy: fits.append(
-        set(hashes)) or (Models(hashes), "d", len(hashes)))
+    monkeypatch.setattr(serve_winner, "fit_surrogate", lambda path, hashes, seed, with_accuracy, surrogate: fits.append(
+        (set(hashes), surrogate)) or (Models(hashes), "d", len(hashes)))
     winners = iter([first, second, second])
     monkeypatch.setattr(serve_winner, "codesign_winner", lambda models, seed: (lambda spec: {
         "hash": model_hash(spec), "model_dict": spec.to_model_dict()})(next(winners)))
     store = tmp_path / "copy.sqlite"
     RunStore(store).close()
     args = argparse.Namespace(seed=0, threads=1, cpus="0", verify_rounds=3, drift_correction="latest",
-                              drift_threshold=0.05)
+                              drift_threshold=0.05, processes=2, surrogate="additive-gp")
     run = type("Run", (), {"device": "d", "runtime": "onnxruntime", "batch_size": 1, "seq_len": 128})()
-    models, winner, rounds = serve_winner.verify_winner(Models({"p"}), "d", run, {"p"}, store, args)
-    # the first two winners lay outside and were measured; the third search found the second again
+    models, winner, rounds, fitted = serve_winner.verify_winner(Models({"p"}), "d", run, {"p"}, store, args)
+    # the first two winners were new and were measured; the third search answered the second again
     assert [r["hash"] for r in rounds] == [model_hash(first), model_hash(second)]
-    assert winner["hash"] == model_hash(second) and fits == [{"p", model_hash(first)},
-                                                             {"p", model_hash(first), model_hash(second)}]
+    assert winner["hash"] == model_hash(second) and fitted == {"p", model_hash(first), model_hash(second)}
+    assert fits == [({"p", model_hash(first)}, "additive-gp"), (fitted, "additive-gp")]
+    assert [config.processes for config in settings] == [2, 2]
     assert rounds[0]["measured_latency_s"] == pytest.approx(1e-9 * count_parameters(first) + 1e-4)
     with RunStore(store, readonly=True) as runs:
         assert [r.config["purpose"] for r in runs.runs()] == ["verify", "verify"]
@@ -287,6 +292,10 @@ def test_serve_winner_measures_a_winner_outside_the_profiled_sizes_and_searches_
     winners = iter([first])
     args.verify_rounds = 0
     assert serve_winner.verify_winner(Models({"p"}), "d", run, {"p"}, store, args)[2] == []
+    # a winner the profile measured ends the loop at once
+    winners = iter([first])
+    args.verify_rounds = 3
+    assert serve_winner.verify_winner(Models({"p"}), "d", run, {"p", model_hash(first)}, store, args)[2] == []
 
 
 def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
@@ -369,3 +378,17 @@ def test_codesign_runtimes_reports_each_pick_against_its_served_latency(monkeypa
     text = codesign_runtimes.readme(rows, meta)
     assert "served within 15 % of their predicted latency: 0 of 1" in text
     assert "| -4.0% |" in text and "`m` 125.0 ms against 100.0 ms" in text
+
+
+def test_refit_winner_reports_each_surrogate_without_and_with_the_winners_row(tmp_path):
+    refit_winner = load_script("refit_winner")
+    assert refit_winner.main(["--sittings", "serve_winner_bracket_live_2", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["surrogate"] for r in results] == list(refit_winner.SURROGATES)
+    by_name = {r["surrogate"]: r for r in results}
+    # the plain fit with a residual process follows the winner's own row; the robust one sets it aside
+    assert abs(by_name["additive-gp"]["with"]["winner_error"]) < abs(by_name["additive"]["with"]["winner_error"])
+    assert all(0.0 <= r[k]["holdout_within_10pct"] <= 1.0 for r in results for k in ("without", "with"))
+    assert "| serve_winner_bracket_live_2 |" in (tmp_path / "README.md").read_text()
+    with pytest.raises(SystemExit, match="no such results"):
+        refit_winner.main(["--sittings", "no_such_sitting", "--out", str(tmp_path)])

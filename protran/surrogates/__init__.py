@@ -18,7 +18,7 @@ from typing import Any
 from protran.surrogates._base import NotFittedError, Surrogate, read_header
 from protran.surrogates._features import COST_FEATURE_NAMES, FEATURE_SETS, feature_names, featurize
 from protran.surrogates._kernel import GaussianProcessSurrogate, SVRSurrogate
-from protran.surrogates._linear import AdditiveCostSurrogate, BayesianRidgeSurrogate
+from protran.surrogates._linear import AdditiveCostSurrogate, AdditiveResidualGPSurrogate, BayesianRidgeSurrogate
 from protran.surrogates._mlp import MLPEnsembleSurrogate
 from protran.surrogates._trees import AdaBoostSurrogate, DecisionTreeSurrogate, GBDTEnsembleSurrogate
 
@@ -30,6 +30,7 @@ _REGISTRY: dict[str, type[Surrogate]] = {
         DecisionTreeSurrogate,
         BayesianRidgeSurrogate,
         AdditiveCostSurrogate,
+        AdditiveResidualGPSurrogate,
         GaussianProcessSurrogate,
         SVRSurrogate,
         MLPEnsembleSurrogate,
@@ -64,6 +65,7 @@ __all__ = [
     "SURROGATE_NAMES",
     "AdaBoostSurrogate",
     "AdditiveCostSurrogate",
+    "AdditiveResidualGPSurrogate",
     "BayesianRidgeSurrogate",
     "DecisionTreeSurrogate",
     "GBDTEnsembleSurrogate",

@@ -207,3 +207,26 @@ def test_max_latency_ms_is_a_deprecated_alias_in_seconds(capsys):
     assert capsys.readouterr().err == "protran: --max-latency-ms is deprecated; use --max-latency-s 0.05\n"
     assert main(["pareto", "--help"]) == 0
     assert "--max-latency-ms" not in capsys.readouterr().out  # hidden: new scripts see one unit
+
+
+def test_processes_reach_every_measurement_of_a_run(tmp_path, monkeypatch, capsys):
+    import protran._profile as profiling
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(TINY_SPACE)
+    seen = []
+
+    def measured(spec, **settings):
+        seen.append(settings.get("processes"))
+        return _fake_measure(spec, **settings)
+
+    monkeypatch.setattr(profiling, "_default_measure", measured)
+    args = ["profile", "--device", "ci-cpu", "--space", str(space), "--seed-samples", "3", "--max-samples", "3",
+            "--meter", "none", "--surrogate", "gbdt", "--reference-every", "2", "--processes", "2",
+            "--out", str(tmp_path / "runs")]
+    assert main(args) == 0
+    assert len(seen) == 5 and set(seen) == {2}  # three rows and two references
+    assert main(args[:-2] + ["--processes", "0", "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--processes" in err
+    assert not (tmp_path / "other").exists()  # refused before anything was written

@@ -784,3 +784,18 @@ def test_a_bad_prior_is_refused_before_any_run(tmp_path):
             Profiler(_config(prior_paths=(str(tmp_path / "empty.json"),)), store, tmp_path / "out",
                      measure_fn=FakeBoard())
         assert store.runs() == []
+
+
+def test_processes_reach_the_measure_call_only_when_more_than_one(tmp_path):
+    seen = []
+
+    def board(spec, **settings):
+        seen.append(settings.get("processes"))
+        return FakeBoard()(spec, **settings)
+
+    for processes in (1, 2):
+        with RunStore(tmp_path / f"runs{processes}.sqlite") as store:
+            Profiler(_config(max_samples=6, processes=processes), store, tmp_path / "out", measure_fn=board).run()
+    assert seen == [None] * 6 + [2] * 6
+    with pytest.raises(ValueError, match="processes"):
+        _config(processes=0)

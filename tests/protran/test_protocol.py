@@ -756,3 +756,81 @@ def test_a_version_4_store_gains_empty_conditions(tmp_path):
     with RunStore(path) as store:
         (stored,) = store.measurements(run_id, status=None)
         assert store.schema_version == 6 and stored.conditions == {}
+
+
+# -- several processes per measurement ----------------------------------------------------------------------
+
+
+def counting_worker(tmp_path, latencies_s):
+    """A stand-in worker whose n-th process (counted in a file) times ``latencies_s[n]`` per batch, or
+    fails where that entry is None."""
+    counter = tmp_path / "processes"
+    counter.write_text("0")
+    return script(
+        f"""
+        import json, pathlib, sys, time
+        request = json.loads(sys.stdin.read())
+        counter = pathlib.Path({str(counter)!r})
+        n = int(counter.read_text())
+        counter.write_text(str(n + 1))
+        latency = {list(latencies_s)!r}[n]
+        if latency is None:
+            sys.exit("process " + str(n) + " crashed")
+        start = time.monotonic()
+        print(json.dumps({{"status": "ok", "batch_latencies_s": [latency] * 10, "window_start_s": start,
+                          "window_end_s": start + 10 * latency, "time_capped": False, "confidence": 0.95}}))
+        """
+    ), counter
+
+
+def test_two_processes_that_agree_give_their_median(tmp_path):
+    worker, counter = counting_worker(tmp_path, [0.030, 0.0306, 0.5])
+    result = measure(worker, processes=2)
+    assert counter.read_text() == "2"  # within twice the 2 % target: no third process
+    assert result.status == "ok" and result.repeats == 20
+    assert result.latency_s == pytest.approx((0.030 + 0.0306) / 2 / 2)
+    # the row's interval is half the processes' range, wider than each one's (0 here)
+    assert result.latency_ci_rel == pytest.approx(0.0006 / 0.0303 / 2)
+    assert [p["latency_s"] for p in result.conditions["processes"]] == pytest.approx([0.015, 0.0153])
+
+
+def test_two_processes_that_disagree_call_a_third(tmp_path):
+    worker, counter = counting_worker(tmp_path, [0.030, 0.036, 0.031, 0.5])
+    result = measure(worker, processes=2)
+    assert counter.read_text() == "3"
+    assert result.latency_s == pytest.approx(0.031 / 2)  # the median: the stray process does not move it
+    assert len(result.conditions["processes"]) == 3 and result.repeats == 30
+    assert result.latency_ci_rel == pytest.approx(0.006 / 0.031 / 2)
+
+
+def test_a_failed_process_fails_the_measurement_and_stops(tmp_path):
+    worker, counter = counting_worker(tmp_path, [0.030, None, 0.030])
+    result = measure(worker, processes=3)
+    assert counter.read_text() == "2"
+    assert result.status == "failed" and result.latency_s is None and "crashed" in result.error
+
+
+def test_one_process_is_the_default_and_processes_are_checked(tmp_path):
+    worker, counter = counting_worker(tmp_path, [0.030, 0.036])
+    result = measure(worker)
+    assert counter.read_text() == "1" and "processes" not in result.conditions
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="processes"):
+            measure(worker, processes=bad)
+
+
+def test_combined_power_is_the_median_energy_and_the_largest_peak():
+    from protran._protocol import combine_processes
+
+    def one(latency_s, energy_j, peak_w, status="ok"):
+        return MeasurementResult(arch_hash="h", model_dict=TINY, runtime="onnxruntime", batch_size=1, seq_len=16,
+                                 num_threads=1, status=status, latency_s=latency_s, latency_ci_rel=0.01, repeats=10,
+                                 energy_j=energy_j, peak_power_w=peak_w, mean_power_w=energy_j / latency_s,
+                                 idle_power_w=2.0, meter="fake", conditions={"cpus": [1]})
+
+    combined = combine_processes([one(0.010, 0.05, 7.0), one(0.012, 0.07, 9.0), one(0.011, 0.06, 8.0, "unstable")])
+    assert combined.latency_s == pytest.approx(0.011) and combined.energy_j == pytest.approx(0.06)
+    assert combined.peak_power_w == 9.0 and combined.idle_power_w == 2.0 and combined.status == "unstable"
+    assert combined.conditions["cpus"] == [1] and len(combined.conditions["processes"]) == 3
+    with pytest.raises(ValueError):
+        combine_processes([])

@@ -26,6 +26,7 @@ FAST = {
     "dt": {},
     "lr": {},
     "additive": {"n_members": 4},
+    "additive-gp": {"n_members": 4},
     "gpr": {"n_restarts": 0},
     "svr": {"n_members": 4},
     "mlp": {"n_members": 3, "hidden": (16, 16), "max_epochs": 150, "patience": 30},
@@ -260,6 +261,22 @@ def test_additive_residual_gp_corrects_what_the_features_miss(data, tmp_path):
     usable = np.isfinite(held_out)
     plain_held_out = plain.out_of_sample_predictions()
     assert np.mean((held_out[usable] - y[usable]) ** 2) < np.mean((plain_held_out[usable] - y[usable]) ** 2)
+
+
+def test_additive_gp_follows_a_row_that_the_robust_fit_calls_an_outlier():
+    rng = np.random.default_rng(4)
+    X = rng.uniform(1, 10, size=(30, 3))
+    y = 2.0 + 0.5 * X[:, 0] + 1.5 * X[:, 2]
+    corner = np.array([[1.0, 1.0, 9.0]])  # where the costs say 16 and the board takes 10
+    X, y = np.vstack([X, corner]), np.append(y, 10.0)
+    robust = make_surrogate("additive", n_members=4).fit(X, y)
+    follows = make_surrogate("additive-gp", n_members=4).fit(X, y)
+    assert robust.predict(corner)[0] > 10.0 * 1.3  # the measurement was set aside as an outlier
+    assert follows.predict(corner)[0] == pytest.approx(10.0, rel=0.15)
+    typical = rng.uniform(1, 10, size=(20, 3))
+    truth = 2.0 + 0.5 * typical[:, 0] + 1.5 * typical[:, 2]
+    np.testing.assert_allclose(follows.predict(typical), truth, rtol=0.1)
+    assert follows.residual_gp and follows.loss == "linear"
 
 
 def test_additive_model_needs_non_negative_features():
