@@ -391,6 +391,8 @@ def _signed(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from flexibert.clitools import non_negative_int, positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the surrogate and the served texts")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per architecture (default 200)")
@@ -404,13 +406,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=Path, default=PROFILE,
                         help="run store with a profile and a held-out run (default: this machine's ONNX Runtime "
                              "profile); served in its runtime")
-    parser.add_argument("--verify-rounds", type=int, default=0, metavar="N",
+    parser.add_argument("--verify-rounds", type=non_negative_int, default=0, metavar="N",
                         help="measure a winner the latency model has no row of, refit and search again, up to N "
                              "times (default 0: serve the first winner as predicted)")
     parser.add_argument("--surrogate", choices=SURROGATE_NAMES,
                         help="latency surrogate (default: the one the profile run was measured with); another one "
                              "is reported beside the profile's own prediction")
-    parser.add_argument("--processes", type=int, default=1, metavar="N",
+    parser.add_argument("--processes", type=positive_int, default=1, metavar="N",
                         help="fresh processes per verify and reference measurement, as profiled (default 1)")
     parser.add_argument("--drift-correction", choices=DRIFT_CORRECTIONS, default="latest",
                         help="drift rule of the verify measurements: the one the profile was corrected with")

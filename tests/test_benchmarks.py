@@ -296,6 +296,9 @@ def test_serve_winner_measures_each_new_winner_and_searches_again_until_it_answe
     winners = iter([first])
     args.verify_rounds = 3
     assert serve_winner.verify_winner(Models({"p"}), "d", run, {"p", model_hash(first)}, store, args)[2] == []
+    for bad in (["--processes", "0"], ["--verify-rounds", "-1"]):  # refused before anything is measured
+        with pytest.raises(SystemExit):
+            serve_winner.main(bad)
 
 
 def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
