@@ -24,8 +24,6 @@ Results: ``benchmarks/results/drift_rules/`` (``results.json``, ``README.md``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sqlite3
 import statistics
 import sys
@@ -34,6 +32,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.results_io import utc_now, write_results  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "drift_rules"
 PROFILES = REPO / "datasets" / "profiles"
 # (label, correction, threshold); "raw" applies no correction at all
@@ -124,12 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="drift-rules-") as workdir:
         results = [row for path in stores for row in evaluate(path, Path(workdir))]
     meta = {"command": "python benchmarks/drift_rules.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "stores": [shown(path) for path in stores]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    (args.out / "README.md").write_text(readme(results, meta))
-    print(readme(results, meta))
+            "date": utc_now(), "stores": [shown(path) for path in stores]}
+    write_results(args.out, meta, results, readme(results, meta))
     return 0
 
 

@@ -24,8 +24,6 @@ Results: ``benchmarks/results/process_spread/`` (``results.json``, ``README.md``
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import platform
 import statistics
 import subprocess
@@ -36,6 +34,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.results_io import utc_now, write_results  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "process_spread"
 
 
@@ -120,13 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     shown = store.relative_to(REPO) if store.is_relative_to(REPO) else store.name
     meta = {"command": f"python benchmarks/process_spread.py --store {shown} --rounds {args.rounds}"
                        + (" --load" if args.load else "") + ("" if args.out == OUT else f" --out {args.out.name}"),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "rounds": args.rounds,
+            "date": utc_now(), "rounds": args.rounds,
             "cpus": args.cpus, "load": "CPU 0" if args.load else "none",
             "wall_s": time.perf_counter() - started, "platform": f"{platform.platform()}, {platform.machine()}"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
-    (args.out / "README.md").write_text(readme(rows, meta))
-    print(readme(rows, meta))
+    write_results(args.out, meta, rows, readme(rows, meta))
     return 0
 
 

@@ -18,7 +18,6 @@ Results: ``benchmarks/results/refit_winner/`` (``results.json``, ``README.md``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -29,6 +28,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.results_io import utc_now, write_results  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results" / "refit_winner"
 SITTINGS = ("serve_winner_bracket_live", "serve_winner_bracket_live_2")
 SURROGATES = ("additive", "additive-gp")
@@ -106,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                             "served_p50_s": winner["served_latency_s"]["p50"], **refit(store, winner, surrogate,
                                                                                      args.seed)})
     meta = {"command": "python benchmarks/refit_winner.py " + " ".join(sys.argv[1:] if argv is None else argv),
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "wall_s": time.perf_counter() - started, "seed": args.seed}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    (args.out / "README.md").write_text(readme(results, meta))
-    print(readme(results, meta))
+            "date": utc_now(), "wall_s": time.perf_counter() - started, "seed": args.seed}
+    write_results(args.out, meta, results, readme(results, meta), indent=2)
     return 0
 
 

@@ -917,7 +917,7 @@ def _marks_interrupted(store: RunStore, run_id: int) -> Iterator[None]:
         raise
 
 
-def _pinning(c: ProfileConfig) -> dict[str, Any]:
+def _optional_settings(c: ProfileConfig) -> dict[str, Any]:
     """``cpus`` and ``processes`` for the measure call, only where pinning or more than one process was
     asked for (a measure function that does neither need not accept them)."""
     return {**({"cpus": list(c.cpus)} if c.cpus is not None else {}),
@@ -928,7 +928,7 @@ def _measure_settings(c: ProfileConfig, meter: Any) -> dict[str, Any]:
     """The keyword arguments of one call of the measure function under ``c``."""
     return dict(runtime=c.runtime, batch_size=c.batch_size, seq_len=c.seq_len, num_threads=c.num_threads,
                 meter=meter, target_rel_ci=c.target_rel_ci, time_cap_s=c.time_cap_s, timeout_s=c.timeout_s,
-                vocab_size=c.vocab_size, **_pinning(c))
+                vocab_size=c.vocab_size, **_optional_settings(c))
 
 
 def _default_measure(spec: ArchSpec, **settings: Any):
