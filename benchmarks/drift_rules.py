@@ -112,20 +112,27 @@ def readme(results: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_stores(description: str, out: Path, argv: list[str] | None) -> tuple[list[Path], Path]:
+    """``--stores`` (default: this machine's stores with a retest run) and ``--out``; shared with the
+    other benchmarks that read retest runs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--stores", nargs="+", type=Path, default=None,
                         help="run stores with a profile and a retest run (default: this machine's)")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args(argv)
     stores = [path.resolve() for path in args.stores] if args.stores else default_stores()
     if not stores:
         raise SystemExit("no run store with a retest run: give --stores")
+    return stores, args.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    stores, out = parse_stores(__doc__.splitlines()[0], OUT, argv)
     with tempfile.TemporaryDirectory(prefix="drift-rules-") as workdir:
         results = [row for path in stores for row in evaluate(path, Path(workdir))]
     meta = {"command": "python benchmarks/drift_rules.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "date": utc_now(), "stores": [shown(path) for path in stores]}
-    write_results(args.out, meta, results, readme(results, meta))
+    write_results(out, meta, results, readme(results, meta))
     return 0
 
 

@@ -313,6 +313,30 @@ def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
     assert "| raw | latest, 5 % |" in (tmp_path / "README.md").read_text()
 
 
+def test_retest_pairs_lists_each_architecture_worst_first_with_its_processes(tmp_path):
+    """Read from the stores alone; the spread agrees with the one the public RunStore API gives."""
+    retest_pairs, drift_rules = load_script("retest_pairs"), load_script("drift_rules")
+    sessions = BENCHMARKS.parent / "datasets" / "profiles" / "sessions"
+    with_processes = sessions / "epyc-cpu-onnxruntime-2026-12-05-0320.sqlite"
+    without = sessions / "epyc-cpu-onnxruntime-2026-12-04-2201.sqlite"
+    assert retest_pairs.main(["--stores", str(with_processes), str(without), "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    for result, path in zip(results, (with_processes, without)):
+        expected = drift_rules.spread(path)
+        sizes = [abs(p["spread"]) for p in result["pairs"]]
+        assert len(sizes) == expected["n"] == 16 and sizes == sorted(sizes, reverse=True)
+        assert result["max"] == pytest.approx(expected["max"]) and result["median"] == pytest.approx(expected["median"])
+        for pair in result["pairs"]:
+            assert pair["spread"] == pytest.approx((pair["retest_ms"] - pair["first_ms"]) / pair["first_ms"])
+        assert result["references"]["profile"]["n"] == expected["profile_references"]
+    agreement = results[0]["processes"]
+    assert agreement["rows"] == 112 and 0 < agreement["rows_with_third"] < agreement["rows"]
+    assert all(len(p["first_processes_ms"]) >= 2 for p in results[0]["pairs"])
+    assert results[1]["processes"]["rows"] == 0 and results[1]["pairs"][0]["retest_processes_ms"] == []
+    report = (tmp_path / "README.md").read_text()
+    assert report.count("took a third") == 1 and "| `23de8772` |" in report
+
+
 def test_process_spread_measures_each_architecture_in_fresh_processes_in_turn(tmp_path, monkeypatch):
     """The reference, the retest's smallest and its median architecture, each measured once per round
     (rounds interleaved); the spread across processes is (max - min) / median of their latencies."""
