@@ -15,8 +15,6 @@ Results: ``benchmarks/results/retest_pairs/`` (``results.json``, ``README.md``).
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import statistics
 import sys
 from pathlib import Path
@@ -29,30 +27,26 @@ from benchmarks.results_io import utc_now, write_results  # noqa: E402
 OUT = REPO / "benchmarks" / "results" / "retest_pairs"
 
 
-def _rows(conn: sqlite3.Connection) -> dict[str, dict[str, dict]]:
-    """Current rows by run purpose, then by architecture."""
-    purpose = {run_id: (value or "profile") for run_id, value in
-               conn.execute("SELECT id, json_extract(config, '$.purpose') FROM runs")}
+def _read(path: Path) -> tuple[dict[str, dict[str, dict]], dict[str, dict]]:
+    """A store's current rows by run purpose, then by architecture; and per run purpose how many
+    reference readings there are, their range and median (ms)."""
+    from protran import RunStore
+
     rows: dict[str, dict[str, dict]] = {}
-    query = ("SELECT run_id, arch_hash, latency_s, latency_raw_s, conditions FROM measurements "
-             "WHERE superseded_by IS NULL AND latency_s IS NOT NULL ORDER BY id")
-    for run_id, arch, latency_s, raw_s, conditions in conn.execute(query):
-        processes = json.loads(conditions or "{}").get("processes") or []
-        rows.setdefault(purpose[run_id], {})[arch] = {
-            "latency_s": latency_s, "latency_raw_s": raw_s,
-            "process_latencies_s": [p["latency_s"] for p in processes if p.get("latency_s") is not None]}
-    return rows
-
-
-def _references(conn: sqlite3.Connection) -> dict[str, dict]:
-    """Per run purpose: how many reference readings, their range and median (ms)."""
-    purpose = {run_id: (value or "profile") for run_id, value in
-               conn.execute("SELECT id, json_extract(config, '$.purpose') FROM runs")}
-    readings: dict[str, list[float]] = {}
-    for run_id, latency_s in conn.execute('SELECT run_id, latency_s FROM "references" WHERE latency_s IS NOT NULL'):
-        readings.setdefault(purpose[run_id], []).append(latency_s * 1e3)
-    return {name: {"n": len(v), "min_ms": min(v), "max_ms": max(v), "median_ms": statistics.median(v)}
-            for name, v in readings.items()}
+    references: dict[str, dict] = {}
+    with RunStore(path, readonly=True) as store:
+        for run in store.runs():
+            purpose = run.config.get("purpose", "profile")
+            rows[purpose] = {row.arch_hash: {
+                "latency_s": row.latency_s, "latency_raw_s": row.latency_raw_s,
+                "process_latencies_s": [p["latency_s"] for p in row.conditions.get("processes") or []
+                                        if p.get("latency_s") is not None]}
+                for row in store.measurements(run_id=run.id, status=None) if row.latency_s is not None}
+            readings = [ref.latency_s * 1e3 for ref in store.references(run.id) if ref.latency_s is not None]
+            if readings:
+                references[purpose] = {"n": len(readings), "min_ms": min(readings), "max_ms": max(readings),
+                                       "median_ms": statistics.median(readings)}
+    return rows, references
 
 
 def _agreement(rows: dict[str, dict[str, dict]]) -> dict:
@@ -66,8 +60,7 @@ def _agreement(rows: dict[str, dict[str, dict]]) -> dict:
 
 
 def evaluate(path: Path) -> dict:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        rows, references = _rows(conn), _references(conn)
+    rows, references = _read(path)
     first, again = rows.get("profile", {}), rows.get("retest", {})
     pairs = []
     for arch in again.keys() & first.keys():
