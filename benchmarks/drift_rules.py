@@ -5,10 +5,13 @@ architectures measured again at least an hour after the profile run) keeps every
 and every reference reading. This benchmark copies each store to a temporary file and recomputes
 every run's corrections with ``protran.correct_run`` under each rule: none (``reference_every`` as if
 0: the raw latencies), ``latest`` with the default 5 % threshold,
-``latest`` with no threshold, and ``bracket`` (the geometric mean of the readings just before and
-after a row) with no threshold and with 5 %. For each it reports the test-retest spread, |l2 - l1| /
-l1 over the retest run's architectures against the profile run's, median and max (the issue's goals:
-<= 2 % and <= 6 %), with how many times the reference was read in the profile run.
+``latest`` with no threshold, ``bracket`` (the geometric mean of the readings just before and
+after a row) with no threshold and with 5 %, and ``in-process`` at 0 (each row by the reading in its
+own process; only a store measured with that rule has such readings, "–" elsewhere; in such a store
+the other rules take each row's reading as one taken between rows). For each it reports the
+test-retest spread, |l2 - l1| / l1 over the retest run's architectures against the profile run's,
+median and max (the issue's goals: <= 2 % and <= 6 %), with how many times the reference was read in
+the profile run.
 
 Which rule each store was measured with is in ``datasets/profiles/README.md`` (a store does not
 record it: a run may be resumed, or recorrected, under another); every column is what the same raw
@@ -38,7 +41,7 @@ OUT = REPO / "benchmarks" / "results" / "drift_rules"
 PROFILES = REPO / "datasets" / "profiles"
 # (label, correction, threshold); "raw" applies no correction at all
 RULES = (("raw", None, None), ("latest, 5 %", "latest", 0.05), ("latest, 0", "latest", 0.0),
-         ("bracket, 5 %", "bracket", 0.05), ("bracket, 0", "bracket", 0.0))
+         ("bracket, 5 %", "bracket", 0.05), ("bracket, 0", "bracket", 0.0), ("in-process, 0", "in-process", 0.0))
 
 
 def default_stores() -> list[Path]:
@@ -80,13 +83,17 @@ def evaluate(path: Path, workdir: Path) -> list[dict]:
         copy = workdir / f"{path.stem}-{len(results)}.sqlite"
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as src, sqlite3.connect(copy) as dst:
             src.backup(dst)
-        if correction is None:
+        if correction in (None, "in-process"):
             with sqlite3.connect(copy) as conn:
                 conn.execute("UPDATE measurements SET latency_s = latency_raw_s WHERE latency_raw_s IS NOT NULL")
-        else:
+        corrected = 0
+        if correction is not None:
             with RunStore(copy) as store:
                 for run in store.runs():
-                    correct_run(store, run.id, threshold, correction)
+                    corrected += correct_run(store, run.id, threshold, correction)["rows"]
+        if correction == "in-process" and not corrected:  # no row read the reference in its process
+            results.append({"store": shown(path), "rule": label, "n": 0, "median": None, "max": None})
+            continue
         results.append({"store": shown(path), "rule": label, **spread(copy)})
     return results
 
@@ -107,8 +114,10 @@ def readme(results: list[dict], meta: dict) -> str:
         chosen = {r["rule"]: r for r in results if r["store"] == store}
         first = next(iter(chosen.values()))
         lines.append(f"| `{store}` | {first['profile_rows']}, {first['profile_references']} | " + " | ".join(
-            f"{chosen[label]['median']:.1%} / {chosen[label]['max']:.1%}" for label, _, _ in RULES) + " |")
-    lines += ["", "Each cell: median / max over the retest's architectures.", ""]
+            f"{chosen[label]['median']:.1%} / {chosen[label]['max']:.1%}" if chosen[label]["median"] is not None
+            else "–" for label, _, _ in RULES) + " |")
+    lines += ["", "Each cell: median / max over the retest's architectures; –: the store has no reading in a "
+              "row's own process.", ""]
     return "\n".join(lines)
 
 

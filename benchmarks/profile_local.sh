@@ -16,6 +16,9 @@
 #   REFERENCE_EVERY=1 ...   (the reference architecture around every row, each row corrected by the
 #                            readings on both sides: --drift-correction bracket --drift-threshold 0;
 #                            follows a host whose speed wanders within minutes, a reading per row)
+#   DRIFT_CORRECTION=in-process ...   (each row's process also times the reference, right after the row,
+#                            and the row is corrected by that reading: no reference measured on its own;
+#                            threshold 0 unless DRIFT_THRESHOLD says otherwise)
 #   DRIFT_CORRECTION=latest|bracket DRIFT_THRESHOLD=F ...   (override the drift rule)
 #   PROCESSES=2 ...   (each row and each reference measured in two fresh processes, a third where they
 #                      disagree, the median kept: --processes; a process's window does not say where the
@@ -34,9 +37,9 @@ retest=${RETEST:-1}
 synthetic_load=${SYNTHETIC_LOAD:-1}
 reference_every=${REFERENCE_EVERY:-8}
 processes=${PROCESSES:-1}
-if [ "$reference_every" = 1 ]; then correction_default=bracket; threshold_default=0; else
-    correction_default=latest; threshold_default=0.05; fi
+if [ "$reference_every" = 1 ]; then correction_default=bracket; else correction_default=latest; fi
 drift_correction=${DRIFT_CORRECTION:-$correction_default}
+if [ "$drift_correction" = latest ]; then threshold_default=0.05; else threshold_default=0; fi
 drift_threshold=${DRIFT_THRESHOLD:-$threshold_default}
 work=$(mktemp -d)
 mkdir -p "$out"

@@ -83,6 +83,7 @@ if TYPE_CHECKING:
         host_info,
         measure_architecture,
         median_confidence_interval,
+        reference_latency,
         software_versions,
     )
     from protran._proxy import ProxyConfig, measure_proxies, rank_correlation
@@ -184,6 +185,7 @@ __getattr__, __dir__, __all__ = attach(
             "host_info",
             "measure_architecture",
             "median_confidence_interval",
+            "reference_latency",
             "software_versions",
         ],
         # runtimes

@@ -21,6 +21,11 @@ With ``"cpus"`` in the request the worker pins itself first of all (:func:`pin_t
 imports a runtime, so the thread pools the runtime creates later inherit the affinity. Around the timed
 window it reads the machine's conditions (``protran._protocol.ConditionsProbe``) and replies them as
 ``"conditions"``.
+
+With ``"reference_model_dict"`` in the request the worker also builds the reference architecture,
+warms both up, times the measured architecture exactly as without it, and then times the reference in
+a window of its own, in this same process; its timings come back as ``"reference"`` (see "Drift
+correction in the process" in ``protran._protocol``).
 """
 
 from __future__ import annotations
@@ -166,32 +171,51 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
     from protran._protocol import ConditionsProbe, time_repeats
     from protran._runtimes import get_runtime
 
-    spec = ArchSpec.from_model_dict(request["model_dict"], space=False)
     runtime = get_runtime(request["runtime"], **request.get("runtime_options", {}))
-    session = runtime.prepare(
-        spec, request["batch_size"], request["seq_len"], request["num_threads"], request["workdir"],
-        model_seed=request.get("seed", 0), vocab_size=request.get("vocab_size"),
-    )
     check = watch.exit_if_parent_gone if watch is not None else _nothing
-    for _ in range(request["warmup"]):
+
+    def prepared(model_dict: dict[str, Any], workdir: str):
+        session = runtime.prepare(
+            ArchSpec.from_model_dict(model_dict, space=False), request["batch_size"], request["seq_len"],
+            request["num_threads"], workdir, model_seed=request.get("seed", 0), vocab_size=request.get("vocab_size"),
+        )
         check()
-        session.run()
+        return session
+
+    def timed(session, min_window_s: float):
+        return time_repeats(session.run, between_repeats=check, min_repeats=request["min_repeats"],
+                            max_repeats=request["max_repeats"], target_rel_ci=request["target_rel_ci"],
+                            time_cap_s=request["time_cap_s"], min_window_s=min_window_s,
+                            confidence=request["confidence"])
+
+    session = prepared(request["model_dict"], request["workdir"])
+    reference = None
+    if request.get("reference_model_dict") is not None:
+        # its own directory: an exported file of one model must not meet the other's
+        reference_dir = os.path.join(request["workdir"], "reference")
+        os.makedirs(reference_dir, exist_ok=True)
+        reference = prepared(request["reference_model_dict"], reference_dir)
+    for _ in range(request["warmup"]):
+        for warming in (session, reference):
+            if warming is not None:
+                check()
+                warming.run()
     probe = ConditionsProbe(affinity, pinned=cpus is not None)
     probe.start()
-    timing = time_repeats(
-        session.run,
-        between_repeats=check,
-        min_repeats=request["min_repeats"],
-        max_repeats=request["max_repeats"],
-        target_rel_ci=request["target_rel_ci"],
-        time_cap_s=request["time_cap_s"],
-        min_window_s=request["min_window_s"],
-        confidence=request["confidence"],
-    )
+    timing = timed(session, request["min_window_s"])
     conditions = probe.stop()
     # The compiled graph, stored with the row, spares the compiled-graph features a second compilation.
     conditions.update(session_graph_record(session))
+    extra: dict[str, Any] = {}
+    if reference is not None:
+        # after the row's window, so the row is timed exactly as without a reference
+        reference_timing = timed(reference, 0.0)
+        extra["reference"] = {"batch_latencies_s": list(reference_timing.batch_latencies_s),
+                              "converged": reference_timing.converged,
+                              "window_start_s": reference_timing.window_start_s,
+                              "window_end_s": reference_timing.window_end_s}
     return {
+        **extra,
         "status": "ok" if timing.converged else "unstable",
         "batch_latencies_s": list(timing.batch_latencies_s),
         "window_start_s": timing.window_start_s,

@@ -37,6 +37,15 @@ rather than of its first three: the rule recomputes the whole run at each readin
 minutes of a session are not the machine's usual speed (this project's machine read the reference at
 108.5 ms over its first three readings and at 95-101 ms for the hour after, so predictions made at the
 first readings' speed missed a model served later by 18 %).
+``drift_correction="in-process"`` reads the reference in the row's own measuring process, timed right
+after the row (``protran._protocol``, "Drift correction in the process"): no reference is measured on
+its own (``reference_every`` is not used) and each row's reading is stored as the run's reference
+then (one per row). A row is corrected by ``baseline / its own reading``, to the bracket rule's
+baseline (the median of every reading of the first comparable run), and the run is recomputed as that
+baseline moves. A reading in the same seconds as the row, at every row: on this project's machine a
+session whose host slowed by about 15 % between profile and retest repeated within 1.2 % / 2.5 %
+(median / max) this way, where the same readings taken as readings between rows gave 1.2 % / 6.0 %
+(``bracket``) and 3.3 % / 9.5 % (``latest``; ``benchmarks/drift_rules.py``).
 With references 8 rows apart the two readings are minutes from the row and the latest rule does better
 (measured on this project's machine: see the README). The raw latency is kept (``latency_raw_s``) and
 the factor goes into the row's conditions (``drift_factor``); the interquartile range is scaled with
@@ -90,6 +99,7 @@ from flexibert import (
     model_hash,
     sample_architectures,
 )
+from protran._protocol import reference_latency
 from protran._store import Measurement, Reference, RunStore, RunStoreError
 from protran.vocabulary import (
     ACQUISITIONS,
@@ -397,9 +407,9 @@ def bracket_baseline(comparable: Sequence[Reference]) -> float | None:
 
 def drift_baseline(references: Sequence[Reference], drift_correction: str) -> float | None:
     """The baseline a rule corrects rows to, from a board's references (oldest first):
-    :func:`bracket_baseline` for ``bracket``, :func:`reference_baseline` of the successful readings
-    for ``latest``; None for none."""
-    if drift_correction == "bracket":
+    :func:`bracket_baseline` for ``bracket`` and ``in-process``, :func:`reference_baseline` of the
+    successful readings for ``latest``; None for none."""
+    if drift_correction in ("bracket", "in-process"):
         return bracket_baseline(references)
     return reference_baseline([float(ref.latency_s) for ref in references if ref.status == "ok" and ref.latency_s])
 
@@ -502,7 +512,12 @@ class DriftControl:
 
     @property
     def enabled(self) -> bool:
-        return self.config.reference_every > 0
+        return self.config.reference_every > 0 or self.in_process
+
+    @property
+    def in_process(self) -> bool:
+        """Each row reads the reference in its own process (no reference measured on its own)."""
+        return self.config.drift_correction == "in-process"
 
     def _references(self, comparable: bool) -> list[Reference]:
         return [ref for ref in self.store.references(self.run_id, comparable=comparable)
@@ -517,23 +532,36 @@ class DriftControl:
         return drift_baseline(self._references(comparable=True), self.config.drift_correction)
 
     def start(self) -> None:
-        """Every session starts from a fresh reading of the machine."""
-        if self.enabled:
+        """Every session starts from a fresh reading of the machine (in its own process, unless every
+        row reads the reference in its own)."""
+        if self.enabled and not self.in_process:
             self.measure()
 
     def tick(self) -> None:
-        """One measurement was stored: measure the reference when it is due."""
+        """One measurement was stored: measure the reference when it is due; under ``in-process``,
+        recompute the run's corrections to the baseline the new reading moved."""
         self._since += 1
-        if self.enabled and self._since >= self.config.reference_every:
+        if self.in_process:
+            correct_run(self.store, self.run_id, self.config.drift_threshold, "in-process")
+        elif self.enabled and self._since >= self.config.reference_every:
             self.measure()
 
+    def measure_settings(self) -> dict[str, Any]:
+        """The keyword arguments of a row's measure call: the run's settings and, under ``in-process``,
+        the reference to time in the row's process."""
+        return {**_measure_settings(self.config, self.meter), **({"reference": self._spec} if self.in_process else {})}
+
     def measure(self) -> None:
-        c = self.config
-        self.store.add_reference(self.run_id, self._measure_fn(self._spec, **_measure_settings(c, self.meter)))
+        self._record(self._measure_fn(self._spec, **_measure_settings(self.config, self.meter)))
         self._since = 0
-        if c.drift_correction == "bracket":
+        if self.config.drift_correction == "bracket":
             # the rows since the previous reading now have a reading on both sides
-            correct_run(self.store, self.run_id, c.drift_threshold, "bracket")
+            correct_run(self.store, self.run_id, self.config.drift_threshold, "bracket")
+
+    def _record(self, reference: Any) -> None:
+        """Store one reading of the reference and warn, once per session, when the run drifted."""
+        c = self.config
+        self.store.add_reference(self.run_id, reference)
         drift = self.drift()
         if drift is not None and drift > c.drift_threshold and not self._warned:
             self._warned = True
@@ -549,7 +577,18 @@ class DriftControl:
         """The result with its latency (and IQR) scaled by :func:`drift_factor` (1 within the
         threshold), and its raw latency; unchanged, with None, where there is nothing to correct or
         nothing to correct by."""
-        own = self._latencies(comparable=False) if self.enabled else []
+        if self.in_process:
+            reading = reference_latency(result)
+            if reading is None or result.latency_s is None:
+                return result, None
+            taken = result.conditions["reference"]
+            self._record(dataclasses.replace(
+                result, arch_hash=self._hash, latency_s=reading, status=taken["status"],
+                latency_ci_rel=taken.get("latency_ci_rel"),
+                conditions={"in_process": True, "row_arch_hash": result.arch_hash}))
+            own = [reading]
+        else:
+            own = self._latencies(comparable=False) if self.enabled else []
         if not own or result.latency_s is None:
             return result, None
         baseline = self._baseline()
@@ -577,6 +616,7 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
     run would have applied them with ``drift_threshold`` and ``drift_correction`` (``latest``: the last
     reference taken before a row started, to the median of the board's first three; ``bracket``: that
     one and the first taken after the row finished, see :func:`bracket_reading`, to
+    :func:`bracket_baseline`; ``in-process``: the reading in the row's own process, to
     :func:`bracket_baseline`). Returns ``{"run_id", "rows", "changed", "reference_drift"}``; a run
     without references is left as it is (``rows`` 0). A run being measured is refused by the store
     unless this process holds it."""
@@ -599,6 +639,11 @@ def correct_run(store: RunStore, run_id: int, drift_threshold: float,
     whole_run = drift_baseline(comparable, drift_correction)
     factors: dict[int, float] = {}
     for row in rows:
+        if drift_correction == "in-process":
+            reading = reference_latency(row)
+            if reading is not None and whole_run is not None:
+                factors[row.id] = drift_factor(whole_run, reading, drift_threshold)
+            continue
         started = when(str(row.started_at))
         before = [ref.latency_s for ref in own if when(ref.measured_at) <= started]
         baseline = (whole_run if bracket else
@@ -664,9 +709,8 @@ class Profiler:
     # -- steps --
 
     def _measure(self, spec: ArchSpec, reason: str, replaces: int | None = None, keep: str = "better") -> None:
-        c = self.config
         self._progress({"event": "measuring", "hash": model_hash(spec), "reason": reason, "spec": spec})
-        result, raw = self._drift.correct(self._measure_fn(spec, **_measure_settings(c, self.meter)))
+        result, raw = self._drift.correct(self._measure_fn(spec, **self._drift.measure_settings()))
         self.store.add_measurement(self.run_id, result, latency_raw_s=raw, replaces=replaces, keep=keep)
         self._progress({"event": "measured", "result": result, "n_ok": len(self._ok_rows()),
                         "n_attempts": len(self._attempts()), "cv_mse": dict(self.cv_mse)})
@@ -978,7 +1022,7 @@ def measure_listed(config: ProfileConfig, specs: Sequence[ArchSpec], store: RunS
 
     def measure_one(spec: ArchSpec, arch_hash: str, reason: str, replaces: int | None = None) -> None:
         report({"event": "measuring", "hash": arch_hash, "reason": reason, "spec": spec})
-        result, raw = drift.correct(measure(spec, **_measure_settings(c, meter)))
+        result, raw = drift.correct(measure(spec, **drift.measure_settings()))
         store.add_measurement(run_id, result, latency_raw_s=raw, replaces=replaces)
         attempts = store.measurements(run_id=run_id, status=None)
         report({"event": "measured", "result": result, "n_attempts": len(attempts),

@@ -30,9 +30,23 @@ process will land. On this project's busy two-core machine five fresh processes 
 each with an interval of 1.2-1.5 %, spread by 5-15 % (``benchmarks/process_spread.py``): where the
 allocator and the loader place a process's memory, and what the host does meanwhile, moves the whole
 window. With ``processes=N`` the architecture is measured in N fresh processes in turn and the result
-is their median (``combine_processes``); with 2, a third decides when the two disagree by more than
-twice ``target_rel_ci``. The row's interval becomes the wider of its processes' and half their range,
-so the spread across processes is in the row and in its weight in a fit.
+is their median (``combine_processes``); while they disagree by more than twice ``target_rel_ci``, one
+more process is measured, up to 2N - 1 (with 2, a third decides). The row's interval becomes the
+wider of its processes' and half their range, so the spread across processes is in the row and in its
+weight in a fit.
+
+Drift correction in the process (``reference``): a host whose speed moves within minutes moves a
+row's window and a reference measured in another process apart, and a fresh process lands somewhere
+of its own besides. With ``reference`` the worker also builds the reference architecture and, right
+after the row's timed window, times it in a window of its own in the same process (the row's window,
+energy included, is what it is without one). The reading lands in ``conditions["reference"]``; the
+profiler corrects the row by it (``drift_correction="in-process"``, see ``protran._profile``). It costs
+the reference's build and one short window per process, not a process of its own per reading. On this
+project's machine, over ten fresh processes each, a median-size architecture's latency over the
+reference in the same process spread 4.9 % and the smallest one's 10.6 %, against 5.6 % and 11.1 % over
+a reference read in a process of its own just before, and 12.9-14.7 % raw
+(``benchmarks/process_spread.py --in-process``). With several processes, each process's row is put
+over its own reference, and the processes are compared, and combined, by those ratios.
 
 Conditions (``MeasurementResult.conditions``, stored with the row): with ``cpus`` the worker pins
 itself, and every thread it starts, to those CPUs before the runtime exists; it records the affinity in
@@ -564,6 +578,7 @@ def measure_architecture(
     worker_command: Sequence[str] | None = None,
     cpus: Sequence[int] | None = None,
     processes: int = 1,
+    reference: ArchSpec | dict | None = None,
 ) -> MeasurementResult:
     """Measure one architecture in a fresh worker process, or in ``processes`` of them (see the module
     docstring for the protocol).
@@ -602,7 +617,13 @@ def measure_architecture(
         Fresh worker processes to measure in, one after the other (default 1); the result is their
         median (see "Processes" in the module docstring), and each one's median, interval and status
         land in ``result.conditions["processes"]``. With 2, a third is measured when the two disagree
-        by more than twice ``target_rel_ci``.
+        by more than twice ``target_rel_ci``; with N, up to 2N - 1 processes, one more while they
+        disagree so.
+    reference:
+        An architecture (usually ``protran.reference_spec``) to time in the same worker process right
+        after the measured one (see "Drift correction in the process" in the module docstring); its
+        reading lands in ``result.conditions["reference"]`` (``arch_hash``, ``status``, ``latency_s``,
+        ``latency_ci_rel``, ``repeats``). None (default): none.
 
     Examples
     --------
@@ -627,6 +648,7 @@ def measure_architecture(
         "target_rel_ci": target_rel_ci, "confidence": confidence, "time_cap_s": time_cap_s,
         "min_window_s": min_window_s, "vocab_size": vocab_size, "seed": seed,
         "runtime_options": dict(runtime_options or {}), "cpus": list(pinned) if pinned is not None else None,
+        "reference_model_dict": as_spec(reference).to_model_dict() if reference is not None else None,
     }
     base = {
         "arch_hash": model_hash(spec), "model_dict": spec.to_model_dict(), "runtime": runtime,
@@ -643,20 +665,38 @@ def measure_architecture(
 
 
 def _process_count(results: Sequence[MeasurementResult], processes: int, target_rel_ci: float) -> int:
-    """How many processes to measure in, given those measured: ``processes``, and a third where two
-    disagree by more than twice ``target_rel_ci`` (more than their intervals allow, so one of them
-    landed elsewhere: the third decides which)."""
-    if processes == 2 and len(results) == 2 and _process_spread(results) > 2 * target_rel_ci:
-        return 3
+    """How many processes to measure in, given those measured: ``processes``, and one more, up to
+    ``2 * processes - 1``, while they disagree by more than twice ``target_rel_ci`` (more than their
+    intervals allow, so one of them landed elsewhere: the next ones decide where the median lies)."""
+    if processes > 1 and len(results) < 2 * processes - 1 and _process_spread(results) > 2 * target_rel_ci:
+        return len(results) + 1
     return processes
 
 
+def _process_values(results: Sequence[MeasurementResult]) -> list[float]:
+    """What the processes are compared and combined by: each one's latency, or, where every process
+    read the reference beside it, its latency over that reading (the host's speed in that process
+    divided out)."""
+    readings = [reference_latency(r) for r in results]
+    if all(readings):
+        return [float(r.latency_s or 0.0) / float(reading or 1.0) for r, reading in zip(results, readings)]
+    return [float(r.latency_s) for r in results if r.latency_s]
+
+
+def reference_latency(result: Any) -> float | None:
+    """The reference latency read in the same process as a measurement (a result or a stored row), or
+    None where there is no successful one."""
+    reading = (result.conditions or {}).get("reference") or {}
+    latency = reading.get("latency_s")
+    return float(latency) if reading.get("status") in USABLE_STATUSES and latency else None
+
+
 def _process_spread(results: Sequence[MeasurementResult]) -> float:
-    """The range of the processes' latencies over their median."""
-    latencies = [float(r.latency_s) for r in results if r.latency_s]
-    if len(latencies) < 2:
+    """The range of the processes' values (``_process_values``) over their median."""
+    values = [v for v in _process_values(results) if v > 0]
+    if len(values) < 2:
         return 0.0
-    return (max(latencies) - min(latencies)) / statistics.median(latencies)
+    return (max(values) - min(values)) / statistics.median(values)
 
 
 def combine_processes(results: Sequence[MeasurementResult]) -> MeasurementResult:
@@ -686,8 +726,23 @@ def combine_processes(results: Sequence[MeasurementResult]) -> MeasurementResult
     ci_rel = max([*ci_rels, _process_spread(results) / 2]) if ci_rels else None
     peaks = [r.peak_power_w for r in results if r.peak_power_w is not None]
     per_process = [{"latency_s": r.latency_s, "latency_ci_rel": r.latency_ci_rel, "repeats": r.repeats,
-                    "status": r.status, "started_at": r.started_at} for r in results]
+                    "status": r.status, "started_at": r.started_at,
+                    **({"reference_latency_s": reference_latency(r)} if "reference" in r.conditions else {})}
+                   for r in results]
     errors = "; ".join(r.error for r in results if r.error) or None
+    conditions = {**first.conditions, "processes": per_process}
+    if latency and all(reference_latency(r) for r in results):
+        # the reading that puts the row at the median of its processes' ratios to their references
+        readings = [r.conditions["reference"] for r in results]
+        conditions["reference"] = {
+            "arch_hash": readings[0].get("arch_hash"),
+            "status": "unstable" if any(x.get("status") == "unstable" for x in readings) else "ok",
+            "latency_s": latency / statistics.median(_process_values(results)),
+            "latency_ci_rel": max(float(x.get("latency_ci_rel") or 0.0) for x in readings),
+            "repeats": sum(int(x.get("repeats") or 0) for x in readings)}
+    elif "reference" in first.conditions:
+        conditions["reference"] = {**first.conditions["reference"], "status": "failed",
+                                   "error": "not every process read the reference"}
     return dataclasses.replace(
         first, status="unstable" if any(r.status == "unstable" for r in results) else "ok",
         latency_s=latency, latency_ci_rel=ci_rel, latency_iqr_s=median("latency_iqr_s"),
@@ -695,7 +750,7 @@ def combine_processes(results: Sequence[MeasurementResult]) -> MeasurementResult
         energy_j=median("energy_j"), mean_power_w=median("mean_power_w"), idle_power_w=median("idle_power_w"),
         peak_power_w=max(peaks) if peaks else None, error=errors, finished_at=results[-1].finished_at,
         batch_latencies_s=tuple(v for r in results for v in r.batch_latencies_s),
-        window_end_s=results[-1].window_end_s, conditions={**first.conditions, "processes": per_process},
+        window_end_s=results[-1].window_end_s, conditions=conditions,
     )
 
 
@@ -730,11 +785,31 @@ def _measure_once(command: list[str], request: dict[str, Any], base: dict[str, A
         problems.append(power_error)
     error = "; ".join(p for p in problems if p) or None
     conditions = _reply_conditions(outcome.reply, pinned)
+    if request.get("reference_model_dict") is not None and outcome.status in USABLE_STATUSES:
+        conditions["reference"] = _reference_reading(outcome.reply, request, batch_size)
     _warn_frequency_scaling(conditions)
     return MeasurementResult(
         **base, **fields, status=outcome.status, error=error, versions=versions, finished_at=_now(),
         conditions=conditions,
     )
+
+
+def _reference_reading(reply: dict[str, Any], request: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The reference's reading in the worker's process (``conditions["reference"]``): its median
+    latency per sequence, interval and repeats, or status 'failed' with the reason where the reply
+    has no usable timings of it (the row itself stays as measured)."""
+    reading: dict[str, Any] = {"arch_hash": model_hash(as_spec(request["reference_model_dict"]))}
+    timing = reply.get("reference")
+    samples = timing.get("batch_latencies_s") if isinstance(timing, dict) else None
+    if not isinstance(samples, list) or not samples or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in samples):
+        return {**reading, "status": "failed", "error": "the worker returned no reference timings"}
+    confidence = reply.get("confidence", 0.95)
+    _, median, _ = median_confidence_interval([float(v) for v in samples], confidence)
+    return {**reading, "status": "ok" if timing.get("converged", True) else "unstable",
+            "latency_s": median / batch_size,
+            "latency_ci_rel": _finite_or_none(relative_ci_half_width([float(v) for v in samples], confidence)),
+            "repeats": len(samples)}
 
 
 def _reply_conditions(reply: dict[str, Any] | None, pinned: tuple[int, ...] | None) -> dict[str, Any]:

@@ -918,8 +918,11 @@ def _add_correct_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_drift_correction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drift-correction", choices=DRIFT_CORRECTIONS, default="latest",
-                        help="correct a row by the latest reference before it, or by the geometric mean of the "
-                             "references just before and after it (bracket: for --reference-every 1; default latest)")
+                        help="correct a row by the latest reference before it, by the geometric mean of the "
+                             "references just before and after it (bracket: for --reference-every 1), or by the "
+                             "reference timed in the row's own process right after it (in-process: no reference "
+                             "of its own, --reference-every is not used; pair with --drift-threshold 0); "
+                             "default latest")
 
 
 def _add_replay_parser(sub: argparse._SubParsersAction) -> None:

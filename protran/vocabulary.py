@@ -77,8 +77,9 @@ AUTO_ORDER: tuple[str, ...] = ("nvml", "rapl", "ina3221", "hwmon", "tegrastats",
 #: What ``--meter`` accepts.
 METER_NAMES: tuple[str, ...] = ("auto", "none", *METERS, "remote:HOST:PORT")
 #: How drift control corrects a row's latency (``--drift-correction``; see :mod:`protran._profile`): by
-#: the latest reference before it, or by the geometric mean of the references just before and after it.
-DRIFT_CORRECTIONS = ("latest", "bracket")
+#: the latest reference before it, by the geometric mean of the references just before and after it, or
+#: by the reference read in the row's own measuring process.
+DRIFT_CORRECTIONS = ("latest", "bracket", "in-process")
 #: How the profiler picks the next architecture to measure.
 ACQUISITIONS: tuple[str, ...] = ("uncertainty", "random")
 #: Metrics that rank architectures with no training and no labels, higher predicting more accurate

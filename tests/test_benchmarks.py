@@ -310,7 +310,24 @@ def test_drift_rules_recomputes_each_rule_from_the_raw_readings(tmp_path):
     # the committed store is bracket-corrected: recomputing that rule gives the rows as they stand
     assert results["bracket, 0"]["median"] < results["raw"]["median"]
     assert results["latest, 5 %"]["median"] != results["bracket, 0"]["median"]
+    # measured with a reference of its own process between rows: no row read one in its own process
+    assert results["in-process, 0"]["median"] is None and results["in-process, 0"]["n"] == 0
     assert "| raw | latest, 5 % |" in (tmp_path / "README.md").read_text()
+    assert (tmp_path / "README.md").read_text().count(" | – |") == 1
+
+
+def test_drift_rules_in_process_gives_a_store_measured_so_its_rows_as_they_stand(tmp_path):
+    """The 06:35 session was corrected live by each row's reading in its own process: recomputing that
+    rule from the raw latencies gives the stored rows back, and far from the raw spread."""
+    drift_rules = load_script("drift_rules")
+    store = BENCHMARKS.parent / "datasets" / "profiles" / "sessions" / "epyc-cpu-onnxruntime-2026-12-05-0635.sqlite"
+    assert drift_rules.main(["--stores", str(store), "--out", str(tmp_path)]) == 0
+    results = {r["rule"]: r for r in json.loads((tmp_path / "results.json").read_text())["results"]}
+    as_stored = drift_rules.spread(store)
+    assert results["in-process, 0"]["median"] == pytest.approx(as_stored["median"])
+    assert results["in-process, 0"]["max"] == pytest.approx(as_stored["max"])
+    assert results["in-process, 0"]["max"] < results["raw"]["median"] / 2
+    assert results["raw"]["profile_references"] == results["raw"]["profile_rows"] == 64  # a reading per row
 
 
 def test_retest_pairs_lists_each_architecture_worst_first_with_its_processes(tmp_path):
@@ -363,6 +380,40 @@ def test_process_spread_measures_each_architecture_in_fresh_processes_in_turn(tm
     assert [row["arch"].split()[0] for row in rows] == ["reference", "smallest", "median"]
     assert rows[0]["spread"] == pytest.approx(0.2) and rows[1]["spread"] == pytest.approx(0.0)
     assert "| `reference` | 3 |" in (tmp_path / "README.md").read_text()
+
+
+def test_process_spread_in_process_puts_each_latency_over_the_reference_beside_it(tmp_path, monkeypatch):
+    """With --in-process the two architectures are measured once more per round with the reference in
+    the same process; their ratios to that reading, and the others' to the round's own reference
+    process, are reported beside the raw spread."""
+    import protran
+    from flexibert import ArchSpec, model_hash
+    from protran import MeasurementResult
+
+    process_spread = load_script("process_spread")
+    store = BENCHMARKS.parent / "datasets" / "profiles" / "sessions" / "epyc-cpu-onnxruntime-2026-12-04-2201.sqlite"
+    calls = []
+    host = iter([1.0] * 5 + [1.2] * 5)  # the host 20 % slower in the second round, in every process alike
+
+    def fake(spec, reference=None, **settings):
+        spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_model_dict(spec)
+        calls.append((model_hash(spec), reference is not None))
+        level = next(host)
+        conditions = {"reference": {"status": "ok", "latency_s": 0.1 * level}} if reference is not None else {}
+        return MeasurementResult(arch_hash=model_hash(spec), model_dict=spec.to_model_dict(), runtime="onnxruntime",
+                                 batch_size=1, seq_len=128, num_threads=1, status="ok", latency_s=0.01 * level,
+                                 latency_ci_rel=0.01, repeats=10, conditions=conditions)
+
+    monkeypatch.setattr(protran, "measure_architecture", fake)
+    assert process_spread.main(["--store", str(store), "--rounds", "2", "--in-process", "--out", str(tmp_path)]) == 0
+    assert [beside for _, beside in calls[:5]] == [False, False, False, True, True] and calls[:5] == calls[5:]
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [row["arch"] for row in rows][3:] == [f"{rows[1]['arch']}, reference in the process",
+                                                 f"{rows[2]['arch']}, reference in the process"]
+    assert "ratio_spread" not in rows[0] and all(row["spread"] == pytest.approx(0.2 / 1.1) for row in rows)
+    assert [row["ratio_spread"] for row in rows[1:]] == pytest.approx([0.0] * 4)
+    assert rows[3]["ratios"] == pytest.approx([0.1, 0.1])
+    assert "--in-process" in json.loads((tmp_path / "results.json").read_text())["meta"]["command"]
 
 
 def test_compiler_features_benchmark_quick(tmp_path, monkeypatch):

@@ -799,3 +799,59 @@ def test_processes_reach_the_measure_call_only_when_more_than_one(tmp_path):
     assert seen == [None] * 6 + [2] * 6
     with pytest.raises(ValueError, match="processes"):
         _config(processes=0)
+
+
+class InProcessBoard(DriftingBoard):
+    """A drifting board that, asked for a reference, times it in the same call at the call's drift: the
+    reading moves with the row it was read beside."""
+
+    def __call__(self, spec, reference=None, **settings):
+        measured = super().__call__(spec, **settings)
+        if reference is None:
+            return measured
+        level = measured.latency_s / self.truth[measured.arch_hash]
+        reading = {"arch_hash": model_hash(reference), "status": "ok", "latency_ci_rel": 0.01, "repeats": 10,
+                   "latency_s": (1e-9 * count_parameters(reference) + 1e-4) * level}
+        return dataclasses.replace(measured, conditions={**measured.conditions, "reference": reading})
+
+
+def test_in_process_corrects_each_row_by_its_own_reading(tmp_path):
+    """A board slowing by 2 % per call: each row's own reading puts it at the run's median level, with no
+    reference measured on its own; ``protran correct`` recomputes the same factors from the store."""
+    board = InProcessBoard(slowdown=0.02)
+    with RunStore(tmp_path / "runs.sqlite") as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReferenceDriftWarning)
+        summary = Profiler(_config(reference_every=4, drift_threshold=0.0, drift_correction="in-process"), store,
+                           tmp_path / "out", measure_fn=board).run()
+        rows = store.measurements(run_id=summary.run_id, status=None)
+        references = store.references(summary.run_id)
+    assert len(board.calls) == len(rows) == 9  # no reference in a call of its own
+    assert len(references) == 9 and all(ref.conditions["in_process"] for ref in references)
+    assert [ref.conditions["row_arch_hash"] for ref in references] == [row.arch_hash for row in rows]
+    level = np.array([row.latency_s / board.truth[row.arch_hash] for row in rows])
+    raw = np.array([row.latency_raw_s / board.truth[row.arch_hash] for row in rows])
+    assert raw == pytest.approx(1 + 0.02 * np.arange(9))
+    assert level == pytest.approx([1.08] * 9)  # the median of the nine readings' levels, 1.00 ... 1.16
+    assert summary.reference_drift == pytest.approx(0.08 / 1.08)
+    from protran.cli import main
+    factors = [row.conditions["drift_factor"] for row in rows]
+    assert main(["correct", "--store", str(tmp_path / "runs.sqlite"), "--drift-correction", "in-process",
+                 "--drift-threshold", "0", "--json"]) == 0
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        assert [row.conditions["drift_factor"] for row in store.measurements(run_id=1)] == pytest.approx(factors)
+
+
+def test_in_process_asks_the_measure_call_for_the_reference_and_leaves_rows_without_a_reading(tmp_path):
+    seen = []
+
+    def board(spec, **settings):
+        seen.append(settings.get("reference"))
+        return FakeBoard()(spec, **settings)  # reads no reference: nothing to correct by
+
+    with RunStore(tmp_path / "runs.sqlite") as store:
+        summary = Profiler(_config(drift_correction="in-process"), store, tmp_path / "out", measure_fn=board).run()
+        rows = store.measurements(run_id=summary.run_id)
+        assert store.references(summary.run_id) == []
+    reference = reference_spec(ProfileConfig(device="x").design_space())
+    assert len(seen) == 9 and all(model_hash(spec) == model_hash(reference) for spec in seen)
+    assert all(row.latency_raw_s is None and "drift_factor" not in row.conditions for row in rows)

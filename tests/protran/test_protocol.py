@@ -763,7 +763,8 @@ def test_a_version_4_store_gains_empty_conditions(tmp_path):
 
 def counting_worker(tmp_path, latencies_s):
     """A stand-in worker whose n-th process (counted in a file) times ``latencies_s[n]`` per batch, or
-    fails where that entry is None."""
+    fails where that entry is None. An entry ``(row, reference)`` also times the reference, when the
+    request names one and ``reference`` is not None (None: a worker that does not time it)."""
     counter = tmp_path / "processes"
     counter.write_text("0")
     return script(
@@ -776,9 +777,14 @@ def counting_worker(tmp_path, latencies_s):
         latency = {list(latencies_s)!r}[n]
         if latency is None:
             sys.exit("process " + str(n) + " crashed")
+        latency, reference = latency if isinstance(latency, (list, tuple)) else (latency, None)
         start = time.monotonic()
-        print(json.dumps({{"status": "ok", "batch_latencies_s": [latency] * 10, "window_start_s": start,
-                          "window_end_s": start + 10 * latency, "time_capped": False, "confidence": 0.95}}))
+        reply = {{"status": "ok", "batch_latencies_s": [latency] * 10, "window_start_s": start,
+                  "window_end_s": start + 10 * latency, "time_capped": False, "confidence": 0.95}}
+        if request.get("reference_model_dict") is not None and reference is not None:
+            reply["reference"] = {{"batch_latencies_s": [reference] * 12, "converged": True,
+                                  "window_start_s": start, "window_end_s": start + 12 * reference}}
+        print(json.dumps(reply))
         """
     ), counter
 
@@ -834,3 +840,61 @@ def test_combined_power_is_the_median_energy_and_the_largest_peak():
     assert combined.conditions["cpus"] == [1] and len(combined.conditions["processes"]) == 3
     with pytest.raises(ValueError):
         combine_processes([])
+
+
+# -- the reference read in the measuring process --------------------------------------------------------
+
+
+REFERENCE = {"l": 2, "o": [["sa_sdp_64", "sa_sdp_64"], ["sa_sdp_64", "sa_sdp_64"]], "h": [128, 128],
+             "f": [[512], [512]]}
+
+
+def test_the_reference_read_in_the_process_lands_in_the_conditions(tmp_path):
+    worker, counter = counting_worker(tmp_path, [(0.030, 0.090), (0.030, 0.090)])
+    result = measure(worker, reference=REFERENCE)
+    reading = result.conditions["reference"]
+    assert counter.read_text() == "1" and result.latency_s == pytest.approx(0.015)  # the row as without it
+    assert reading["status"] == "ok" and reading["latency_s"] == pytest.approx(0.045) and reading["repeats"] == 12
+    assert reading["arch_hash"] == model_hash(ArchSpec.from_model_dict(REFERENCE))
+    assert "reference" not in measure(worker).conditions  # none asked for, none read
+
+
+def test_a_worker_that_times_no_reference_leaves_the_row_and_says_so(tmp_path):
+    from protran._protocol import reference_latency
+
+    worker, _ = counting_worker(tmp_path, [(0.030, None)])
+    result = measure(worker, reference=REFERENCE)
+    assert result.status == "ok" and result.latency_s == pytest.approx(0.015)
+    assert result.conditions["reference"]["status"] == "failed" and reference_latency(result) is None
+
+
+def test_processes_that_agree_after_their_own_reference_need_no_third(tmp_path):
+    # the second process ran 20 % slower, row and reference alike: the host, not the row
+    worker, counter = counting_worker(tmp_path, [(0.030, 0.100), (0.036, 0.120), (0.5, 0.5)])
+    result = measure(worker, reference=REFERENCE, processes=2)
+    assert counter.read_text() == "2"
+    assert result.latency_s == pytest.approx(0.033 / 2)  # the raw latency: the processes' median
+    # the reading puts the row at the processes' median ratio to their references, 0.3
+    assert result.latency_s / result.conditions["reference"]["latency_s"] == pytest.approx(0.3)
+    assert result.latency_ci_rel == pytest.approx(0.0)  # their ratios agree
+    assert [p["reference_latency_s"] for p in result.conditions["processes"]] == pytest.approx([0.05, 0.06])
+
+
+def test_processes_whose_ratios_disagree_call_more_up_to_twice_less_one(tmp_path):
+    pairs = [(0.030, 0.100), (0.036, 0.100), (0.033, 0.100), (0.040, 0.100), (0.031, 0.100), (0.5, 0.5)]
+    worker, counter = counting_worker(tmp_path, pairs)
+    result = measure(worker, reference=REFERENCE, processes=3)
+    assert counter.read_text() == "5"  # 3, then one more while they disagree, up to 2 * 3 - 1
+    assert result.latency_s / result.conditions["reference"]["latency_s"] == pytest.approx(0.33)
+    worker, counter = counting_worker(tmp_path, [(0.030, 0.100), (0.0303, 0.100), (0.0306, 0.1), (0.5, 0.5)])
+    measure(worker, reference=REFERENCE, processes=3)
+    assert counter.read_text() == "3"  # within twice the 2 % target: no more
+
+
+@needs_runtimes
+def test_the_real_worker_times_the_reference_after_the_row():
+    result = measure_architecture(TINY, "onnxruntime", seq_len=16, vocab_size=100, timeout_s=120.0,
+                                  reference=REFERENCE, min_repeats=10, max_repeats=50)
+    reading = result.conditions["reference"]
+    assert result.status in ("ok", "unstable") and reading["status"] in ("ok", "unstable")
+    assert reading["latency_s"] > 0 and reading["repeats"] >= 10
