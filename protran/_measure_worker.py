@@ -23,7 +23,7 @@ window it reads the machine's conditions (``protran._protocol.ConditionsProbe``)
 ``"conditions"``.
 
 With ``"reference_model_dict"`` in the request the worker also builds the reference architecture,
-warms both up, times the measured architecture exactly as without it, and then times the reference in
+warms both up, times the measured architecture by the same rule as without it, and then times the reference in
 a window of its own, in this same process; its timings come back as ``"reference"`` (see "Drift
 correction in the process" in ``protran._protocol``).
 """
@@ -208,7 +208,7 @@ def measure(request: dict[str, Any], watch: ParentWatch | None = None) -> dict[s
     conditions.update(session_graph_record(session))
     extra: dict[str, Any] = {}
     if reference is not None:
-        # after the row's window, so the row is timed exactly as without a reference
+        # after the row's window, so the row's window follows the same rule as without a reference
         reference_timing = timed(reference, 0.0)
         extra["reference"] = {"batch_latencies_s": list(reference_timing.batch_latencies_s),
                               "converged": reference_timing.converged,

@@ -39,7 +39,8 @@ Drift correction in the process (``reference``): a host whose speed moves within
 row's window and a reference measured in another process apart, and a fresh process lands somewhere
 of its own besides. With ``reference`` the worker also builds the reference architecture and, right
 after the row's timed window, times it in a window of its own in the same process (the row's window,
-energy included, is what it is without one). The reading lands in ``conditions["reference"]``; the
+energy included, follows the same rule as without one; the reference's model is built and warmed
+beside it in the same memory). The reading lands in ``conditions["reference"]``; the
 profiler corrects the row by it (``drift_correction="in-process"``, see ``protran._profile``). It costs
 the reference's build and one short window per process, not a process of its own per reading. On this
 project's machine, over ten fresh processes each, a median-size architecture's latency over the
