@@ -805,12 +805,8 @@ def _reference_reading(reply: dict[str, Any], request: dict[str, Any], batch_siz
     if not isinstance(samples, list) or not samples or not all(
             isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in samples):
         return {**reading, "status": "failed", "error": "the worker returned no reference timings"}
-    confidence = reply.get("confidence", 0.95)
-    _, median, _ = median_confidence_interval([float(v) for v in samples], confidence)
     return {**reading, "status": "ok" if timing.get("converged", True) else "unstable",
-            "latency_s": median / batch_size,
-            "latency_ci_rel": _finite_or_none(relative_ci_half_width([float(v) for v in samples], confidence)),
-            "repeats": len(samples)}
+            **_window_latency([float(v) for v in samples], reply.get("confidence", 0.95), batch_size)}
 
 
 def _reply_conditions(reply: dict[str, Any] | None, pinned: tuple[int, ...] | None) -> dict[str, Any]:
@@ -1006,14 +1002,20 @@ def _reply_problem(reply: dict[str, Any]) -> str | None:
     return None
 
 
+def _window_latency(samples: Sequence[float], confidence: float, batch_size: int) -> dict[str, Any]:
+    """One timed window's latency per sequence (its median batch latency over the batch size), the
+    relative half-width of that median's interval and the number of repeats."""
+    _, median, _ = median_confidence_interval(list(samples), confidence)
+    return {"latency_s": median / batch_size,
+            "latency_ci_rel": _finite_or_none(relative_ci_half_width(list(samples), confidence)),
+            "repeats": len(samples)}
+
+
 def _timing_fields(outcome: _WorkerOutcome, batch_size: int) -> dict[str, Any]:
     samples = [float(v) for v in outcome.reply["batch_latencies_s"]]
-    _, median, _ = median_confidence_interval(samples, outcome.reply.get("confidence", 0.95))
     return {
-        "latency_s": median / batch_size,
-        "latency_ci_rel": _finite_or_none(relative_ci_half_width(samples, outcome.reply.get("confidence", 0.95))),
+        **_window_latency(samples, outcome.reply.get("confidence", 0.95), batch_size),
         "latency_iqr_s": interquartile_range(samples) / batch_size,
-        "repeats": len(samples),
         "time_capped": bool(outcome.reply.get("time_capped", False)),
         "batch_latencies_s": tuple(samples),
         "window_start_s": float(outcome.reply["window_start_s"]),
